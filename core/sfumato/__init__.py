@@ -1,0 +1,68 @@
+"""sfumato: a plugin-based engine for text-to-image workflows.
+
+This module is the public API; plugins and scripts import from here only.
+Importing it never imports torch.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as _metadata
+from typing import Annotated
+
+from pydantic import Field
+
+from .builder import GraphBuilder, NodeHandle, OutputHandle, ParamHandle
+from .context import RunContext
+from .engine import Engine, RunResult
+from .errors import (
+    GraphIssue,
+    GraphValidationError,
+    ModelNotFoundError,
+    NodeDefinitionError,
+    NodeExecutionError,
+    ParameterError,
+    PluginError,
+    RunCancelledError,
+    RunFailedError,
+    SfumatoError,
+)
+from .events import (
+    ModelEvicted,
+    ModelLoaded,
+    NodeCached,
+    NodeFailed,
+    NodeFinished,
+    NodeProgress,
+    NodeStarted,
+    RunEvent,
+    RunFinished,
+    RunStarted,
+)
+from .files import UnsafePathError, path_inside, write_atomically
+from .graph import Graph, graph_json_schema
+from .metadata import image_metadata, png_info, read_png_metadata
+from .hookspecs import hookimpl
+from .models import ModelManager, ModelSource
+from .nodes import NodeSpec, Port, node, spec_of
+from .planning import Plan, plan_run, validate_graph
+from .ports import PortType
+from .registry import Registry, default_registry
+from .report import RunReport
+from .values import Conditioning, Embedding, ImageBatch, Latent, PromptWeights, Retrieved, RetrievedItem
+
+try:
+    __version__ = _metadata.version("sfumato")
+except _metadata.PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.0.0"
+
+__all__ = [
+    "Annotated", "Conditioning", "Embedding", "Engine", "Field", "Graph", "GraphBuilder", "GraphIssue",
+    "GraphValidationError", "ImageBatch", "Latent", "ModelEvicted", "ModelLoaded", "ModelManager",
+    "ModelNotFoundError", "ModelSource", "NodeCached", "NodeDefinitionError", "NodeExecutionError",
+    "NodeFailed", "NodeFinished", "NodeHandle", "NodeProgress", "NodeSpec", "NodeStarted", "OutputHandle",
+    "ParamHandle", "ParameterError", "Plan", "PluginError", "Port", "PortType", "PromptWeights", "Registry",
+    "Retrieved", "RetrievedItem", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError",
+    "RunFinished", "RunReport", "RunResult", "RunStarted", "SfumatoError", "default_registry",
+    "graph_json_schema", "hookimpl", "node", "plan_run", "spec_of", "validate_graph", "__version__",
+    "UnsafePathError", "path_inside", "write_atomically", "image_metadata", "png_info", "read_png_metadata",
+]

@@ -1,0 +1,60 @@
+"""Live progress for the command line: a node bar and a step bar (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..events import (
+    ModelEvicted,
+    ModelLoaded,
+    NodeCached,
+    NodeFailed,
+    NodeFinished,
+    NodeProgress,
+    NodeStarted,
+    RunEvent,
+    RunStarted,
+)
+from .output import stderr
+
+
+class ProgressDisplay:
+    """An engine observer that draws progress on stderr."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=stderr, transient=True,
+        )
+        self._nodes: Any = None
+        self._steps: dict[str, Any] = {}
+
+    def __enter__(self) -> "ProgressDisplay":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: RunEvent) -> None:
+        progress = self.progress
+        if isinstance(event, RunStarted):
+            self._nodes = progress.add_task(f"running {event.graph}", total=event.node_count)
+        elif isinstance(event, NodeStarted):
+            progress.update(self._nodes, description=f"{event.node_id} ({event.node_type})")
+        elif isinstance(event, (NodeFinished, NodeCached, NodeFailed)):
+            progress.advance(self._nodes)
+            task = self._steps.pop(event.node_id, None)
+            if task is not None:
+                progress.remove_task(task)
+        elif isinstance(event, NodeProgress):
+            task = self._steps.get(event.node_id)
+            if task is None:
+                task = self._steps[event.node_id] = progress.add_task(f"  {event.node_id} steps", total=event.total)
+            progress.update(task, completed=event.current, total=event.total)
+        elif isinstance(event, ModelLoaded):
+            progress.console.print(f"[dim]loaded model {event.key} in {event.seconds:.2f}s[/]")
+        elif isinstance(event, ModelEvicted):
+            progress.console.print(f"[dim]evicted model {event.key}: {event.reason}[/]")

@@ -1,0 +1,164 @@
+"""``sfumato run`` and ``sfumato validate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import GraphIssue, GraphValidationError, NodeExecutionError, ParameterError, RunFailedError
+from ..graph import Graph
+from ..report import RunReport
+from .output import print_error, print_graph_issues, print_json, stderr, stdout
+
+_MEMORY_PATTERN = re.compile(r"^(?:(cpu|cuda|mps)=)?(\d+(?:\.\d+)?)\s*(GB|GiB|MB|MiB|G|M)?$", re.IGNORECASE)
+_TABLE_ROWS = 40
+
+
+def add_parsers(subparsers: Any) -> None:
+    run = subparsers.add_parser("run", help="run a graph file (or the graph stored in a PNG made by sfumato)")
+    run.add_argument("graph", help="a graph .json file, or a .png saved by sfumato")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
+                     help="set a graph parameter (repeatable)")
+    run.add_argument("--out", default="out", help="output folder (default: out)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    run.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16 (default: auto)")
+    run.add_argument("--seed", type=int, default=None, help="the run seed (default: the graph's 'seed' parameter, else 0)")
+    run.add_argument("--jobs", type=int, default=1, help="independent nodes to run at once (default: 1)")
+    run.add_argument("--cache-dir", default=None, help="keep results on disk here, across runs")
+    run.add_argument("--no-cache", action="store_true", help="do not reuse any cached result")
+    run.add_argument("--keep-going", action="store_true", help="let independent branches finish after a failure")
+    run.add_argument("--max-memory", action="append", default=[], metavar="[DEVICE=]SIZE",
+                     help="model memory budget, e.g. 4GB or cuda=10GB (repeatable)")
+    run.add_argument("--json", action="store_true", help="print the run report as JSON")
+    run.set_defaults(handler=run_command)
+
+    validate = subparsers.add_parser("validate", help="check a graph file and report every problem")
+    validate.add_argument("graph")
+    validate.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE")
+    validate.add_argument("--json", action="store_true", help="print the problems as JSON")
+    validate.set_defaults(handler=validate_command)
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ParameterError(f"--set expects NAME=VALUE, got {item!r}")
+        values[name.strip()] = value
+    return values
+
+
+def parse_memory(items: list[str]) -> dict[str, int]:
+    budgets: dict[str, int] = {}
+    for item in items:
+        match = _MEMORY_PATTERN.match(item.strip())
+        if not match:
+            raise ParameterError(f"--max-memory expects [DEVICE=]SIZE such as 4GB or cuda=10GB, got {item!r}")
+        device, number, unit = match.group(1) or "", float(match.group(2)), (match.group(3) or "B").upper()
+        factor = {"B": 1, "M": 2**20, "MB": 10**6, "MIB": 2**20, "G": 2**30, "GB": 10**9, "GIB": 2**30}[unit]
+        for kind in ([device.lower()] if device else ["cpu", "cuda", "mps"]):
+            budgets[kind] = int(number * factor)
+    return budgets
+
+
+def load_graph_argument(path_text: str) -> tuple[Graph, dict[str, Any], int | None]:
+    """A graph file, or the graph, parameters and seed stored in a sfumato PNG."""
+    path = Path(path_text)
+    if path.suffix.lower() == ".png":
+        from ..metadata import read_png_metadata
+
+        try:
+            data = read_png_metadata(path)
+        except (OSError, ValueError) as error:
+            raise GraphValidationError([GraphIssue("$", str(error))], str(path)) from None
+        graph = Graph.from_dict(data["graph"], source=f"{path} (stored graph)")
+        return graph, dict(data.get("params", {})), data.get("seed")
+    return Graph.load(path), {}, None
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from ..engine import Engine
+
+    graph, stored_params, stored_seed = load_graph_argument(args.graph)
+    params: dict[str, Any] = {**stored_params, **parse_sets(args.sets)}
+    engine = Engine(cache=not args.no_cache, cache_dir=None if args.no_cache else args.cache_dir,
+                    device=args.device, dtype=args.dtype, output_dir=args.out, jobs=args.jobs,
+                    max_memory=parse_memory(args.max_memory))
+    seed = args.seed if args.seed is not None else stored_seed
+    from .progress import ProgressDisplay
+
+    display = ProgressDisplay()
+    engine.observers.append(display)
+    report: RunReport | None = None
+    code = 0
+    try:
+        with display:
+            # Values from a PNG are already typed; only strings are parsed.
+            plan = engine.plan(graph, params, params_from_text=True)
+            run_seed = seed if seed is not None else (plan.params["seed"] if isinstance(plan.params.get("seed"), int) else 0)
+            result = engine.execute(plan, seed=run_seed, keep_going=args.keep_going)
+        report = result.report
+    except NodeExecutionError as error:
+        report, code = error.report, 1
+        print_error(str(error))
+    except RunFailedError as error:
+        report, code = error.report, 1
+        for failure in error.failures:
+            print_error(str(failure))
+    if report is not None:
+        if args.json:
+            print_json(report.as_dict())
+        else:
+            print_report(report)
+    return code
+
+
+def print_report(report: RunReport) -> None:
+    table = Table(title=f"{report.graph}: {report.status} in {report.seconds:.2f}s", title_justify="left")
+    table.add_column("node")
+    table.add_column("type")
+    table.add_column("status")
+    table.add_column("seconds", justify="right")
+    colours = {"ran": "green", "cached": "cyan", "skipped": "dim", "failed": "red", "blocked": "yellow"}
+    for index, (node_id, record) in enumerate(report.nodes.items()):
+        if index == _TABLE_ROWS:
+            table.add_row(f"... {len(report.nodes) - _TABLE_ROWS} more", "", "", "")
+            break
+        status = f"[{colours.get(record.status, 'white')}]{record.status}[/]"
+        if record.error:
+            status += f" [dim]{escape(record.error[:60])}[/]"
+        table.add_row(escape(node_id), escape(record.type), status, f"{record.seconds:.3f}")
+    stderr.print(table)
+    counts = ", ".join(f"{report.count(s)} {s}" for s in ("ran", "cached", "skipped", "failed", "blocked") if report.count(s))
+    stderr.print(f"[dim]{counts}[/]")
+    for path in report.files:
+        stdout.print(f"wrote {escape(path)}")
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    from ..planning import plan_run, validate_graph
+    from ..registry import default_registry
+
+    try:
+        graph, stored_params, _ = load_graph_argument(args.graph)
+        issues = validate_graph(graph, default_registry())
+        if not issues and args.sets:
+            plan_run(graph, default_registry(), {**stored_params, **parse_sets(args.sets)}, params_from_text=True)
+    except GraphValidationError as error:
+        issues = error.issues
+    except ParameterError as error:
+        issues = [GraphIssue("params", str(error))]
+    if args.json:
+        print_json({"valid": not issues, "issues": [i.as_dict() for i in issues]})
+    elif issues:
+        print_graph_issues(GraphValidationError(issues, args.graph))
+    else:
+        stdout.print(f"[green]valid[/]: {escape(args.graph)} ({len(graph.nodes)} nodes)")
+    return 2 if issues else 0

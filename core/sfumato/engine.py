@@ -1,0 +1,398 @@
+"""The engine: runs a validated plan, reusing cached results where it can.
+
+Execution is pulled from the targets (graph outputs and side-effect nodes):
+walking back from them, a node whose result is cached stops the walk, so its
+ancestors are not even looked up. What remains runs in topological order, one
+node at a time or, with ``jobs > 1``, as soon as its inputs are ready.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .cache import DiskCache, MemoryCache
+from .context import RunContext, RunSettings
+from .devices import check_device_name, check_dtype_name
+from .errors import NodeExecutionError, RunCancelledError, RunFailedError
+from .events import NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeStarted, RunEvent, RunFinished, RunStarted
+from .graph import Graph
+from .models import ModelManager
+from .planning import Plan, PlannedNode, plan_run
+from .registry import Registry, default_registry
+from .report import BLOCKED, CACHED, FAILED, RAN, SKIPPED, NodeRecord, RunReport
+
+
+@dataclass
+class RunResult:
+    """What :meth:`Engine.run` returns: the graph outputs and the run report."""
+
+    outputs: dict[str, Any]
+    report: RunReport
+    values: dict[str, dict[str, Any]]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.outputs[name]
+
+
+class Engine:
+    """Runs graphs; keeps caches, loaded models and stateful node instances between runs.
+
+    Args:
+        registry: node types and plugins (default: the installed plugins).
+        cache: keep results in memory between runs of this engine.
+        cache_dir: also keep results on disk, across processes.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        dtype: ``auto``, ``float32``, ``float16`` or ``bfloat16``.
+        output_dir: where nodes write files.
+        jobs: how many independent nodes may run at once.
+        max_memory: model memory budget per device kind, in bytes (``{"cpu": ..., "cuda": ...}``).
+        observers: callables that receive every :class:`RunEvent`.
+    """
+
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        *,
+        cache: bool = True,
+        cache_dir: str | Path | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        output_dir: str | Path = "out",
+        jobs: int = 1,
+        max_memory: dict[str, int] | None = None,
+        observers: Iterable[Callable[[RunEvent], None]] = (),
+    ) -> None:
+        self.registry = registry or default_registry()
+        self.memory = MemoryCache() if cache else None
+        self.disk = DiskCache(cache_dir) if cache and cache_dir else None
+        self.device = check_device_name(device)
+        self.dtype = check_dtype_name(dtype)
+        self.output_dir = Path(output_dir)
+        self.jobs = max(1, int(jobs))
+        self.observers: list[Callable[[RunEvent], None]] = list(observers)
+        self.models = ModelManager(sources=self.registry.models, max_bytes=dict(max_memory or {}), emit=self.emit)
+        self._callables: dict[str, Callable[..., Any]] = {}
+        self._callables_lock = threading.Lock()
+        self.event_errors: list[str] = []
+
+    # -- events ----------------------------------------------------------------
+
+    def emit(self, event: RunEvent) -> None:
+        """Deliver an event to observers and plugins; their errors never stop a run."""
+        for listener in (*self.observers, *self.registry.event_listeners()):
+            try:
+                listener(event) if listener in self.observers else listener(event=event)
+            except Exception as error:  # noqa: BLE001
+                self.event_errors.append(f"{getattr(listener, '__qualname__', listener)}: {error}")
+
+    # -- running -----------------------------------------------------------------
+
+    def plan(self, graph: Graph, params: dict[str, Any] | None = None, *, params_from_text: bool = False) -> Plan:
+        """Validate and plan ``graph`` (raises GraphValidationError / ParameterError)."""
+        return plan_run(graph, self.registry, params, params_from_text=params_from_text)
+
+    def run(
+        self,
+        graph: Graph,
+        params: dict[str, Any] | None = None,
+        *,
+        seed: int | None = None,
+        keep_going: bool = False,
+        output_dir: str | Path | None = None,
+        params_from_text: bool = False,
+        cancel_event: threading.Event | None = None,
+        **more_params: Any,
+    ) -> RunResult:
+        """Run ``graph`` with parameter values; return outputs and the report.
+
+        Raises :class:`NodeExecutionError` when a node fails (its ``report``
+        holds the run so far), or :class:`RunFailedError` after a
+        ``keep_going`` run with failures.
+        """
+        all_params = {**(params or {}), **more_params}
+        plan = self.plan(graph, all_params, params_from_text=params_from_text)
+        if seed is None:
+            seed = int(plan.params["seed"]) if isinstance(plan.params.get("seed"), int) else 0
+        return self.execute(plan, seed=seed, keep_going=keep_going, output_dir=output_dir,
+                            cancel_event=cancel_event)
+
+    def execute(self, plan: Plan, *, seed: int = 0, keep_going: bool = False,
+                output_dir: str | Path | None = None, cancel_event: threading.Event | None = None) -> RunResult:
+        """Run an already made plan."""
+        run = _Run(self, plan, seed, keep_going, Path(output_dir) if output_dir else self.output_dir,
+                   cancel_event or threading.Event())
+        return run.go()
+
+    def node_callable(self, node: PlannedNode) -> Callable[..., Any]:
+        """The function that runs a node; class nodes keep one instance per engine."""
+        function = self._callables.get(node.spec.id)
+        if function is None:
+            with self._callables_lock:
+                function = self._callables.get(node.spec.id)
+                if function is None:
+                    function = node.spec.make_callable()
+                    self._callables[node.spec.id] = function
+        return function
+
+    def clear_cache(self) -> None:
+        if self.memory is not None:
+            self.memory.clear()
+
+
+class _Run:
+    """The state of one run of a plan."""
+
+    def __init__(self, engine: Engine, plan: Plan, seed: int, keep_going: bool, output_dir: Path,
+                 cancel_event: threading.Event) -> None:
+        self.engine = engine
+        self.plan = plan
+        self.keep_going = keep_going
+        self.run_id = uuid.uuid4().hex[:12]
+        self.settings = RunSettings(engine.device, engine.dtype, seed, output_dir, plan.graph, plan.params,
+                                    cancel_event)
+        self.report = RunReport(self.run_id, plan.graph.name, plan.params, seed)
+        self.values: dict[str, dict[str, Any]] = {}
+        self.failures: list[NodeExecutionError] = []
+        self._lock = threading.Lock()
+        engine.models.run_id = self.run_id
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _progress(self, node_id: str, node_type: str, current: int, total: int, message: str, preview: Any) -> None:
+        self.engine.emit(NodeProgress(self.run_id, node_id, node_type, current, total, message, preview))
+
+    def _record_file(self, node_id: str, path: Path) -> None:
+        with self._lock:
+            self.report.files.append(str(path))
+
+    def _cached(self, node: PlannedNode) -> dict[str, Any] | None:
+        if node.spec.volatile:
+            return None
+        engine = self.engine
+        outputs = engine.memory.get(node.signature) if engine.memory is not None else None
+        if outputs is None and engine.disk is not None:
+            outputs = engine.disk.get(node.signature)
+            if outputs is not None and engine.memory is not None:
+                engine.memory.put(node.signature, outputs)
+        if outputs is not None and node.spec.is_cache_entry_valid is not None:
+            if not node.spec.is_cache_entry_valid(outputs):
+                if engine.memory is not None:
+                    engine.memory.discard(node.signature)
+                return None
+        return outputs
+
+    def _store(self, node: PlannedNode, outputs: dict[str, Any]) -> None:
+        if node.spec.volatile:
+            return
+        if self.engine.memory is not None:
+            self.engine.memory.put(node.signature, outputs)
+        if self.engine.disk is not None and node.spec.cacheable_to_disk:
+            self.engine.disk.put(node.signature, outputs)
+
+    def _select(self) -> list[str]:
+        """Walk back from the targets; return the nodes that must run, in order."""
+        nodes = self.plan.nodes
+        to_run: set[str] = set()
+        visited: set[str] = set()
+        stack = list(self.plan.targets)
+        while stack:
+            node_id = stack.pop()
+            if node_id in visited:
+                continue
+            visited.add(node_id)
+            node = nodes[node_id]
+            cached = self._cached(node)
+            if cached is not None:
+                self.values[node_id] = cached
+                self.report.nodes[node_id].status = CACHED
+                self.engine.emit(NodeCached(self.run_id, node_id, node.spec.id))
+                continue
+            to_run.add(node_id)
+            stack.extend(source for _, source, _, _ in node.links)
+        for node_id in self.plan.order:
+            if node_id not in visited:
+                self.report.nodes[node_id].reason = "its consumers were cached"
+        return [node_id for node_id in self.plan.order if node_id in to_run]
+
+    # -- execution -------------------------------------------------------------------
+
+    def go(self) -> RunResult:
+        plan, engine = self.plan, self.engine
+        started = time.perf_counter()
+        for node_id in plan.graph.nodes:
+            spec_type = plan.graph.nodes[node_id].type
+            record = NodeRecord(spec_type)
+            if node_id not in plan.nodes:
+                record.reason = "feeds no output"
+            self.report.nodes[node_id] = record
+        engine.emit(RunStarted(self.run_id, plan.graph.name, len(plan.order)))
+        try:
+            to_run = self._select()
+            if engine.jobs > 1 and len(to_run) > 1:
+                self._run_parallel(to_run)
+            else:
+                self._run_sequential(to_run)
+        except (KeyboardInterrupt, RunCancelledError):
+            self.settings.cancel_event.set()
+            self.report.status = "cancelled"
+            self.report.seconds = time.perf_counter() - started
+            engine.emit(RunFinished(self.run_id, "cancelled", self.report.seconds))
+            raise
+        except NodeExecutionError as error:
+            self.report.status = "failed"
+            self.report.seconds = time.perf_counter() - started
+            error.report = self.report
+            engine.emit(RunFinished(self.run_id, "failed", self.report.seconds))
+            raise
+        self.report.seconds = time.perf_counter() - started
+        self.report.status = "failed" if self.failures else "ok"
+        engine.emit(RunFinished(self.run_id, self.report.status, self.report.seconds))
+        if self.failures:
+            raise RunFailedError(self.failures, self.report)
+        outputs = {name: self.values[node][output] for name, (node, output) in plan.outputs.items()}
+        return RunResult(outputs, self.report, self.values)
+
+    def _run_sequential(self, to_run: list[str]) -> None:
+        blocked: set[str] = set()
+        for node_id in to_run:
+            node = self.plan.nodes[node_id]
+            if any(source in blocked for _, source, _, _ in node.links):
+                blocked.add(node_id)
+                self.report.nodes[node_id].status = BLOCKED
+                continue
+            if not self._run_node(node):
+                blocked.add(node_id)
+
+    def _run_parallel(self, to_run: list[str]) -> None:
+        pending = set(to_run)
+        waiting_on = {
+            node_id: {s for _, s, _, _ in self.plan.nodes[node_id].links if s in pending} for node_id in to_run
+        }
+        consumers: dict[str, list[str]] = {node_id: [] for node_id in to_run}
+        for node_id, sources in waiting_on.items():
+            for source in sources:
+                consumers[source].append(node_id)
+        blocked: set[str] = set()
+        order_index = {node_id: i for i, node_id in enumerate(to_run)}
+        with ThreadPoolExecutor(max_workers=self.engine.jobs, thread_name_prefix="sfumato-node") as pool:
+            running: dict[Future[bool], str] = {}
+
+            def launch_ready() -> None:
+                ready = sorted((n for n in pending if not waiting_on[n] and n not in running.values()),
+                               key=order_index.__getitem__)
+                for node_id in ready:
+                    if len(running) >= self.engine.jobs:
+                        break
+                    running[pool.submit(self._run_node, self.plan.nodes[node_id])] = node_id
+
+            launch_ready()
+            while running:
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    node_id = running.pop(future)
+                    pending.discard(node_id)
+                    try:
+                        ok = future.result()
+                    except BaseException:
+                        self.settings.cancel_event.set()
+                        for other in running:
+                            other.cancel()
+                        raise
+                    for consumer in consumers[node_id]:
+                        waiting_on[consumer].discard(node_id)
+                        if not ok:
+                            self._block(consumer, consumers, pending, blocked)
+                launch_ready()
+
+    def _block(self, node_id: str, consumers: dict[str, list[str]], pending: set[str], blocked: set[str]) -> None:
+        stack = [node_id]
+        while stack:
+            current = stack.pop()
+            if current in blocked:
+                continue
+            blocked.add(current)
+            pending.discard(current)
+            self.report.nodes[current].status = BLOCKED
+            stack.extend(consumers[current])
+
+    def _run_node(self, node: PlannedNode) -> bool:
+        """Run one node; returns False when it failed and the run keeps going."""
+        spec, node_id = node.spec, node.id
+        engine = self.engine
+        record = self.report.nodes[node_id]
+        self.settings.cancel_event.is_set() and self._raise_cancelled(node_id)
+        engine.emit(NodeStarted(self.run_id, node_id, spec.id))
+        started = time.perf_counter()
+        try:
+            kwargs = dict(node.literals)
+            ports = engine.registry.ports
+            for name, source, output, convert in node.links:
+                value = self.values[source][output]
+                if convert is not None:
+                    value = convert(value)
+                problem = ports.get(spec.inputs[name].port).problem_with(value)
+                if problem:
+                    raise TypeError(f"input {name!r} from {source}.{output}: {problem}")
+                kwargs[name] = value
+            if spec.context_param:
+                kwargs[spec.context_param] = RunContext(node_id, spec.id, self.settings, engine.models,
+                                                        self._progress, self._record_file)
+            result = engine.node_callable(node)(**kwargs)
+            outputs = self._outputs_of(node, result)
+        except (KeyboardInterrupt, RunCancelledError):
+            record.status = FAILED
+            record.error = "cancelled"
+            raise
+        except Exception as error:  # noqa: BLE001 - every node failure is reported the same way
+            record.status = FAILED
+            record.seconds = time.perf_counter() - started
+            record.error = f"{type(error).__name__}: {error}"
+            failure = NodeExecutionError(node_id, spec.id, error, self.report)
+            failure.__cause__ = error
+            failure.traceback = traceback.format_exc()  # type: ignore[attr-defined]
+            engine.emit(NodeFailed(self.run_id, node_id, spec.id, record.error))
+            if not self.keep_going:
+                raise failure from error
+            with self._lock:
+                self.failures.append(failure)
+            return False
+        seconds = time.perf_counter() - started
+        self.values[node_id] = outputs
+        self._store(node, outputs)
+        record.status = RAN
+        record.seconds = seconds
+        engine.emit(NodeFinished(self.run_id, node_id, spec.id, seconds))
+        return True
+
+    def _raise_cancelled(self, node_id: str) -> None:
+        raise RunCancelledError(f"run cancelled before node {node_id!r}")
+
+    def _outputs_of(self, node: PlannedNode, result: Any) -> dict[str, Any]:
+        spec = node.spec
+        if not spec.outputs:
+            return {}
+        if spec.single_output:
+            (name,) = spec.outputs
+            outputs = {name: result}
+        elif isinstance(result, dict):
+            missing = set(spec.outputs) - set(result)
+            if missing:
+                raise TypeError(f"{spec.id} returned no value for output(s) {sorted(missing)}")
+            outputs = {name: result[name] for name in spec.outputs}
+        elif isinstance(result, tuple) and len(result) == len(spec.outputs):
+            outputs = dict(zip(spec.outputs, result))
+        else:
+            raise TypeError(f"{spec.id} must return a dict with keys {sorted(spec.outputs)}")
+        ports = self.engine.registry.ports
+        for name, value in outputs.items():
+            problem = ports.get(spec.outputs[name].port).problem_with(value)
+            if problem:
+                raise TypeError(f"{spec.id} returned a bad value for output {name!r}: {problem}")
+        return outputs

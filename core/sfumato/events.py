@@ -1,0 +1,91 @@
+"""Run events, delivered to the ``sfumato_run_event`` hook and to engine observers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """Base class of every run event. ``run_id`` identifies the run."""
+
+    run_id: str
+
+    @property
+    def kind(self) -> str:
+        return _KINDS[type(self)]
+
+
+@dataclass(frozen=True)
+class RunStarted(RunEvent):
+    graph: str
+    node_count: int
+
+
+@dataclass(frozen=True)
+class RunFinished(RunEvent):
+    status: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class NodeStarted(RunEvent):
+    node_id: str
+    node_type: str
+
+
+@dataclass(frozen=True)
+class NodeProgress(RunEvent):
+    node_id: str
+    node_type: str
+    current: int
+    total: int
+    message: str = ""
+    preview: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class NodeFinished(RunEvent):
+    node_id: str
+    node_type: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class NodeCached(RunEvent):
+    node_id: str
+    node_type: str
+
+
+@dataclass(frozen=True)
+class NodeFailed(RunEvent):
+    node_id: str
+    node_type: str
+    error: str
+
+
+@dataclass(frozen=True)
+class ModelLoaded(RunEvent):
+    key: str
+    seconds: float
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ModelEvicted(RunEvent):
+    key: str
+    reason: str
+
+
+_KINDS = {
+    RunStarted: "run_started",
+    RunFinished: "run_finished",
+    NodeStarted: "node_started",
+    NodeProgress: "node_progress",
+    NodeFinished: "node_finished",
+    NodeCached: "node_cached",
+    NodeFailed: "node_failed",
+    ModelLoaded: "model_loaded",
+    ModelEvicted: "model_evicted",
+}

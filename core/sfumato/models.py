@@ -1,0 +1,166 @@
+"""Named model sources and the model manager.
+
+The manager loads each model once per process, keyed by source, device and
+dtype, and evicts the least recently used ones when a memory budget is
+exceeded. Loads and evictions are run events.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ModelNotFoundError
+from .events import ModelEvicted, ModelLoaded
+
+
+@dataclass
+class ModelSource:
+    """A name graphs may use for a model, and where its weights are.
+
+    ``location`` is a path, or a function returning one (so that finding the
+    weights, e.g. inside an installed package, happens only when needed).
+    """
+
+    name: str
+    location: Path | Callable[[], Path]
+    description: str = ""
+    kind: str = ""
+    plugin: str = ""
+
+    def path(self) -> Path:
+        return Path(self.location() if callable(self.location) else self.location)
+
+
+def module_bytes(model: Any) -> int:
+    """Bytes held by a model's parameters and buffers (torch modules, pipelines)."""
+    seen: set[int] = set()
+    total = 0
+
+    def visit(obj: Any, depth: int) -> None:
+        nonlocal total
+        if depth > 2 or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if hasattr(obj, "parameters") and hasattr(obj, "buffers"):
+            for tensor in (*obj.parameters(), *obj.buffers()):
+                total += tensor.numel() * tensor.element_size()
+            return
+        children = getattr(obj, "components", None)
+        if isinstance(children, dict):
+            for child in children.values():
+                visit(child, depth + 1)
+        elif hasattr(obj, "__dict__"):
+            for child in vars(obj).values():
+                if hasattr(child, "parameters"):
+                    visit(child, depth + 1)
+
+    visit(model, 0)
+    return total
+
+
+@dataclass
+class _Entry:
+    model: Any
+    bytes: int
+    device: str
+
+
+@dataclass
+class ModelManager:
+    """Loads models once and keeps them under a memory budget.
+
+    Attributes:
+        sources: named model sources from the plugins.
+        max_bytes: per device kind (``cpu``, ``cuda``, ``mps``) budget; ``None`` is unlimited.
+        emit: receives ModelLoaded / ModelEvicted events.
+    """
+
+    sources: dict[str, ModelSource] = field(default_factory=dict)
+    max_bytes: dict[str, int] = field(default_factory=dict)
+    emit: Callable[[Any], None] = lambda event: None
+    run_id: str = ""
+    _entries: "OrderedDict[tuple[str, str, str], _Entry]" = field(default_factory=OrderedDict)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def resolve(self, name_or_path: str) -> Path | str:
+        """A model source name or a local folder to a path; a hub id is returned as is.
+
+        Raises :class:`ModelNotFoundError` saying where it looked.
+        """
+        source = self.sources.get(name_or_path)
+        if source is not None:
+            path = source.path()
+            if not path.exists():
+                raise ModelNotFoundError(
+                    f"model {name_or_path!r} (from plugin {source.plugin!r}) should be at {path}, which does not exist"
+                )
+            return path
+        path = Path(name_or_path).expanduser()
+        if path.exists():
+            return path.resolve()
+        looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
+        if looks_like_hub_id:
+            return name_or_path
+        known = ", ".join(sorted(self.sources)) or "none"
+        raise ModelNotFoundError(
+            f"model {name_or_path!r} not found: it is no registered model name (known: {known}), "
+            f"and no folder exists at {path.resolve()}"
+        )
+
+    def get(self, key: str, device: str, dtype: str, loader: Callable[[], Any]) -> Any:
+        """The model for ``(key, device, dtype)``, loading it with ``loader()`` the first time."""
+        cache_key = (key, device, dtype)
+        with self._lock:
+            entry = self._entries.get(cache_key)
+            if entry is not None:
+                self._entries.move_to_end(cache_key)
+                return entry.model
+            started = time.perf_counter()
+            model = loader()
+            size = module_bytes(model)
+            self._entries[cache_key] = _Entry(model, size, device)
+            self.emit(ModelLoaded(self.run_id, f"{key} [{device}, {dtype}]", time.perf_counter() - started, size))
+            self._evict_over_budget(device.split(":")[0], keep=cache_key)
+            return model
+
+    def loaded(self) -> list[tuple[str, str, str]]:
+        """Keys of the loaded models, least recently used first."""
+        with self._lock:
+            return list(self._entries)
+
+    def bytes_on(self, device_kind: str) -> int:
+        with self._lock:
+            return sum(e.bytes for e in self._entries.values() if e.device.split(":")[0] == device_kind)
+
+    def release(self, key: str | None = None) -> int:
+        """Drop models (all, or those loaded from ``key``); returns how many."""
+        with self._lock:
+            doomed = [k for k in self._entries if key is None or k[0] == key]
+            for cache_key in doomed:
+                self._drop(cache_key, "released")
+        return len(doomed)
+
+    def _evict_over_budget(self, device_kind: str, keep: tuple[str, str, str]) -> None:
+        budget = self.max_bytes.get(device_kind)
+        if budget is None:
+            return
+        for cache_key in list(self._entries):
+            if self.bytes_on(device_kind) <= budget:
+                break
+            if cache_key != keep and self._entries[cache_key].device.split(":")[0] == device_kind:
+                self._drop(cache_key, f"over the {device_kind} memory budget")
+
+    def _drop(self, cache_key: tuple[str, str, str], reason: str) -> None:
+        del self._entries[cache_key]
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.emit(ModelEvicted(self.run_id, f"{cache_key[0]} [{cache_key[1]}, {cache_key[2]}]", reason))

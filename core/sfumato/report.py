@@ -1,0 +1,60 @@
+"""The run report: what each node did, how long it took, what was written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Node statuses in a report.
+RAN, CACHED, SKIPPED, FAILED, BLOCKED = "ran", "cached", "skipped", "failed", "blocked"
+
+
+@dataclass(slots=True)
+class NodeRecord:
+    """One node's line in the report."""
+
+    type: str
+    status: str = SKIPPED
+    seconds: float = 0.0
+    error: str = ""
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, "status": self.status, "seconds": round(self.seconds, 6)}
+        if self.error:
+            data["error"] = self.error
+        if self.reason:
+            data["reason"] = self.reason
+        return data
+
+
+@dataclass
+class RunReport:
+    """The outcome of one run, JSON-able through :meth:`as_dict`."""
+
+    run_id: str
+    graph: str
+    params: dict[str, Any]
+    seed: int
+    status: str = "running"
+    seconds: float = 0.0
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    models: list[dict[str, Any]] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for record in self.nodes.values() if record.status == status)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "graph": self.graph,
+            "status": self.status,
+            "seconds": round(self.seconds, 6),
+            "seed": self.seed,
+            "params": self.params,
+            "nodes": {node_id: record.as_dict() for node_id, record in self.nodes.items()},
+            "files": self.files,
+            "models": self.models,
+            "counts": {s: self.count(s) for s in (RAN, CACHED, SKIPPED, FAILED, BLOCKED)},
+        }

@@ -1,0 +1,124 @@
+"""The value classes that travel on edges between nodes of different plugins.
+
+They live in the engine so that an encoder from one plugin and a generator from
+another agree on what they exchange. None of them imports torch: arrays may be
+NumPy arrays or torch tensors, created by the plugins that need them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """An ordered batch of Pillow images (one image is a batch of one).
+
+    ``labels`` optionally names each image (a caption, a file name); nodes that
+    transform images keep the order and the labels.
+    """
+
+    images: tuple[Any, ...]
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "images", tuple(self.images))
+        object.__setattr__(self, "labels", tuple(self.labels))
+        if self.labels and len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.images)} images")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.images)
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if self.labels else ""
+
+    def map(self, function: Any) -> "ImageBatch":
+        """Apply ``function`` to every image, keeping order and labels."""
+        return ImageBatch(tuple(function(image) for image in self.images), self.labels)
+
+    @classmethod
+    def of(cls, images: Sequence[Any], labels: Sequence[str] = ()) -> "ImageBatch":
+        return cls(tuple(images), tuple(labels))
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """Unit vectors for a batch of texts or images: ``vectors`` is ``(N, dimension)``.
+
+    ``model`` and ``dimension`` let a consumer (an index, a generator) refuse an
+    embedding from another encoder before anything runs.
+    """
+
+    vectors: Any
+    model: str
+    dimension: int
+    texts: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Token-level encoder states for a generator: ``states`` is ``(N, sequence, width)``.
+
+    ``pooled`` is the ``(N, width')`` pooled output where the encoder has one.
+    ``encoder`` names the model that made it; a generator trained on another
+    encoder rejects it at validation.
+    """
+
+    states: Any
+    encoder: str
+    width: int
+    sequence_length: int
+    pooled: Any = None
+    texts: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return int(self.states.shape[0])
+
+
+@dataclass(frozen=True)
+class Latent:
+    """Latents of an autoencoder: ``samples`` is ``(N, channels, height, width)``."""
+
+    samples: Any
+    autoencoder: str = ""
+    scaling_factor: float = 1.0
+
+    def __len__(self) -> int:
+        return int(self.samples.shape[0])
+
+
+@dataclass(frozen=True)
+class RetrievedItem:
+    """One search hit: the image's path, its caption and the cosine score."""
+
+    path: str
+    caption: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """Ranked hits for each query, best first: ``hits[query_index]``."""
+
+    hits: tuple[tuple[RetrievedItem, ...], ...]
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class PromptWeights:
+    """A prompt split into phrases with weights, parsed from ``(red:1.3)`` syntax.
+
+    ``text`` is the prompt with the weighting syntax removed; each phrase is
+    ``(text, weight)`` and phrases concatenate to ``text``.
+    """
+
+    text: str
+    phrases: tuple[tuple[str, float], ...] = field(default_factory=tuple)
