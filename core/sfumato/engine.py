@@ -26,7 +26,7 @@ from .graph import Graph
 from .models import ModelManager
 from .planning import Plan, PlannedNode, plan_run
 from .registry import Registry, default_registry
-from .report import BLOCKED, CACHED, FAILED, RAN, SKIPPED, NodeRecord, RunReport
+from .report import BLOCKED, CACHED, FAILED, RAN, SKIPPED, NodeRecord, RunReport, summarize_value
 
 
 @dataclass
@@ -257,6 +257,7 @@ class _Run:
         if self.failures:
             raise RunFailedError(self.failures, self.report)
         outputs = {name: self.values[node][output] for name, (node, output) in plan.outputs.items()}
+        self.report.outputs = {name: summarize_value(value) for name, value in outputs.items()}
         return RunResult(outputs, self.report, self.values)
 
     def _run_sequential(self, to_run: list[str]) -> None:

@@ -41,6 +41,8 @@ class RunReport:
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     models: list[dict[str, Any]] = field(default_factory=list)
+    #: Graph outputs: JSON values as they are, other values summarised.
+    outputs: dict[str, Any] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(1 for record in self.nodes.values() if record.status == status)
@@ -56,5 +58,18 @@ class RunReport:
             "nodes": {node_id: record.as_dict() for node_id, record in self.nodes.items()},
             "files": self.files,
             "models": self.models,
+            "outputs": self.outputs,
             "counts": {s: self.count(s) for s in (RAN, CACHED, SKIPPED, FAILED, BLOCKED)},
         }
+
+
+def summarize_value(value: Any) -> Any:
+    """A JSON-able stand-in for a graph output in a report."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float, bool)) for v in value):
+        return list(value)
+    if isinstance(value, dict) and all(isinstance(v, (str, int, float, bool)) for v in value.values()):
+        return dict(value)
+    length = f" x{len(value)}" if hasattr(value, "__len__") else ""
+    return f"<{type(value).__name__}{length}>"

@@ -138,6 +138,8 @@ def print_report(report: RunReport) -> None:
     stderr.print(table)
     counts = ", ".join(f"{report.count(s)} {s}" for s in ("ran", "cached", "skipped", "failed", "blocked") if report.count(s))
     stderr.print(f"[dim]{counts}[/]")
+    for name, value in report.outputs.items():
+        stdout.print(f"{escape(name)} = {escape(json.dumps(value, ensure_ascii=False))}")
     for path in report.files:
         stdout.print(f"wrote {escape(path)}")
 

@@ -1,0 +1,128 @@
+"""The command line: exit codes, JSON output, listings, and no torch for checking graphs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sfumato.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CARD = str(REPO / "graphs" / "prompt-card.json")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sfumato.cli.main", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+
+
+def test_validate_does_not_import_torch():
+    code = ("import sys; from sfumato.cli import main; rc = main(['validate', %r]);"
+            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)") % CARD
+    for command in (["validate", CARD], ["nodes"], ["plugins"], ["schema"]):
+        script = code.replace(repr(["validate", CARD]), repr(command))
+        completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert completed.returncode == 0, (command, completed.stderr)
+
+
+def test_validate_reports_every_problem_and_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"version": 1, "nodes": {
+        "a": {"type": "text.normalise", "inputs": {"text": "x"}},
+        "b": {"type": "image.sharpen", "inputs": {"images": {"from": "zz.images"}, "radius": -1}}}}))
+    assert main(["validate", str(bad), "--json"]) == 2
+    report = json.loads(capsys.readouterr().out)
+    assert not report["valid"]
+    assert {i["path"] for i in report["issues"]} >= {"nodes.a.type", "nodes.b.inputs.images", "nodes.b.inputs.radius"}
+
+
+def test_validate_prints_issues_without_a_traceback(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": 1, "nodes": {')
+    completed = run_cli("validate", str(bad))
+    assert completed.returncode == 2
+    assert "line 1" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_valid_graph_exits_0(capsys):
+    assert main(["validate", CARD]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_run_writes_a_png_and_a_json_report(tmp_path, capsys):
+    assert main(["run", CARD, "--out", str(tmp_path), "--set", "prompt=a green triangle", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "ok"
+    assert {n["status"] for n in report["nodes"].values()} == {"ran"}
+    [path] = report["files"]
+    assert Path(path).exists() and Path(path).parent == tmp_path
+
+
+def test_second_run_with_cache_dir_reruns_nothing(tmp_path, capsys):
+    args = ["run", CARD, "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), "--json"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"]["ran"] == 0
+
+
+def test_bad_set_value_exits_2(tmp_path, capsys):
+    assert main(["run", CARD, "--out", str(tmp_path), "--set", "seed=abc"]) == 2
+    assert "seed" in capsys.readouterr().err
+    assert main(["run", CARD, "--out", str(tmp_path), "--set", "nope"]) == 2
+
+
+def test_failing_node_exits_1_naming_the_node(tmp_path, capsys):
+    graph = tmp_path / "g.json"
+    graph.write_text(json.dumps({"version": 1, "nodes": {
+        "clean": {"type": "text.normalize", "inputs": {"text": "   "}},
+        "card": {"type": "image.text_card", "inputs": {"text": {"from": "clean.text"}}},
+        "save": {"type": "image.save", "inputs": {"images": {"from": "card.images"}}}}}))
+    assert main(["run", str(graph), "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "'clean'" in err and "text.normalize" in err and "empty after normalization" in err
+
+
+def test_nodes_listing_show_and_json(capsys):
+    assert main(["nodes"]) == 0
+    assert "image.sharpen" in capsys.readouterr().out
+    assert main(["nodes", "show", "image.sharpen", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    radius = next(i for i in shown["inputs"] if i["name"] == "radius")
+    assert radius["default"] == 2.0 and radius["ge"] == 0 and radius["le"] == 50
+    assert main(["nodes", "show", "image.sharpn"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+
+
+def test_plugins_json_lists_builtin_plugins(capsys):
+    assert main(["plugins", "--json"]) == 0
+    plugins = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    assert plugins["text"]["status"] == "ok" and plugins["text"]["nodes"] > 0
+    assert plugins["imaging"]["distribution"] == "sfumato"
+
+
+def test_schema_has_graph_and_node_input_schemas(capsys):
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "inputs:image.sharpen" in schema["$defs"]
+    radius = schema["$defs"]["inputs:image.sharpen"]["properties"]["radius"]
+    assert any(option.get("maximum") == 50 for option in radius["anyOf"])
+
+
+def test_nodes_markdown_matches_docs():
+    completed = run_cli("nodes", "--markdown")
+    assert completed.returncode == 0
+    docs = (REPO / "docs" / "nodes.md").read_text()
+    assert completed.stdout == docs, "docs/nodes.md is stale: run `sfumato nodes --markdown > docs/nodes.md`"
+
+
+@pytest.mark.parametrize("fmt", ["mermaid", "dot"])
+def test_draw_text_formats(fmt, capsys):
+    assert main(["draw", CARD, "--format", fmt]) == 0
+    text = capsys.readouterr().out
+    assert "text.normalize" in text and "text → subject" in text and "prompt: str" in text

@@ -1,0 +1,75 @@
+"""Graph files: parsing, structure errors, the builder round trip, the schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sfumato import Graph, GraphBuilder, GraphValidationError, graph_json_schema
+from sfumato.graph import Link, ParamRef, Value, parse_graph_text
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_inputs_parse_as_links_params_and_literals():
+    graph = Graph.from_dict({"version": 1, "params": {"p": {"type": "str", "default": "x"}}, "nodes": {
+        "a": {"type": "test.number", "inputs": {"value": 2}},
+        "b": {"type": "test.add", "inputs": {"a": {"from": "a.value"}, "b": {"param": "p"}}},
+        "c": {"type": "x.y", "inputs": {"d": {"value": {"from": "not a link"}}}},
+    }})
+    assert graph.inputs["a"]["value"] == Value(2)
+    assert graph.inputs["b"]["a"] == Link("a", "value")
+    assert graph.inputs["b"]["b"] == ParamRef("p")
+    assert graph.inputs["c"]["d"] == Value({"from": "not a link"})
+
+
+def test_repeated_node_id_is_rejected_not_merged():
+    text = '{"version": 1, "nodes": {"a": {"type": "t.x"}, "a": {"type": "t.y"}}}'
+    with pytest.raises(GraphValidationError) as error:
+        parse_graph_text(text)
+    assert "'a' appears twice" in str(error.value)
+
+
+def test_unparseable_json_reports_line_and_column():
+    with pytest.raises(GraphValidationError) as error:
+        parse_graph_text('{"version": 1,\n "nodes": {,}}')
+    assert error.value.issues[0].path == "line 2, column 12"
+
+
+def test_unknown_format_version_is_named():
+    with pytest.raises(GraphValidationError, match="version 7 is not supported"):
+        Graph.from_dict({"version": 7, "nodes": {}})
+
+
+def test_unknown_top_level_key_is_reported():
+    with pytest.raises(GraphValidationError) as error:
+        Graph.from_dict({"version": 1, "nodes": {}, "nodez": {}})
+    assert error.value.issues[0].path == "nodez"
+
+
+def test_builder_round_trips_through_json(tmp_path):
+    builder = GraphBuilder("demo", "a demo")
+    prompt = builder.param("prompt", "str", default="a red circle", description="what to draw")
+    clean = builder.add("text.normalize", "clean", text=prompt, lowercase=True)
+    builder.add("text.template", "fill", template="{subject}!", subject=clean["text"],
+                values={"from": "a literal dict"})
+    builder.output("text", clean["text"])
+    graph = builder.build()
+    path = graph.save(tmp_path / "demo.json")
+    loaded = Graph.load(path)
+    assert loaded.to_dict() == graph.to_dict() == json.loads(path.read_text())
+    assert loaded.inputs["fill"]["values"] == Value({"from": "a literal dict"})
+    assert loaded.document.outputs == {"text": "clean.text"}
+
+
+def test_every_shipped_graph_parses():
+    for path in sorted((REPO / "graphs").glob("*.json")):
+        Graph.load(path)
+
+
+def test_schema_describes_nodes_and_params():
+    schema = graph_json_schema()
+    assert schema["title"] == "sfumato graph"
+    assert "nodes" in schema["properties"] and "params" in schema["properties"]
