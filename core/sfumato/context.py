@@ -30,6 +30,7 @@ class RunSettings:
     graph: Any = None
     params: dict[str, Any] = field(default_factory=dict)
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    registry: Any = None
     _resolved: tuple[str, str] | None = None
     _document: dict[str, Any] | None = None
 
@@ -114,6 +115,25 @@ class RunContext:
         """Raise :class:`RunCancelledError` if the run was cancelled; call between steps."""
         if self.settings.cancel_event.is_set():
             raise RunCancelledError(f"run cancelled during node {self.node_id!r}")
+
+    def call_node(self, node_type: str, **inputs: Any) -> Any:
+        """Run another node type's implementation directly, in this node's context.
+
+        For nodes that dispatch to other plugins' nodes (``generate.image``
+        picks the backend by model). Inputs are validated like literals; the
+        call is not cached separately, the calling node's result is.
+        """
+        spec = self.settings.registry.node_type(node_type)
+        arguments = {}
+        for name, value in inputs.items():
+            if name not in spec.inputs:
+                raise TypeError(f"{node_type} has no input {name!r}")
+            port = self.settings.registry.ports.get(spec.inputs[name].port)
+            arguments[name] = spec.inputs[name].validate_literal(value) if port.literal else value
+        if spec.context_param:
+            arguments[spec.context_param] = RunContext(self.node_id, spec.id, self.settings, self.models,
+                                                       self._emit_progress, self._record_file)
+        return spec.make_callable()(**arguments)
 
     def record_file(self, path: Path) -> None:
         """Note a file this node wrote, for the run report."""

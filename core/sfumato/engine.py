@@ -156,7 +156,7 @@ class _Run:
         self.keep_going = keep_going
         self.run_id = uuid.uuid4().hex[:12]
         self.settings = RunSettings(engine.device, engine.dtype, seed, output_dir, plan.graph, plan.params,
-                                    cancel_event)
+                                    cancel_event, engine.registry)
         self.report = RunReport(self.run_id, plan.graph.name, plan.params, seed)
         self.values: dict[str, dict[str, Any]] = {}
         self.failures: list[NodeExecutionError] = []

@@ -136,12 +136,17 @@ def _analyse(graph: Graph, registry: Registry, params: dict[str, Any] | None
                 if ref.name not in param_values:
                     continue  # required parameter with no value yet: checked when run
                 value, origin = param_values[ref.name], f"parameter {ref.name!r} = {param_values[ref.name]!r}"
+                source_port = port
             else:
                 value, origin = ref.value, f"value {ref.value!r}"
                 if not registry.ports.get(item.port).literal:
                     issues.append(GraphIssue(path, f"input {name!r} takes {item.port}, which cannot be written as a "
                                                    "literal; link it to another node's output", node_id))
                     continue
+                source_port = registry.ports.name_for_annotation(type(value)) or item.port
+            convert = registry.ports.converter(source_port, item.port)
+            if convert is not None:
+                value = convert(value)
             try:
                 literals[name] = item.validate_literal(value)
             except ValueError as error:

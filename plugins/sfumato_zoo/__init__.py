@@ -1,0 +1,40 @@
+"""sfumato_zoo: the project's tiny offline models, their dataset, judge and training (built-in plugin).
+
+Registers the model sources ``tiny-shapes-diffusion``, ``tiny-shapes-vae`` and
+``tiny-shapes-gan`` (weights shipped in this package), the ``zoo.score`` node,
+and the ``sfumato zoo`` command (train, eval, grid).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sfumato
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+MODELS = {
+    "tiny-shapes-diffusion": "latent diffusion (UNet2DConditionModel + AutoencoderKL), 32x32, MiniLM-conditioned",
+    "tiny-shapes-vae": "conditional VAE, 32x32, MiniLM-conditioned",
+    "tiny-shapes-gan": "conditional GAN (projection discriminator, hinge loss), 32x32, MiniLM-conditioned",
+}
+
+
+@sfumato.hookimpl
+def sfumato_model_sources() -> list[sfumato.ModelSource]:
+    return [sfumato.ModelSource(name, WEIGHTS / name, description, kind=name.rsplit("-", 1)[1])
+            for name, description in MODELS.items()]
+
+
+@sfumato.hookimpl
+def sfumato_node_types() -> list[Any]:
+    from . import nodes
+
+    return [nodes.score, nodes.judge, nodes.render_shapes]
+
+
+@sfumato.hookimpl
+def sfumato_cli_commands(subparsers: Any) -> None:
+    from . import cli
+
+    cli.add_parsers(subparsers)

@@ -342,8 +342,8 @@ def train(kind: str, out: Path, budget: Budget, seed: int, encode: Callable[[lis
         record["vae"] = _summary(train_vae(data, out, budget, seed))
     else:
         record["gan"] = _summary(train_gan(data, out, budget, seed))
-    config = {"kind": f"tiny-shapes-{kind}", "encoder": "all-MiniLM-L6-v2", "embedding_dim": 384,
-              "image_size": 32}
+    config = {"kind": f"tiny-shapes-{kind}", "family": kind, "encoder": "all-MiniLM-L6-v2",
+              "embedding_dim": 384, "image_size": 32, "unconditional": "zeros"}
     (out / "sfumato.json").write_text(json.dumps(config, indent=2) + "\n")
     write_record(out, record)
     return record

@@ -1,0 +1,20 @@
+"""sfumato_diffusers: diffusion generation with diffusers (built-in plugin).
+
+Text-to-image, image-to-image and inpainting with any diffusers
+``UNet2DConditionModel`` + ``AutoencoderKL`` model folder (the project's tiny
+zoo model, Stable Diffusion 1.x/2.x), schedulers chosen by name, latent
+encode/decode nodes, and ``generate.image``, which picks the backend by model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sfumato
+
+
+@sfumato.hookimpl
+def sfumato_node_types() -> list[Any]:
+    from . import nodes
+
+    return [nodes.generate, nodes.vae_encode, nodes.vae_decode, nodes.generate_image]

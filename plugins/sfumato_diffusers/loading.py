@@ -1,0 +1,109 @@
+"""Loading diffusion models laid out as diffusers folders (``unet/``, ``vae/``, ``scheduler/``...).
+
+The same code loads the project's tiny zoo model and Stable Diffusion 1.x/2.x
+checkpoints from a local folder or a hub id. ``sfumato.json`` beside the
+components (zoo models) names the text encoder the UNet was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sfumato import ModelNotFoundError, RunContext
+
+
+@dataclass
+class DiffusionModel:
+    """The components of one latent diffusion model."""
+
+    name: str
+    unet: Any
+    vae: Any
+    scheduler_config: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+    text_encoder: Any = None
+    tokenizer: Any = None
+    device: str = "cpu"
+    dtype: Any = None
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def default_size(self) -> int:
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def uses_pooled_class_embedding(self) -> bool:
+        return self.unet.config.class_embed_type == "projection"
+
+
+def read_model_info(path: Path | str) -> dict[str, Any]:
+    """``sfumato.json`` of a local model folder, or an empty dict."""
+    if isinstance(path, Path) and (path / "sfumato.json").exists():
+        return json.loads((path / "sfumato.json").read_text())
+    return {}
+
+
+def _check_layout(name: str, path: Path | str) -> None:
+    if isinstance(path, Path):
+        missing = [part for part in ("unet", "vae", "scheduler") if not (path / part).is_dir()]
+        if missing:
+            raise ModelNotFoundError(
+                f"model {name!r} at {path} is not a diffusers model folder: missing {', '.join(missing)}/ "
+                "(expected unet/, vae/ and scheduler/ as written by save_pretrained)"
+            )
+
+
+def load_diffusion_model(context: RunContext, name: str, *, attention_slicing: bool = False,
+                         vae_tiling: bool = False, compile_unet: bool = False) -> DiffusionModel:
+    """Load (once per process, through the model manager) the model called ``name``."""
+    from sfumato.devices import torch_dtype
+
+    path = context.models.resolve(name)
+    _check_layout(name, path)
+    dtype = torch_dtype(context.dtype)
+    key = f"diffusion:{name}" + ("+sliced" if attention_slicing else "") + ("+tiled" if vae_tiling else "") \
+        + ("+compiled" if compile_unet else "")
+
+    def load() -> DiffusionModel:
+        import torch
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        source = str(path)
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype)
+        scheduler_config = _scheduler_config(path)
+        if unet.config.addition_embed_type == "text_time":
+            raise ValueError(f"model {name!r} is an SDXL-style UNet (added text/time embeddings), "
+                             "which diffusion.generate does not drive yet; use an SD 1.x/2.x or zoo model")
+        model = DiffusionModel(name, unet.eval().to(context.device), vae.eval().to(context.device),
+                               scheduler_config, read_model_info(path), device=context.device, dtype=dtype)
+        has_text_encoder = (path / "text_encoder").is_dir() if isinstance(path, Path) else True
+        if has_text_encoder and not model.info:
+            from transformers import AutoTokenizer, CLIPTextModel
+
+            model.tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
+            model.text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype)
+            model.text_encoder.eval().to(context.device)
+        if attention_slicing:
+            model.unet.set_attention_slice("auto")
+        if vae_tiling:
+            model.vae.enable_tiling()
+        if compile_unet:
+            model.unet = torch.compile(model.unet)
+        return model
+
+    return context.models.get(key, context.device, context.dtype, load)
+
+
+def _scheduler_config(path: Path | str) -> dict[str, Any]:
+    if isinstance(path, Path):
+        return json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    from diffusers import DDPMScheduler
+
+    return dict(DDPMScheduler.load_config(path, subfolder="scheduler"))

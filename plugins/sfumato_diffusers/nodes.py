@@ -1,0 +1,263 @@
+"""Diffusion nodes: text-to-image, image-to-image, inpainting, VAE encode/decode, backend dispatch."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from sfumato import Conditioning, Field, ImageBatch, Latent, RunContext, node
+
+from .loading import DiffusionModel, load_diffusion_model, read_model_info
+from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, sample_latents
+from .schedulers import SCHEDULER_NAMES, make_scheduler
+
+DEFAULT_MODEL = "tiny-shapes-diffusion"
+SchedulerName = Literal[SCHEDULER_NAMES]  # type: ignore[valid-type]
+
+
+def _local_model_folder(name: str) -> Any:
+    import sfumato
+    from pathlib import Path
+
+    source = sfumato.default_registry().models.get(name)
+    path = source.path() if source else Path(name).expanduser()
+    return path if path.is_dir() else None
+
+
+def _expected_conditioning(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What the model's UNet needs, read from its config files (no torch)."""
+    folder = _local_model_folder(inputs["model"])
+    if folder is None:
+        return {}
+    expected: dict[str, Any] = {}
+    unet_config = folder / "unet" / "config.json"
+    if unet_config.exists():
+        expected["width"] = json.loads(unet_config.read_text()).get("cross_attention_dim")
+    info = read_model_info(folder)
+    if info.get("encoder"):
+        expected["encoder"] = info["encoder"]
+    return {"conditioning": expected, "negative": expected} if expected else {}
+
+
+def _prompt_conditioning(model: DiffusionModel, prompts: list[str]) -> Conditioning:
+    """Encode prompts with the pipeline's own CLIP text encoder (SD folders)."""
+    import torch
+
+    if model.text_encoder is None:
+        raise ValueError(f"model {model.name!r} has no text encoder of its own; link a Conditioning from "
+                         f"encode.text (with model={model.info.get('encoder', '?')!r})")
+    tokens = model.tokenizer(prompts, padding="max_length", max_length=model.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt")
+    with torch.inference_mode():
+        out = model.text_encoder(tokens.input_ids.to(model.device))
+    return Conditioning(out.last_hidden_state, model.name, int(out.last_hidden_state.shape[-1]),
+                        int(out.last_hidden_state.shape[1]), out.pooler_output, tuple(prompts))
+
+
+def _unconditional(model: DiffusionModel, like: Conditioning) -> Conditioning:
+    """The unconditional input: zeros for zoo models (trained with dropped captions), "" for SD."""
+    import torch
+
+    if model.info.get("unconditional", "zeros") == "zeros" and model.text_encoder is None:
+        pooled = torch.zeros_like(like.pooled) if like.pooled is not None else None
+        return Conditioning(torch.zeros_like(like.states), like.encoder, like.width, like.sequence_length, pooled)
+    return _prompt_conditioning(model, [""] * len(like))
+
+
+def _check_conditioning(model: DiffusionModel, conditioning: Conditioning, role: str) -> None:
+    width = model.unet.config.cross_attention_dim
+    if conditioning.width != width:
+        raise ValueError(f"{role} has width {conditioning.width} (encoder {conditioning.encoder!r}), but model "
+                         f"{model.name!r} expects {width}")
+    wanted = model.info.get("encoder")
+    if wanted and conditioning.encoder != wanted:
+        raise ValueError(f"{role} comes from encoder {conditioning.encoder!r}, but model {model.name!r} was "
+                         f"trained with {wanted!r}")
+
+
+def _repeat(tensor: Any, times: int) -> Any:
+    return None if tensor is None else tensor.repeat_interleave(times, dim=0)
+
+
+@node("diffusion.generate", category="generate", outputs={"images": ImageBatch, "latent": Latent},
+      batchable=True, expect_inputs=_expected_conditioning)
+def generate(
+    context: RunContext,
+    conditioning: Conditioning | None = None,
+    prompt: str = "",
+    negative: Conditioning | None = None,
+    model: str = DEFAULT_MODEL,
+    scheduler: SchedulerName = "dpm++",
+    steps: Annotated[int, Field(ge=1, le=1000)] = 20,
+    guidance: Annotated[float, Field(ge=0, le=50)] = 3.0,
+    width: Annotated[int, Field(ge=0, le=4096, multiple_of=8)] = 0,
+    height: Annotated[int, Field(ge=0, le=4096, multiple_of=8)] = 0,
+    batch_size: Annotated[int, Field(ge=1, le=64)] = 1,
+    seed: int = 0,
+    init_images: ImageBatch | None = None,
+    strength: Annotated[float, Field(gt=0, le=1)] = 0.6,
+    mask: ImageBatch | None = None,
+    attention_slicing: bool = False,
+    vae_tiling: bool = False,
+    cpu_offload: bool = False,
+    compile: bool = False,
+) -> dict[str, Any]:
+    """Generate images with a diffusers UNet: text-to-image, image-to-image or inpainting.
+
+    Conditioning comes from ``encode.text`` (or, for Stable Diffusion folders,
+    from ``prompt`` through the pipeline's own text encoder). Each image has
+    its own seed, ``seed + index``, so images are identical whether made one by
+    one or in a batch. Precision follows the run's ``--dtype``.
+
+    Args:
+        conditioning: prompts encoded by ``encode.text``; one or more prompts.
+        prompt: used instead of ``conditioning`` with models that have their own text encoder.
+        negative: what to steer away from; default: the unconditional input.
+        model: a model name (``tiny-shapes-diffusion``), a diffusers folder or a hub id.
+        scheduler: the sampler.
+        steps: denoising steps.
+        guidance: classifier-free guidance scale (1 turns guidance off).
+        width: image width; 0 uses the model's native size.
+        height: image height; 0 uses the model's native size.
+        batch_size: images per prompt.
+        seed: the first image's seed.
+        init_images: start from these images (image-to-image / inpainting).
+        strength: how far from ``init_images`` to move (1 ignores them).
+        mask: with ``init_images``: white where to repaint.
+        attention_slicing: less memory, a little slower (GPU).
+        vae_tiling: decode large images in tiles (GPU).
+        cpu_offload: keep weights on the CPU between calls (saves GPU memory).
+        compile: ``torch.compile`` the UNet (slow first call, faster after; GPU).
+    """
+    import torch
+
+    diffusion = load_diffusion_model(context, model, attention_slicing=attention_slicing,
+                                     vae_tiling=vae_tiling, compile_unet=compile)
+    if conditioning is None:
+        if not prompt:
+            raise ValueError("give either 'conditioning' (from encode.text) or 'prompt'")
+        conditioning = _prompt_conditioning(diffusion, [prompt])
+    _check_conditioning(diffusion, conditioning, "conditioning")
+    if negative is not None:
+        _check_conditioning(diffusion, negative, "negative")
+        if len(negative) not in (1, len(conditioning)):
+            raise ValueError(f"negative has {len(negative)} prompts for {len(conditioning)} prompts")
+        if len(negative) == 1 and len(conditioning) > 1:
+            negative = Conditioning(negative.states.expand(len(conditioning), -1, -1), negative.encoder,
+                                    negative.width, negative.sequence_length,
+                                    None if negative.pooled is None else negative.pooled.expand(len(conditioning), -1))
+    if negative is None and guidance > 1.0:
+        negative = _unconditional(diffusion, conditioning)
+    size = diffusion.default_size
+    width, height = width or size, height or size
+    count = len(conditioning) * batch_size
+    request = SamplingRequest(
+        states=_repeat(conditioning.states, batch_size), pooled=_repeat(conditioning.pooled, batch_size),
+        negative_states=_repeat(negative.states, batch_size) if negative is not None else None,
+        negative_pooled=_repeat(negative.pooled, batch_size) if negative is not None else None,
+        seeds=[seed + i for i in range(count)], steps=steps, guidance=guidance, height=height, width=width,
+    )
+    if init_images is not None:
+        images = list(init_images.images)
+        if len(images) not in (1, count):
+            raise ValueError(f"init_images has {len(images)} images for {count} outputs; give 1 or {count}")
+        request.init_latents = encode_images(diffusion, images * (count if len(images) == 1 else 1), width, height)
+        request.strength = strength
+        if mask is not None:
+            masks = list(mask.images)
+            request.mask = mask_to_latent(diffusion, masks * (count if len(masks) == 1 else 1), width, height)
+            request.strength = 1.0 if strength == 1.0 else strength
+    elif mask is not None:
+        raise ValueError("a mask needs init_images to inpaint")
+    sampler = make_scheduler(scheduler, diffusion.scheduler_config, bool(diffusion.info.get("lcm")))
+    if cpu_offload and context.device != "cpu":
+        diffusion.unet.to(context.device)
+        diffusion.vae.to(context.device)
+    try:
+        latents = sample_latents(diffusion, sampler, request, lambda i, n: context.progress(i, n))
+        pictures = decode_latents(diffusion, latents)
+    finally:
+        if cpu_offload and context.device != "cpu":
+            diffusion.unet.to("cpu")
+            diffusion.vae.to("cpu")
+            torch.cuda.empty_cache()
+    labels = [text for text in (conditioning.texts or (prompt,) * len(conditioning)) for _ in range(batch_size)]
+    return {
+        "images": ImageBatch(tuple(pictures), tuple(labels) if any(labels) else ()),
+        "latent": Latent(latents.cpu(), model, float(diffusion.vae.config.scaling_factor)),
+    }
+
+
+@node("latent.encode", category="latent", output="latent")
+def vae_encode(images: ImageBatch, context: RunContext, model: str = DEFAULT_MODEL,
+               width: Annotated[int, Field(ge=0, le=4096, multiple_of=8)] = 0,
+               height: Annotated[int, Field(ge=0, le=4096, multiple_of=8)] = 0) -> Latent:
+    """Encode images into a diffusion model's latent space (its AutoencoderKL).
+
+    Args:
+        images: the images (resized to width x height).
+        model: a diffusion model name or folder.
+        width: 0 uses the model's native size.
+        height: 0 uses the model's native size.
+    """
+    diffusion = load_diffusion_model(context, model)
+    size = diffusion.default_size
+    latents = encode_images(diffusion, list(images.images), width or size, height or size)
+    return Latent(latents.cpu(), model, float(diffusion.vae.config.scaling_factor))
+
+
+@node("latent.decode", category="latent", output="images")
+def vae_decode(latent: Latent, context: RunContext, model: str = DEFAULT_MODEL) -> ImageBatch:
+    """Decode latents into images with a diffusion model's AutoencoderKL.
+
+    Args:
+        latent: latents from ``latent.encode`` or ``diffusion.generate``.
+        model: the model whose autoencoder made them.
+    """
+    diffusion = load_diffusion_model(context, model)
+    return ImageBatch(tuple(decode_latents(diffusion, latent.samples.to(diffusion.device, diffusion.dtype))))
+
+
+def _generator_family(model: str) -> str:
+    folder = _local_model_folder(model)
+    info = read_model_info(folder) if folder is not None else {}
+    return info.get("family", "diffusion")
+
+
+@node("generate.image", category="generate", output="images", batchable=True,
+      expect_inputs=lambda inputs: _expected_conditioning(inputs) if _generator_family(inputs["model"]) == "diffusion" else {})
+def generate_image(
+    conditioning: Conditioning,
+    context: RunContext,
+    model: str = DEFAULT_MODEL,
+    steps: Annotated[int, Field(ge=1, le=1000)] = 20,
+    scheduler: SchedulerName = "dpm++",
+    guidance: Annotated[float, Field(ge=0, le=50)] = 3.0,
+    batch_size: Annotated[int, Field(ge=1, le=64)] = 1,
+    seed: int = 0,
+    negative: Conditioning | None = None,
+) -> ImageBatch:
+    """Generate images with whichever backend ``model`` is: diffusion, VAE or GAN.
+
+    The model's ``sfumato.json`` names its family; diffusion models run
+    ``diffusion.generate``, others the ``<family>.generate`` node of the
+    plugin that provides it. So a graph swaps backends with
+    ``--set model=tiny-shapes-gan``. Steps, scheduler, guidance and negative
+    apply to diffusion only.
+
+    Args:
+        conditioning: prompts encoded by ``encode.text``.
+        model: a model name or folder.
+        steps: diffusion only: denoising steps.
+        scheduler: diffusion only: the sampler.
+        guidance: diffusion only: classifier-free guidance scale.
+        batch_size: images per prompt.
+        seed: the first image's seed.
+        negative: diffusion only: what to steer away from.
+    """
+    family = _generator_family(model)
+    if family == "diffusion":
+        return generate(context, conditioning=conditioning, negative=negative, model=model, scheduler=scheduler,
+                        steps=steps, guidance=guidance, batch_size=batch_size, seed=seed)["images"]
+    return context.call_node(f"{family}.generate", conditioning=conditioning, model=model,
+                             batch_size=batch_size, seed=seed)

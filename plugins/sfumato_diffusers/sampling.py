@@ -1,0 +1,133 @@
+"""The denoising loop, written out like a diffusers pipeline so it can be read top to bottom.
+
+Each image has its own seed (``seed + index``) and its own random generator,
+for the initial noise and for any noise a scheduler adds while stepping. So an
+image comes out the same whether it is made alone or inside a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .loading import DiffusionModel
+
+
+@dataclass
+class SamplingRequest:
+    """Everything one call of the loop needs."""
+
+    states: Any  # (N, seq, width) conditioning
+    pooled: Any  # (N, width') or None
+    negative_states: Any  # (N, seq, width) or None: unconditional
+    negative_pooled: Any
+    seeds: list[int]
+    steps: int
+    guidance: float
+    height: int
+    width: int
+    init_latents: Any = None  # (N, C, h, w) for image-to-image / inpainting
+    strength: float = 1.0
+    mask: Any = None  # (N, 1, h, w): 1 where to repaint
+
+
+def _generators(seeds: list[int]) -> list[Any]:
+    import torch
+
+    return [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
+
+
+def _noise(shape: tuple[int, ...], generators: list[Any], device: str, dtype: Any) -> Any:
+    import torch
+
+    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device=device, dtype=dtype)
+
+
+def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingRequest,
+                   progress: Callable[[int, int], None]) -> Any:
+    """Run the denoising loop and return the final latents (scaled as the VAE expects)."""
+    import torch
+
+    device, dtype = model.device, model.dtype
+    unet = model.unet
+    generators = _generators(request.seeds)
+    shape = (unet.config.in_channels, request.height // model.vae_scale_factor, request.width // model.vae_scale_factor)
+
+    scheduler.set_timesteps(request.steps, device=device)
+    timesteps = scheduler.timesteps
+    noise = _noise(shape, generators, device, dtype)
+    if request.init_latents is not None and request.strength < 1.0:
+        # Image-to-image: start part-way, from the init image noised to that level.
+        start = max(1, min(request.steps, int(round(request.steps * request.strength))))
+        timesteps = timesteps[(request.steps - start) * scheduler.order:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index((request.steps - start) * scheduler.order)
+        latents = scheduler.add_noise(request.init_latents, noise, timesteps[:1].repeat(len(noise)))
+    else:
+        latents = noise * scheduler.init_noise_sigma
+
+    use_guidance = request.guidance > 1.0 and request.negative_states is not None
+    states = request.states.to(device=device, dtype=dtype)
+    pooled = request.pooled.to(device=device, dtype=dtype) if request.pooled is not None else None
+    if use_guidance:
+        states = torch.cat([request.negative_states.to(device=device, dtype=dtype), states])
+        if pooled is not None:
+            pooled = torch.cat([request.negative_pooled.to(device=device, dtype=dtype), pooled])
+    class_labels = pooled if model.uses_pooled_class_embedding else None
+
+    with torch.inference_mode():
+        for index, t in enumerate(timesteps):
+            model_input = torch.cat([latents] * 2) if use_guidance else latents
+            model_input = scheduler.scale_model_input(model_input, t)
+            prediction = unet(model_input, t, encoder_hidden_states=states, class_labels=class_labels).sample
+            if use_guidance:
+                unconditional, conditional = prediction.chunk(2)
+                prediction = unconditional + request.guidance * (conditional - unconditional)
+            latents = scheduler.step(prediction, t, latents, generator=generators).prev_sample
+            if request.mask is not None and request.init_latents is not None:
+                # Keep the unmasked area on the init image's trajectory (inpainting
+                # with an ordinary UNet, as diffusers' legacy inpaint pipeline does).
+                if index + 1 < len(timesteps):
+                    known = scheduler.add_noise(request.init_latents, noise, timesteps[index + 1:index + 2].repeat(len(noise)))
+                else:
+                    known = request.init_latents
+                latents = request.mask * latents + (1 - request.mask) * known
+            progress(index + 1, len(timesteps))
+    return latents
+
+
+def decode_latents(model: DiffusionModel, latents: Any) -> list[Any]:
+    """Latents to Pillow images."""
+    import torch
+    from PIL import Image
+
+    with torch.inference_mode():
+        pixels = model.vae.decode(latents / model.vae.config.scaling_factor).sample
+    array = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(item) for item in array]
+
+
+def encode_images(model: DiffusionModel, images: list[Any], width: int, height: int) -> Any:
+    """Pillow images to scaled latents (the mean of the VAE posterior: deterministic)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    arrays = [np.asarray(im.convert("RGB").resize((width, height), Image.Resampling.LANCZOS), dtype=np.float32)
+              for im in images]
+    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+    with torch.inference_mode():
+        latents = model.vae.encode(pixels.to(model.device, model.dtype)).latent_dist.mean
+    return latents * model.vae.config.scaling_factor
+
+
+def mask_to_latent(model: DiffusionModel, masks: list[Any], width: int, height: int) -> Any:
+    """White = repaint; resized to the latent grid."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    size = (width // model.vae_scale_factor, height // model.vae_scale_factor)
+    arrays = [np.asarray(m.convert("L").resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+              for m in masks]
+    return torch.from_numpy(np.stack(arrays))[:, None].to(model.device, model.dtype)

@@ -1,0 +1,138 @@
+"""Token-level encoders that make ``Conditioning`` for generators.
+
+- CLIP text encoders: the last or penultimate hidden state, plus the pooled output.
+- T5 encoders: the last hidden state (no pooled output; its mean is given).
+- Sentence encoders (MiniLM and other BERT-likes): the mean-pooled, normalised
+  embedding as a one-token sequence, as the tiny zoo diffusion model expects.
+  An empty prompt encodes to the zero vector, the unconditional input those
+  models are trained with (so an empty negative prompt means "no negative").
+
+Prompt weights (from ``text.weights``) scale the token states of each phrase;
+as in the AUTOMATIC1111 web UI, the result is rescaled so its mean matches the
+unweighted one, which keeps the overall strength of the conditioning.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from sfumato import Conditioning, PromptWeights
+
+CACHE_SIZE = 4096
+
+
+def token_weights(offsets: Any, weights: PromptWeights | None) -> list[float]:
+    """The weight of each token, from its character span in the weighted prompt."""
+    if weights is None:
+        return [1.0] * len(offsets)
+    spans, position = [], 0
+    for text, weight in weights.phrases:
+        spans.append((position, position + len(text), weight))
+        position += len(text)
+    result = []
+    for start, end in offsets:
+        if start == end:  # special tokens and padding
+            result.append(1.0)
+            continue
+        middle = (start + end) / 2
+        result.append(next((w for s, e, w in spans if s <= middle < e), 1.0))
+    return result
+
+
+@dataclass
+class TextEncoder:
+    """A loaded tokenizer + encoder with a per-text cache of its outputs."""
+
+    name: str
+    family: str
+    tokenizer: Any
+    model: Any
+    device: str
+    hidden_layer: str = "last"
+    _cache: "OrderedDict[tuple[Any, ...], tuple[Any, Any]]" = field(default_factory=OrderedDict)
+
+    @property
+    def width(self) -> int:
+        config = self.model.config
+        return int(getattr(config, "hidden_size", None) or getattr(config, "d_model"))
+
+    def encode(self, texts: Sequence[str], weights: Sequence[PromptWeights | None], max_length: int,
+               hidden_layer: str) -> Conditioning:
+        """Encode a batch; texts already encoded with the same settings come from the cache."""
+        import torch
+
+        keys = [(text, w.phrases if w else None, max_length, hidden_layer) for text, w in zip(texts, weights)]
+        missing = [i for i, key in enumerate(keys) if key not in self._cache]
+        if missing:
+            states, pooled = self._run([texts[i] for i in missing], [weights[i] for i in missing],
+                                       max_length, hidden_layer)
+            for row, index in enumerate(missing):
+                self._cache[keys[index]] = (states[row], pooled[row])
+                while len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        for key in keys:
+            self._cache.move_to_end(key)
+        states = torch.stack([self._cache[key][0] for key in keys])
+        pooled = torch.stack([self._cache[key][1] for key in keys])
+        return Conditioning(states=states, encoder=self.name, width=int(states.shape[-1]),
+                            sequence_length=int(states.shape[1]), pooled=pooled, texts=tuple(texts))
+
+    def _run(self, texts: Sequence[str], weights: Sequence[PromptWeights | None], max_length: int,
+             hidden_layer: str) -> tuple[Any, Any]:
+        import torch
+
+        padding = "max_length" if self.family == "clip" else True
+        batch = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=max_length,
+                               return_tensors="pt", return_offsets_mapping=True)
+        offsets = batch.pop("offset_mapping").tolist()
+        token_w = torch.tensor([token_weights(o, w) for o, w in zip(offsets, weights)], dtype=torch.float32)
+        batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+        with torch.inference_mode():
+            if self.family == "clip":
+                out = self.model(input_ids=batch["input_ids"], output_hidden_states=hidden_layer == "penultimate")
+                states = out.hidden_states[-2] if hidden_layer == "penultimate" else out.last_hidden_state
+                if hidden_layer == "penultimate":
+                    # transformers 5 dropped the text_model wrapper; accept both layouts.
+                    states = getattr(self.model, "text_model", self.model).final_layer_norm(states)
+                pooled = out.pooler_output
+            else:
+                out = self.model(**batch)
+                states = out.last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+                if self.family == "sentence":
+                    weighted_mask = mask * token_w.to(states.device, states.dtype).unsqueeze(-1)
+                    pooled = (states * weighted_mask).sum(1) / weighted_mask.sum(1).clamp(min=1e-9)
+                    pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+                    # An empty prompt is the unconditional input: the zero vector
+                    # that sentence-conditioned models are trained with.
+                    empty = torch.tensor([not text.strip() for text in texts], device=pooled.device)
+                    pooled = torch.where(empty[:, None], torch.zeros_like(pooled), pooled)
+                    return pooled.unsqueeze(1).cpu(), pooled.cpu()
+                pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            states = states.float()
+            if not torch.all(token_w == 1.0):
+                original_mean = states.mean(dim=(1, 2), keepdim=True)
+                states = states * token_w.to(states.device).unsqueeze(-1)
+                states = states * (original_mean / states.mean(dim=(1, 2), keepdim=True).clamp(min=1e-6))
+        return states.cpu(), pooled.float().cpu()
+
+
+def load_text_encoder(name: str, path: Any, family: str, device: str, dtype: Any) -> TextEncoder:
+    """Load tokenizer and encoder of ``family`` from a folder (or a hub id)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if family == "clip":
+        from transformers import CLIPTextModel
+
+        model = CLIPTextModel.from_pretrained(str(path), dtype=dtype)
+    elif family == "t5":
+        from transformers import T5EncoderModel
+
+        model = T5EncoderModel.from_pretrained(str(path), dtype=dtype)
+    else:
+        model = AutoModel.from_pretrained(str(path), dtype=dtype)
+    model.eval().to(device)
+    return TextEncoder(name, family, tokenizer, model, device)

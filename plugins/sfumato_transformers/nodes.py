@@ -1,0 +1,155 @@
+"""Encoding nodes: sentence embeddings, generator conditioning, prompt expansion."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from sfumato import Conditioning, Embedding, Field, PromptWeights, RunContext, node
+
+from .conditioning import TextEncoder, load_text_encoder
+from .modelinfo import encoder_family, hidden_width, read_config
+from .sentence import DEFAULT_SENTENCE_MODEL
+
+Family = Literal["auto", "sentence", "clip", "t5"]
+
+
+def get_encoder(context: RunContext, model: str, family: str = "auto") -> TextEncoder:
+    """The encoder for ``model``, loaded once per process through the model manager."""
+    from sfumato.devices import torch_dtype
+
+    path = context.models.resolve(model)
+    if family == "auto":
+        family = encoder_family(read_config(str(path)) if not isinstance(path, str) else None)
+    return context.models.get(
+        f"{model}#{family}", context.device, context.dtype,
+        lambda: load_text_encoder(model, path, family, context.device, torch_dtype(context.dtype)),
+    )
+
+
+def _describe_embedding(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    width = hidden_width(read_config(inputs["model"]))
+    return {"embedding": {"model": inputs["model"], **({"dimension": width} if width else {})}}
+
+
+@node("encode.sentence", category="encode", output="embedding", batchable=True,
+      describe_outputs=_describe_embedding)
+def encode_sentence(
+    texts: list[str],
+    context: RunContext,
+    model: str = DEFAULT_SENTENCE_MODEL,
+    weights: PromptWeights | None = None,
+) -> Embedding:
+    """Embed texts as unit vectors (mean pooling + L2 norm, as sentence-transformers does).
+
+    A list of texts is encoded as one batch; each text's vector is cached per
+    model, so a sweep over seeds never re-encodes the same prompt.
+
+    Args:
+        texts: the texts (a single text links here too).
+        model: a model name (``all-MiniLM-L6-v2``), a local folder or a hub id.
+        weights: optional phrase weights from ``text.weights`` (single text only).
+    """
+    encoder = get_encoder(context, model, "sentence")
+    weight_list = [weights] * len(texts) if weights is not None and len(texts) == 1 else [None] * len(texts)
+    result = encoder.encode(texts, weight_list, max_length=256, hidden_layer="last")
+    return Embedding(vectors=result.pooled.numpy(), model=model, dimension=int(result.pooled.shape[1]),
+                     texts=tuple(texts))
+
+
+def _describe_conditioning(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    config = read_config(inputs["model"])
+    width = hidden_width(config)
+    family = inputs["encoder"] if inputs["encoder"] != "auto" else encoder_family(config)
+    described: dict[str, Any] = {"encoder": inputs["model"]}
+    if width:
+        described["width"] = width
+    if config is not None:
+        described["family"] = family
+    return {"conditioning": described}
+
+
+@node("encode.text", category="encode", output="conditioning", batchable=True,
+      describe_outputs=_describe_conditioning)
+def encode_text(
+    texts: list[str],
+    context: RunContext,
+    model: str = DEFAULT_SENTENCE_MODEL,
+    encoder: Family = "auto",
+    hidden_layer: Literal["last", "penultimate"] = "last",
+    max_length: Annotated[int, Field(ge=1, le=4096)] = 77,
+    weights: PromptWeights | None = None,
+) -> Conditioning:
+    """Encode prompts into token-level conditioning for a generator.
+
+    CLIP gives the last or penultimate hidden state plus its pooled output; T5
+    its last hidden state; a sentence encoder (the default) its pooled
+    embedding as a one-token sequence, which is what the tiny zoo models use.
+    The result records the encoder and its width, so a generator trained on
+    another encoder rejects it when the graph is validated.
+
+    Args:
+        texts: the prompts (a single text links here too).
+        model: a model name, a local folder or a hub id.
+        encoder: the encoder family; ``auto`` reads it from the model config.
+        hidden_layer: CLIP only: ``penultimate`` is what SD 2.x and many fine-tunes expect.
+        max_length: tokens per prompt (CLIP pads to this length).
+        weights: phrase weights from ``text.weights`` (applied to a single prompt).
+    """
+    text_encoder = get_encoder(context, model, encoder)
+    weight_list = [weights] * len(texts) if weights is not None and len(texts) == 1 else [None] * len(texts)
+    return text_encoder.encode(texts, weight_list, max_length, hidden_layer)
+
+
+@node("text.expand", category="text", output="text")
+def expand_prompt(
+    prompt: str,
+    model: str,
+    context: RunContext,
+    instruction: str = "Describe this picture in more detail: {prompt}\n",
+    seed: int = 0,
+    max_new_tokens: Annotated[int, Field(ge=1, le=1024)] = 40,
+    temperature: Annotated[float, Field(ge=0, le=5)] = 0.7,
+    keep_prompt: bool = True,
+) -> str:
+    """Rewrite or enrich a prompt with a causal language model.
+
+    Deterministic for a given seed (sampling runs on its own random generator);
+    ``temperature=0`` decodes greedily.
+
+    Args:
+        prompt: the prompt to expand.
+        model: any transformers causal LM: a local folder or a hub id.
+        instruction: the text given to the model; ``{prompt}`` is replaced.
+        seed: the sampling seed.
+        max_new_tokens: the most tokens to add.
+        temperature: sampling temperature; 0 is greedy.
+        keep_prompt: start the result with the original prompt.
+    """
+    import torch
+
+    from sfumato.devices import torch_dtype
+
+    path = context.models.resolve(model)
+
+    def load() -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(context.dtype))
+        return tokenizer, lm.eval().to(context.device)
+
+    tokenizer, lm = context.models.get(f"{model}#causal-lm", context.device, context.dtype, load)
+    text = instruction.replace("{prompt}", prompt)
+    inputs = tokenizer(text, return_tensors="pt").to(context.device)
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        torch.manual_seed(seed)
+        output = lm.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else None, top_k=None, top_p=None,
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        )
+    added = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    added = " ".join(added.split())
+    if not keep_prompt:
+        return added or prompt
+    return f"{prompt}, {added}" if added else prompt
