@@ -7,6 +7,7 @@ image comes out the same whether it is made alone or inside a batch.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -75,6 +76,8 @@ def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingReque
             pooled = torch.cat([request.negative_pooled.to(device=device, dtype=dtype), pooled])
     class_labels = pooled if model.uses_pooled_class_embedding else None
 
+    # Stochastic schedulers draw noise while stepping: give them the per-image generators.
+    step_options = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
     with torch.inference_mode():
         for index, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if use_guidance else latents
@@ -83,7 +86,7 @@ def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingReque
             if use_guidance:
                 unconditional, conditional = prediction.chunk(2)
                 prediction = unconditional + request.guidance * (conditional - unconditional)
-            latents = scheduler.step(prediction, t, latents, generator=generators).prev_sample
+            latents = scheduler.step(prediction, t, latents, **step_options).prev_sample
             if request.mask is not None and request.init_latents is not None:
                 # Keep the unmasked area on the init image's trajectory (inpainting
                 # with an ordinary UNet, as diffusers' legacy inpaint pipeline does).

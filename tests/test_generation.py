@@ -1,0 +1,185 @@
+"""Generation on CPU with tiny random models saved to folders and loaded like a user's models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sfumato import Engine, GraphBuilder, GraphValidationError, ImageBatch, NodeExecutionError, validate_graph
+from tiny_models import save_tiny_sd_pipeline, save_tiny_zoo_diffusion, save_tiny_zoo_generator
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {"sd": save_tiny_sd_pipeline(root / "sd"), "zoo": save_tiny_zoo_diffusion(root / "zoo"),
+            "vae": save_tiny_zoo_generator(root / "vae", "vae"), "gan": save_tiny_zoo_generator(root / "gan", "gan")}
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine(device="cpu", cache=False)
+
+
+def pixels(batch: ImageBatch) -> np.ndarray:
+    return np.stack([np.asarray(image, dtype=np.int16) for image in batch.images])
+
+
+def sd_generate(engine, model, **inputs):
+    builder = GraphBuilder("g")
+    node = builder.add("diffusion.generate", "gen", model=str(model), **{"steps": 3, **inputs})
+    builder.output("images", node["images"])
+    builder.output("latent", node["latent"])
+    return engine.run(builder.build())
+
+
+def zoo_generate(engine, model, prompts, node_type="generate.image", **inputs):
+    builder = GraphBuilder("z")
+    encode = builder.add("encode.text", "enc", texts=prompts)
+    node = builder.add(node_type, "gen", conditioning=encode["conditioning"], model=str(model), **inputs)
+    builder.output("images", node["images"])
+    return engine.run(builder.build())
+
+
+def test_sd_folder_generates_from_its_own_text_encoder(engine, models):
+    result = sd_generate(engine, models["sd"], prompt="a red circle", batch_size=2)
+    assert len(result["images"]) == 2 and result["images"].images[0].size == (16, 16)
+    assert tuple(result["latent"].samples.shape) == (2, 4, 8, 8)
+
+
+def test_same_seed_same_pixels_and_different_seed_different_pixels(engine, models):
+    first = pixels(sd_generate(engine, models["sd"], prompt="a red circle", seed=3)["images"])
+    again = pixels(sd_generate(engine, models["sd"], prompt="a red circle", seed=3)["images"])
+    other = pixels(sd_generate(engine, models["sd"], prompt="a red circle", seed=4)["images"])
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler", "euler_a", "dpm++", "unipc", "ddpm", "heun", "dpm++_sde"])
+def test_every_scheduler_samples_and_a_batch_equals_single_images(engine, models, scheduler):
+    batch = pixels(sd_generate(engine, models["sd"], prompt="a cat", scheduler=scheduler, batch_size=2, seed=7)["images"])
+    second = pixels(sd_generate(engine, models["sd"], prompt="a cat", scheduler=scheduler, seed=8)["images"])
+    assert np.abs(batch[1] - second[0]).max() <= 1
+
+
+def test_lcm_is_refused_for_a_model_that_is_not_distilled(engine, models):
+    with pytest.raises(NodeExecutionError, match="latent-consistency"):
+        sd_generate(engine, models["sd"], prompt="a cat", scheduler="lcm")
+
+
+def _img2img_distance(engine, model, strength):
+    builder = GraphBuilder("i2i")
+    red = builder.add("zoo.render", "red", colour="red", background="black", size=16)
+    target = builder.add("latent.encode", "target", images=red["images"], model=str(model))
+    gen = builder.add("diffusion.generate", "gen", model=str(model), prompt="a cat", steps=8, strength=strength,
+                      init_images=red["images"], seed=2)
+    builder.output("latent", gen["latent"])
+    builder.output("target", target["latent"])
+    result = engine.run(builder.build())
+    return float((result["latent"].samples - result["target"].samples).abs().mean())
+
+
+def test_image_to_image_stays_closer_to_the_init_image_at_low_strength(engine, models):
+    assert _img2img_distance(engine, models["sd"], 0.2) < _img2img_distance(engine, models["sd"], 1.0)
+
+
+def test_inpainting_keeps_the_unmasked_half(engine, models):
+    builder = GraphBuilder("inpaint")
+    init = builder.add("zoo.render", "init", colour="yellow", background="gray", shape="square", size=16)
+    black = builder.add("image.text_card", "black", text=" ", width=16, height=16, background="#000000")
+    top = builder.add("image.crop", "top", images=black["images"], height=8)
+    mask = builder.add("image.pad", "mask", images=top["images"], bottom=8, colour="#ffffff")  # repaint bottom half
+    target = builder.add("latent.encode", "target", images=init["images"], model=str(models["sd"]))
+    gen = builder.add("diffusion.generate", "gen", model=str(models["sd"]), prompt="a cat", steps=4, strength=1.0,
+                      init_images=init["images"], mask=mask["images"])
+    builder.output("latent", gen["latent"])
+    builder.output("target", target["latent"])
+    result = engine.run(builder.build())
+    difference = (result["latent"].samples - result["target"].samples).abs()[0]
+    assert float(difference[:, :3].max()) < 1e-4  # kept: the top half (less the blended border row)
+    assert float(difference[:, 4:].mean()) > 0.05  # repainted
+
+
+def test_vae_encode_decode_round_trip_shapes(engine, models):
+    builder = GraphBuilder("latents")
+    image = builder.add("zoo.render", "img", size=16)
+    encoded = builder.add("latent.encode", "enc", images=image["images"], model=str(models["sd"]))
+    decoded = builder.add("latent.decode", "dec", latent=encoded["latent"], model=str(models["sd"]))
+    builder.output("latent", encoded["latent"])
+    builder.output("images", decoded["images"])
+    result = engine.run(builder.build())
+    assert tuple(result["latent"].samples.shape) == (1, 4, 8, 8)
+    assert result["images"].images[0].size == (16, 16)
+
+
+def test_zoo_diffusion_vae_and_gan_all_run_through_generate_image(engine, models):
+    for name in ("zoo", "vae", "gan"):
+        result = zoo_generate(engine, models[name], ["a red circle", "a blue square"], steps=2, batch_size=2, seed=1)
+        assert len(result["images"]) == 4
+        assert result["images"].labels == ("a red circle",) * 2 + ("a blue square",) * 2
+
+
+@pytest.mark.parametrize("name", ["vae", "gan"])
+def test_vae_and_gan_batches_equal_single_images(engine, models, name):
+    batch = pixels(zoo_generate(engine, models[name], ["a red circle"], batch_size=3, seed=5)["images"])
+    single = pixels(zoo_generate(engine, models[name], ["a red circle"], batch_size=1, seed=7)["images"])
+    assert np.abs(batch[2] - single[0]).max() <= 1
+
+
+def test_conditioning_width_mismatch_is_caught_at_validation(models):
+    from sfumato import default_registry
+
+    builder = GraphBuilder("bad")
+    encode = builder.add("encode.text", "enc", texts="a red circle")  # MiniLM: 384 wide
+    builder.add("diffusion.generate", "gen", conditioning=encode["conditioning"], model=str(models["sd"]))
+    issues = validate_graph(builder.build(), default_registry())
+    [issue] = issues
+    assert issue.path == "nodes.gen.inputs.conditioning"
+    assert "width=384" in issue.message and "32" in issue.message
+
+
+def test_encoder_mismatch_names_both_encoders(models, tmp_path):
+    from sfumato import default_registry
+    from tiny_models import save_tiny_clip
+
+    clip = save_tiny_clip(tmp_path / "clip384", width=384)
+    builder = GraphBuilder("bad")
+    encode = builder.add("encode.text", "enc", texts="a red circle", model=str(clip), max_length=16)
+    builder.add("generate.image", "gen", conditioning=encode["conditioning"], model=str(models["zoo"]))
+    [issue] = validate_graph(builder.build(), default_registry())
+    assert "all-MiniLM-L6-v2" in issue.message and str(clip) in issue.message
+
+
+def test_missing_model_folder_error_says_where_it_looked(engine, tmp_path):
+    with pytest.raises(NodeExecutionError) as error:
+        sd_generate(engine, tmp_path / "no-such-model", prompt="x")
+    assert str(tmp_path / "no-such-model") in str(error.value)
+    (tmp_path / "half").mkdir()
+    with pytest.raises(NodeExecutionError, match="missing unet, vae, scheduler"):
+        sd_generate(engine, tmp_path / "half", prompt="x")
+
+
+def test_models_load_once_per_process(models):
+    events = []
+    engine = Engine(device="cpu", cache=False, observers=[events.append])
+    for seed in range(3):
+        sd_generate(engine, models["sd"], prompt="a dog", seed=seed)
+    assert sum(e.kind == "model_loaded" for e in events) == 1
+
+
+def test_memory_budget_evicts_least_recently_used(models):
+    events = []
+    engine = Engine(device="cpu", cache=False, observers=[events.append], max_memory={"cpu": 1})
+    sd_generate(engine, models["sd"], prompt="a dog")
+    zoo_generate(engine, models["gan"], ["a red circle"])
+    evicted = [e for e in events if e.kind == "model_evicted"]
+    assert evicted and "budget" in evicted[0].reason
+    assert len(engine.models.loaded()) == 1
+
+
+def test_step_progress_events_are_emitted(models):
+    events = []
+    engine = Engine(device="cpu", cache=False, observers=[events.append])
+    sd_generate(engine, models["sd"], prompt="a dog", steps=5)
+    steps = [(e.current, e.total) for e in events if e.kind == "node_progress"]
+    assert steps == [(i, 5) for i in range(1, 6)]
