@@ -68,12 +68,31 @@ class Counter_:
         return a + self.calls
 
 
+BATCH_SIZES: list[int] = []
+
+
+def _scale_batch(calls: list[dict[str, Any]]) -> list[float]:
+    BATCH_SIZES.append(len(calls))
+    if any(call["factor"] < 0 for call in calls):
+        raise ValueError("negative factor")
+    return [call["a"] * call["factor"] for call in calls]
+
+
+@node("test.scale", category="test", output="value", batch=_scale_batch)
+def scale(a: float, factor: float = 2.0) -> float:
+    """Multiply; declares a batch function (sweeps merge its calls)."""
+    CALLS["test.scale"] += 1
+    if factor < 0:
+        raise ValueError("negative factor")
+    return a * factor
+
+
 test_plugin = types.ModuleType("sfumato_test_nodes")
 
 
 @sfumato.hookimpl
 def _node_types() -> list[Any]:
-    return [number, add, fail, record, stats, clock, Counter_]
+    return [number, add, fail, record, stats, clock, Counter_, scale]
 
 
 test_plugin.sfumato_node_types = _node_types  # type: ignore[attr-defined]
@@ -83,6 +102,7 @@ test_plugin.sfumato_node_types = _node_types  # type: ignore[attr-defined]
 def registry() -> sfumato.Registry:
     """Installed plugins plus the test nodes."""
     CALLS.clear()
+    BATCH_SIZES.clear()
     return sfumato.Registry.load(plugins=[test_plugin])
 
 

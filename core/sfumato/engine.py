@@ -26,6 +26,7 @@ from .graph import Graph
 from .models import ModelManager
 from .planning import Plan, PlannedNode, plan_run
 from .registry import Registry, default_registry
+from .sweep_runner import RunOutcome
 from .report import BLOCKED, CACHED, FAILED, RAN, SKIPPED, NodeRecord, RunReport, summarize_value
 
 
@@ -94,9 +95,13 @@ class Engine:
 
     # -- running -----------------------------------------------------------------
 
-    def plan(self, graph: Graph, params: dict[str, Any] | None = None, *, params_from_text: bool = False) -> Plan:
+    def plan(self, graph: Graph, params: dict[str, Any] | None = None, *, params_from_text: bool = False,
+             seed: int | None = None, output_dir: str | Path | None = None) -> Plan:
         """Validate and plan ``graph`` (raises GraphValidationError / ParameterError)."""
-        return plan_run(graph, self.registry, params, params_from_text=params_from_text)
+        run_context = {"device": self.device, "dtype": self.dtype,
+                       "output_dir": str(Path(output_dir or self.output_dir).resolve())}
+        return plan_run(graph, self.registry, params, params_from_text=params_from_text, seed=seed,
+                        run_context=run_context)
 
     def run(
         self,
@@ -117,18 +122,29 @@ class Engine:
         ``keep_going`` run with failures.
         """
         all_params = {**(params or {}), **more_params}
-        plan = self.plan(graph, all_params, params_from_text=params_from_text)
-        if seed is None:
-            seed = int(plan.params["seed"]) if isinstance(plan.params.get("seed"), int) else 0
-        return self.execute(plan, seed=seed, keep_going=keep_going, output_dir=output_dir,
-                            cancel_event=cancel_event)
+        plan = self.plan(graph, all_params, params_from_text=params_from_text, seed=seed, output_dir=output_dir)
+        return self.execute(plan, keep_going=keep_going, output_dir=output_dir, cancel_event=cancel_event)
 
-    def execute(self, plan: Plan, *, seed: int = 0, keep_going: bool = False,
-                output_dir: str | Path | None = None, cancel_event: threading.Event | None = None) -> RunResult:
-        """Run an already made plan."""
-        run = _Run(self, plan, seed, keep_going, Path(output_dir) if output_dir else self.output_dir,
-                   cancel_event or threading.Event())
+    def execute(self, plan: Plan, *, keep_going: bool = False, output_dir: str | Path | None = None,
+                cancel_event: threading.Event | None = None) -> RunResult:
+        """Run an already made plan (made with the same ``output_dir``)."""
+        run = RunState(self, plan, plan.seed, keep_going, Path(output_dir) if output_dir else self.output_dir,
+                       cancel_event or threading.Event())
         return run.go()
+
+    def run_many(self, graph: Graph, param_sets: list[dict[str, Any]], *, batch_size: int = 8,
+                 seed: int | None = None, output_dir: str | Path | None = None,
+                 params_from_text: bool = False) -> list["RunOutcome"]:
+        """Run ``graph`` once per parameter set (a sweep), sharing and batching work.
+
+        Work that does not depend on the swept values runs once; nodes with a
+        ``batch`` function process up to ``batch_size`` runs per call. A failing
+        run is reported in its outcome and never stops the others.
+        """
+        from .sweep_runner import run_sweep
+
+        return run_sweep(self, graph, param_sets, batch_size=batch_size, seed=seed, output_dir=output_dir,
+                         params_from_text=params_from_text)
 
     def node_callable(self, node: PlannedNode) -> Callable[..., Any]:
         """The function that runs a node; class nodes keep one instance per engine."""
@@ -146,7 +162,7 @@ class Engine:
             self.memory.clear()
 
 
-class _Run:
+class RunState:
     """The state of one run of a plan."""
 
     def __init__(self, engine: Engine, plan: Plan, seed: int, keep_going: bool, output_dir: Path,
@@ -223,42 +239,48 @@ class _Run:
 
     # -- execution -------------------------------------------------------------------
 
-    def go(self) -> RunResult:
-        plan, engine = self.plan, self.engine
-        started = time.perf_counter()
+    def begin(self) -> list[str]:
+        """Set up the report, announce the run, and return the nodes that must run."""
+        plan = self.plan
+        self.started = time.perf_counter()
         for node_id in plan.graph.nodes:
-            spec_type = plan.graph.nodes[node_id].type
-            record = NodeRecord(spec_type)
+            record = NodeRecord(plan.graph.nodes[node_id].type)
             if node_id not in plan.nodes:
                 record.reason = "feeds no output"
             self.report.nodes[node_id] = record
-        engine.emit(RunStarted(self.run_id, plan.graph.name, len(plan.order)))
+        self.engine.emit(RunStarted(self.run_id, plan.graph.name, len(plan.order)))
+        return self._select()
+
+    def end(self, status: str | None = None) -> RunResult | None:
+        """Close the run: status, timing, final event; the result when it succeeded."""
+        self.report.seconds = time.perf_counter() - self.started
+        self.report.status = status or ("failed" if self.failures else "ok")
+        self.engine.emit(RunFinished(self.run_id, self.report.status, self.report.seconds))
+        if self.report.status != "ok":
+            return None
+        outputs = {name: self.values[node][output] for name, (node, output) in self.plan.outputs.items()}
+        self.report.outputs = {name: summarize_value(value) for name, value in outputs.items()}
+        return RunResult(outputs, self.report, self.values)
+
+    def go(self) -> RunResult:
         try:
-            to_run = self._select()
-            if engine.jobs > 1 and len(to_run) > 1:
+            to_run = self.begin()
+            if self.engine.jobs > 1 and len(to_run) > 1:
                 self._run_parallel(to_run)
             else:
                 self._run_sequential(to_run)
         except (KeyboardInterrupt, RunCancelledError):
             self.settings.cancel_event.set()
-            self.report.status = "cancelled"
-            self.report.seconds = time.perf_counter() - started
-            engine.emit(RunFinished(self.run_id, "cancelled", self.report.seconds))
+            self.end("cancelled")
             raise
         except NodeExecutionError as error:
-            self.report.status = "failed"
-            self.report.seconds = time.perf_counter() - started
             error.report = self.report
-            engine.emit(RunFinished(self.run_id, "failed", self.report.seconds))
+            self.end("failed")
             raise
-        self.report.seconds = time.perf_counter() - started
-        self.report.status = "failed" if self.failures else "ok"
-        engine.emit(RunFinished(self.run_id, self.report.status, self.report.seconds))
-        if self.failures:
+        result = self.end()
+        if result is None:
             raise RunFailedError(self.failures, self.report)
-        outputs = {name: self.values[node][output] for name, (node, output) in plan.outputs.items()}
-        self.report.outputs = {name: summarize_value(value) for name, value in outputs.items()}
-        return RunResult(outputs, self.report, self.values)
+        return result
 
     def _run_sequential(self, to_run: list[str]) -> None:
         blocked: set[str] = set()
@@ -323,57 +345,77 @@ class _Run:
             self.report.nodes[current].status = BLOCKED
             stack.extend(consumers[current])
 
-    def _run_node(self, node: PlannedNode) -> bool:
-        """Run one node; returns False when it failed and the run keeps going."""
-        spec, node_id = node.spec, node.id
-        engine = self.engine
-        record = self.report.nodes[node_id]
-        self.settings.cancel_event.is_set() and self._raise_cancelled(node_id)
-        engine.emit(NodeStarted(self.run_id, node_id, spec.id))
-        started = time.perf_counter()
-        try:
-            kwargs = dict(node.literals)
-            ports = engine.registry.ports
-            for name, source, output, convert in node.links:
-                value = self.values[source][output]
-                if convert is not None:
-                    value = convert(value)
-                problem = ports.get(spec.inputs[name].port).problem_with(value)
-                if problem:
-                    raise TypeError(f"input {name!r} from {source}.{output}: {problem}")
-                kwargs[name] = value
-            if spec.context_param:
-                kwargs[spec.context_param] = RunContext(node_id, spec.id, self.settings, engine.models,
-                                                        self._progress, self._record_file)
-            result = engine.node_callable(node)(**kwargs)
-            outputs = self._outputs_of(node, result)
-        except (KeyboardInterrupt, RunCancelledError):
-            record.status = FAILED
-            record.error = "cancelled"
-            raise
-        except Exception as error:  # noqa: BLE001 - every node failure is reported the same way
-            record.status = FAILED
-            record.seconds = time.perf_counter() - started
-            record.error = f"{type(error).__name__}: {error}"
-            failure = NodeExecutionError(node_id, spec.id, error, self.report)
-            failure.__cause__ = error
-            failure.traceback = traceback.format_exc()  # type: ignore[attr-defined]
-            engine.emit(NodeFailed(self.run_id, node_id, spec.id, record.error))
-            if not self.keep_going:
-                raise failure from error
-            with self._lock:
-                self.failures.append(failure)
-            return False
-        seconds = time.perf_counter() - started
-        self.values[node_id] = outputs
+    def inputs_for(self, node: PlannedNode) -> dict[str, Any]:
+        """The keyword arguments of a node call: literals, upstream values, the context."""
+        spec = node.spec
+        kwargs = dict(node.literals)
+        ports = self.engine.registry.ports
+        for name, source, output, convert in node.links:
+            value = self.values[source][output]
+            if convert is not None:
+                value = convert(value)
+            problem = ports.get(spec.inputs[name].port).problem_with(value)
+            if problem:
+                raise TypeError(f"input {name!r} from {source}.{output}: {problem}")
+            kwargs[name] = value
+        if spec.context_param:
+            kwargs[spec.context_param] = RunContext(node.id, spec.id, self.settings, self.engine.models,
+                                                    self._progress, self._record_file)
+        return kwargs
+
+    def start(self, node: PlannedNode) -> float:
+        """Mark a node as started (cancellation check, event); returns the start time."""
+        if self.settings.cancel_event.is_set():
+            raise RunCancelledError(f"run cancelled before node {node.id!r}")
+        self.engine.emit(NodeStarted(self.run_id, node.id, node.spec.id))
+        return time.perf_counter()
+
+    def finish(self, node: PlannedNode, result: Any, seconds: float) -> None:
+        """Check and store a node's result."""
+        outputs = self._outputs_of(node, result)
+        self.values[node.id] = outputs
         self._store(node, outputs)
+        record = self.report.nodes[node.id]
         record.status = RAN
         record.seconds = seconds
-        engine.emit(NodeFinished(self.run_id, node_id, spec.id, seconds))
-        return True
+        self.engine.emit(NodeFinished(self.run_id, node.id, node.spec.id, seconds))
 
-    def _raise_cancelled(self, node_id: str) -> None:
-        raise RunCancelledError(f"run cancelled before node {node_id!r}")
+    def use_cached(self, node: PlannedNode, outputs: dict[str, Any]) -> None:
+        """Take a result another run of the same sweep just computed."""
+        self.values[node.id] = outputs
+        self.report.nodes[node.id].status = CACHED
+        self.engine.emit(NodeCached(self.run_id, node.id, node.spec.id))
+
+    def fail(self, node: PlannedNode, error: BaseException, seconds: float) -> NodeExecutionError:
+        """Record a node failure; raises unless the run keeps going."""
+        record = self.report.nodes[node.id]
+        record.status = FAILED
+        record.seconds = seconds
+        record.error = f"{type(error).__name__}: {error}"
+        failure = NodeExecutionError(node.id, node.spec.id, error, self.report)
+        failure.__cause__ = error
+        failure.traceback = traceback.format_exc()  # type: ignore[attr-defined]
+        self.engine.emit(NodeFailed(self.run_id, node.id, node.spec.id, record.error))
+        if not self.keep_going:
+            raise failure from error
+        with self._lock:
+            self.failures.append(failure)
+        return failure
+
+    def _run_node(self, node: PlannedNode) -> bool:
+        """Run one node; returns False when it failed and the run keeps going."""
+        started = self.start(node)
+        try:
+            result = self.engine.node_callable(node)(**self.inputs_for(node))
+            self.finish(node, result, time.perf_counter() - started)
+        except (KeyboardInterrupt, RunCancelledError):
+            record = self.report.nodes[node.id]
+            record.status, record.error = FAILED, "cancelled"
+            raise
+        except Exception as error:  # noqa: BLE001 - every node failure is reported the same way
+            self.fail(node, error, time.perf_counter() - started)
+            return False
+        return True
 
     def _outputs_of(self, node: PlannedNode, result: Any) -> dict[str, Any]:
         spec = node.spec

@@ -122,7 +122,10 @@ class NodeSpec:
             unseeded randomness); it is never served from the cache.
         fingerprint: for nodes that read files: called with the literal inputs,
             returns a string that changes when what it reads changes.
-        batchable: the node accepts several runs' inputs merged into one batch.
+        batch: ``batch(calls) -> results``: runs several calls (each a dict of
+            keyword arguments, as the node function takes them) as one batch and
+            returns their results in order. A sweep merges runs that differ only
+            in such a node's inputs into batched calls.
         cacheable_to_disk: its outputs may be stored in the on-disk cache.
         describe_outputs: called at validation with the node's literal inputs;
             returns attributes of its outputs (``{"embedding": {"model": ...,
@@ -130,6 +133,11 @@ class NodeSpec:
         expect_inputs: called likewise; returns the attributes its inputs
             require. A link whose producer describes a different value for the
             same attribute is a validation error naming both.
+        context_keys: run settings the node's results depend on, read through
+            its context: any of ``device``, ``dtype``, ``seed``, ``output_dir``,
+            ``params``, ``graph``. They join its cache signature. By default a
+            node with a context depends on device and dtype; an output node also
+            on seed, output folder, parameters and graph (it writes them out).
         plugin: the plugin that registered it (set at registration).
     """
 
@@ -146,13 +154,18 @@ class NodeSpec:
     volatile: bool = False
     fingerprint: Callable[[dict[str, Any]], str] | None = None
     is_cache_entry_valid: Callable[[dict[str, Any]], bool] | None = None
-    batchable: bool = False
+    batch: Callable[[list[dict[str, Any]]], list[Any]] | None = None
     cacheable_to_disk: bool = True
     describe_outputs: Callable[[dict[str, Any]], dict[str, dict[str, Any]]] | None = None
     expect_inputs: Callable[[dict[str, Any]], dict[str, dict[str, Any]]] | None = None
+    context_keys: tuple[str, ...] = ()
     single_output: bool = True
     display_name: str = ""
     plugin: str = ""
+
+    @property
+    def batchable(self) -> bool:
+        return self.batch is not None
 
     @property
     def summary(self) -> str:
@@ -254,10 +267,11 @@ def node(
     volatile: bool = False,
     fingerprint: Callable[[dict[str, Any]], str] | None = None,
     is_cache_entry_valid: Callable[[dict[str, Any]], bool] | None = None,
-    batchable: bool = False,
+    batch: Callable[[list[dict[str, Any]]], list[Any]] | None = None,
     cacheable_to_disk: bool = True,
     describe_outputs: Callable[[dict[str, Any]], dict[str, dict[str, Any]]] | None = None,
     expect_inputs: Callable[[dict[str, Any]], dict[str, dict[str, Any]]] | None = None,
+    context_keys: tuple[str, ...] | None = None,
     display_name: str = "",
 ) -> Callable[[Any], Any]:
     """Declare a node type from a function, or from a class with a ``run`` method.
@@ -273,10 +287,11 @@ def node(
         volatile: never serve this node from the cache.
         fingerprint: for nodes that read files; see :class:`NodeSpec`.
         is_cache_entry_valid: checks a cached result is still usable (e.g. files exist).
-        batchable: the node can process several runs' inputs as one batch.
+        batch: a function running several calls as one batch; see :class:`NodeSpec`.
         cacheable_to_disk: allow its outputs in the on-disk cache.
         describe_outputs: static attributes of outputs; see :class:`NodeSpec`.
         expect_inputs: static requirements on inputs; see :class:`NodeSpec`.
+        context_keys: run settings its results depend on; see :class:`NodeSpec`.
         display_name: a human title for listings.
 
     The decorated object is returned unchanged apart from a ``__sfumato_node__``
@@ -331,8 +346,10 @@ def node(
             inputs=inputs, outputs=output_specs, implementation=target, is_class=is_class,
             context_param=context_param, output_node=output_node, volatile=volatile,
             fingerprint=fingerprint, is_cache_entry_valid=is_cache_entry_valid,
-            batchable=batchable, cacheable_to_disk=cacheable_to_disk, single_output=single,
+            batch=batch, cacheable_to_disk=cacheable_to_disk, single_output=single,
             describe_outputs=describe_outputs, expect_inputs=expect_inputs,
+            context_keys=context_keys if context_keys is not None else (
+                ("device", "dtype", "seed", "output_dir", "params", "graph") if output_node else ("device", "dtype")),
             display_name=display_name or id,
         )
         setattr(target, NODE_ATTRIBUTE, spec)

@@ -48,6 +48,7 @@ class Plan:
     skipped: list[str]
     outputs: dict[str, tuple[str, str]] = field(default_factory=dict)
     dag: Any = None
+    seed: int = 0
 
 
 def _canonical(value: Any) -> str:
@@ -237,9 +238,17 @@ def _needed(dag: Any, targets: list[str]) -> set[str]:
 
 
 def plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = None,
-             *, params_from_text: bool = False) -> Plan:
-    """Validate ``graph`` with ``params`` and return the plan; raises on any problem."""
+             *, params_from_text: bool = False, seed: int | None = None,
+             run_context: dict[str, Any] | None = None) -> Plan:
+    """Validate ``graph`` with ``params`` and return the plan; raises on any problem.
+
+    ``seed`` defaults to the graph's ``seed`` parameter (else 0). ``run_context``
+    holds the run settings (device, dtype, output folder) that nodes reading
+    them are keyed by; see ``NodeSpec.context_keys``.
+    """
     resolved = resolve_params(graph, params or {}, from_text=params_from_text)
+    if seed is None:
+        seed = int(resolved["seed"]) if isinstance(resolved.get("seed"), int) else 0
     issues, planned, dag = _analyse(graph, registry, resolved)
     if issues:
         raise GraphValidationError(issues, graph.source)
@@ -247,16 +256,39 @@ def plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = N
     needed = _needed(dag, targets)
     order = [n for n in nx.topological_sort(dag) if n in needed]
     nodes = {node_id: planned[node_id] for node_id in order}
+    context = _ContextValues(graph, resolved, seed, run_context or {})
     for node_id in order:
         node = nodes[node_id]
-        node.signature = signature_of(node, nodes)
+        node.signature = signature_of(node, nodes, context)
     outputs = {name: tuple(t.rpartition(".")[::2]) for name, t in graph.document.outputs.items()}
     skipped = [n for n in graph.nodes if n not in needed]
-    return Plan(graph, resolved, nodes, order, targets, skipped, outputs, dag)  # type: ignore[arg-type]
+    return Plan(graph, resolved, nodes, order, targets, skipped, outputs, dag, seed)  # type: ignore[arg-type]
 
 
-def signature_of(node: PlannedNode, nodes: dict[str, PlannedNode]) -> str:
-    """The cache key of ``node``: type, version, literals, parents' signatures, fingerprint.
+class _ContextValues:
+    """Run settings as signature parts, each computed at most once per plan."""
+
+    def __init__(self, graph: Graph, params: dict[str, Any], seed: int, run: dict[str, Any]) -> None:
+        self._graph, self._params, self._seed, self._run = graph, params, seed, run
+        self._cache: dict[str, str] = {}
+
+    def part(self, key: str) -> str:
+        if key not in self._cache:
+            if key == "seed":
+                value = str(self._seed)
+            elif key == "params":
+                value = _canonical(self._params)
+            elif key == "graph":
+                value = hashlib.blake2b(_canonical(self._graph.to_dict()).encode(), digest_size=16).hexdigest()
+            else:
+                value = str(self._run.get(key, ""))
+            self._cache[key] = f"{key}={value}"
+        return self._cache[key]
+
+
+def signature_of(node: PlannedNode, nodes: dict[str, PlannedNode], context: _ContextValues | None = None) -> str:
+    """The cache key of ``node``: type, version, literals, parents' signatures, fingerprint,
+    and the run settings it reads through its context.
 
     Parents must already be signed: callers walk the plan in topological order,
     so every signature is computed once, from its parents' (linear time).
@@ -265,8 +297,13 @@ def signature_of(node: PlannedNode, nodes: dict[str, PlannedNode]) -> str:
     parts = [spec.id, str(spec.version), _canonical(node.literals)]
     for name, source, output, _ in sorted(node.links):
         parts.append(f"{name}<{nodes[source].signature}.{output}")
+    if context is not None and spec.context_param:
+        parts.extend(context.part(key) for key in spec.context_keys)
     if spec.volatile:
         parts.append(uuid.uuid4().hex)
     elif spec.fingerprint is not None:
-        parts.append(spec.fingerprint(node.literals))
+        try:
+            parts.append(spec.fingerprint(node.literals))
+        except Exception as error:  # noqa: BLE001 - let the node itself report what it cannot read
+            parts.append(f"unreadable:{uuid.uuid4().hex}:{error}")
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=20).hexdigest()

@@ -80,7 +80,7 @@ def _repeat(tensor: Any, times: int) -> Any:
 
 
 @node("diffusion.generate", category="generate", outputs={"images": ImageBatch, "latent": Latent},
-      batchable=True, expect_inputs=_expected_conditioning)
+      expect_inputs=_expected_conditioning, batch=lambda calls: generate_batch(calls))
 def generate(
     context: RunContext,
     conditioning: Conditioning | None = None,
@@ -133,6 +133,17 @@ def generate(
 
     diffusion = load_diffusion_model(context, model, attention_slicing=attention_slicing,
                                      vae_tiling=vae_tiling, compile_unet=compile)
+    request, labels = _prepare_request(diffusion, conditioning, prompt, negative, steps, guidance, width, height,
+                                       batch_size, seed, init_images, strength, mask)
+    [result] = _sample(context, diffusion, scheduler, [(request, labels)], cpu_offload)
+    return result
+
+
+def _prepare_request(diffusion: DiffusionModel, conditioning: Conditioning | None, prompt: str,
+                     negative: Conditioning | None, steps: int, guidance: float, width: int, height: int,
+                     batch_size: int, seed: int, init_images: ImageBatch | None, strength: float,
+                     mask: ImageBatch | None) -> tuple[SamplingRequest, list[str]]:
+    """Check one call's inputs and turn them into a sampling request plus image labels."""
     if conditioning is None:
         if not prompt:
             raise ValueError("give either 'conditioning' (from encode.text) or 'prompt'")
@@ -166,26 +177,96 @@ def generate(
         if mask is not None:
             masks = list(mask.images)
             request.mask = mask_to_latent(diffusion, masks * (count if len(masks) == 1 else 1), width, height)
-            request.strength = 1.0 if strength == 1.0 else strength
     elif mask is not None:
         raise ValueError("a mask needs init_images to inpaint")
-    sampler = make_scheduler(scheduler, diffusion.scheduler_config, bool(diffusion.info.get("lcm")))
+    texts = conditioning.texts or (prompt,) * len(conditioning)
+    return request, [text for text in texts for _ in range(batch_size)]
+
+
+def _merge_key(request: SamplingRequest) -> tuple[Any, ...]:
+    """Requests with equal keys can share one denoising loop."""
+    return (request.steps, request.guidance, request.height, request.width, request.negative_states is None,
+            request.pooled is None, request.init_latents is None, request.mask is None,
+            request.strength if request.init_latents is not None else None)
+
+
+def _merge(requests: list[SamplingRequest]) -> SamplingRequest:
+    import torch
+
+    def cat(name: str) -> Any:
+        parts = [getattr(r, name) for r in requests]
+        return None if parts[0] is None else torch.cat(parts)
+
+    first = requests[0]
+    return SamplingRequest(cat("states"), cat("pooled"), cat("negative_states"), cat("negative_pooled"),
+                           [s for r in requests for s in r.seeds], first.steps, first.guidance, first.height,
+                           first.width, cat("init_latents"), first.strength, cat("mask"))
+
+
+def _sample(context: RunContext, diffusion: DiffusionModel, scheduler: str,
+            items: list[tuple[SamplingRequest, list[str]]], cpu_offload: bool = False) -> list[dict[str, Any]]:
+    """Sample every request, merging those that can share a loop; results in order."""
+    import torch
+
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, (request, _) in enumerate(items):
+        groups.setdefault(_merge_key(request), []).append(index)
+    results: list[dict[str, Any]] = [{} for _ in items]
     if cpu_offload and context.device != "cpu":
         diffusion.unet.to(context.device)
         diffusion.vae.to(context.device)
     try:
-        latents = sample_latents(diffusion, sampler, request, lambda i, n: context.progress(i, n))
-        pictures = decode_latents(diffusion, latents)
+        for indices in groups.values():
+            merged = _merge([items[i][0] for i in indices])
+            sampler = make_scheduler(scheduler, diffusion.scheduler_config, bool(diffusion.info.get("lcm")))
+            latents = sample_latents(diffusion, sampler, merged, lambda i, n: context.progress(i, n))
+            pictures = decode_latents(diffusion, latents)
+            offset = 0
+            for index in indices:
+                request, labels = items[index]
+                count = len(request.seeds)
+                results[index] = {
+                    "images": ImageBatch(tuple(pictures[offset:offset + count]), tuple(labels) if any(labels) else ()),
+                    "latent": Latent(latents[offset:offset + count].cpu(), diffusion.name,
+                                     float(diffusion.vae.config.scaling_factor)),
+                }
+                offset += count
     finally:
         if cpu_offload and context.device != "cpu":
             diffusion.unet.to("cpu")
             diffusion.vae.to("cpu")
             torch.cuda.empty_cache()
-    labels = [text for text in (conditioning.texts or (prompt,) * len(conditioning)) for _ in range(batch_size)]
-    return {
-        "images": ImageBatch(tuple(pictures), tuple(labels) if any(labels) else ()),
-        "latent": Latent(latents.cpu(), model, float(diffusion.vae.config.scaling_factor)),
-    }
+    return results
+
+
+def _defaults() -> dict[str, Any]:
+    from sfumato import spec_of
+
+    return {name: item.default for name, item in spec_of(generate).inputs.items() if not item.required}
+
+
+def generate_batch(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``diffusion.generate`` for several runs at once: one denoising loop per compatible group."""
+    results: list[dict[str, Any] | None] = [None] * len(calls)
+    by_model: dict[tuple[Any, ...], list[int]] = {}
+    for index, call in enumerate(calls):
+        key = (call.get("model", DEFAULT_MODEL), call.get("scheduler", "dpm++"), call.get("attention_slicing", False),
+               call.get("vae_tiling", False), call.get("compile", False), call.get("cpu_offload", False))
+        by_model.setdefault(key, []).append(index)
+    for (model, scheduler, slicing, tiling, compiled, offload), indices in by_model.items():
+        context = calls[indices[0]]["context"]
+        diffusion = load_diffusion_model(context, model, attention_slicing=slicing, vae_tiling=tiling,
+                                         compile_unet=compiled)
+        items = []
+        for index in indices:
+            call = {**_defaults(), **calls[index]}
+            items.append(_prepare_request(diffusion, call["conditioning"], call["prompt"], call["negative"],
+                                          call["steps"], call["guidance"], call["width"], call["height"],
+                                          call["batch_size"], call["seed"], call["init_images"], call["strength"],
+                                          call["mask"]))
+        for index, result in zip(indices, _sample(context, diffusion, scheduler, items, offload)):
+            results[index] = result
+    return results  # type: ignore[return-value]
 
 
 @node("latent.encode", category="latent", output="latent")
@@ -224,7 +305,25 @@ def _generator_family(model: str) -> str:
     return info.get("family", "diffusion")
 
 
-@node("generate.image", category="generate", output="images", batchable=True,
+def generate_image_batch(calls: list[dict[str, Any]]) -> list[ImageBatch]:
+    """``generate.image`` for several runs: diffusion calls share denoising loops."""
+    results: list[ImageBatch | None] = [None] * len(calls)
+    diffusion_calls = [i for i, call in enumerate(calls) if _generator_family(call["model"]) == "diffusion"]
+    if diffusion_calls:
+        batched = generate_batch([{**_defaults(), **{k: calls[i][k] for k in _SHARED_INPUTS}} for i in diffusion_calls])
+        for index, result in zip(diffusion_calls, batched):
+            results[index] = result["images"]
+    for index, call in enumerate(calls):
+        if results[index] is None:
+            results[index] = generate_image(**call)
+    return results  # type: ignore[return-value]
+
+
+_SHARED_INPUTS = ("conditioning", "negative", "model", "scheduler", "steps", "guidance", "batch_size", "seed",
+                  "context")
+
+
+@node("generate.image", category="generate", output="images", batch=lambda calls: generate_image_batch(calls),
       expect_inputs=lambda inputs: _expected_conditioning(inputs) if _generator_family(inputs["model"]) == "diffusion" else {})
 def generate_image(
     conditioning: Conditioning,

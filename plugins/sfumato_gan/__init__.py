@@ -8,7 +8,7 @@ import sfumato
 from sfumato import Conditioning, Field, ImageBatch, RunContext, node
 
 
-@node("gan.generate", category="generate", output="images", batchable=True)
+@node("gan.generate", category="generate", output="images")
 def generate(
     conditioning: Conditioning,
     context: RunContext,

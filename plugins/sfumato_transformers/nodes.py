@@ -31,7 +31,7 @@ def _describe_embedding(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {"embedding": {"model": inputs["model"], **({"dimension": width} if width else {})}}
 
 
-@node("encode.sentence", category="encode", output="embedding", batchable=True,
+@node("encode.sentence", category="encode", output="embedding",
       describe_outputs=_describe_embedding)
 def encode_sentence(
     texts: list[str],
@@ -68,8 +68,35 @@ def _describe_conditioning(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {"conditioning": described}
 
 
-@node("encode.text", category="encode", output="conditioning", batchable=True,
-      describe_outputs=_describe_conditioning)
+def encode_text_batch(calls: list[dict[str, Any]]) -> list[Conditioning]:
+    """``encode.text`` for several runs: one encoder call per model and settings."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, call in enumerate(calls):
+        key = (call["model"], call["encoder"], call["hidden_layer"], call["max_length"])
+        groups.setdefault(key, []).append(index)
+    results: list[Conditioning | None] = [None] * len(calls)
+    for (model, family, hidden_layer, max_length), indices in groups.items():
+        encoder = get_encoder(calls[indices[0]]["context"], model, family)
+        texts, weights, counts = [], [], []
+        for index in indices:
+            call = calls[index]
+            single_weight = call.get("weights") if len(call["texts"]) == 1 else None
+            texts += list(call["texts"])
+            weights += [single_weight] * len(call["texts"])
+            counts.append(len(call["texts"]))
+        merged = encoder.encode(texts, weights, max_length, hidden_layer)
+        offset = 0
+        for index, count in zip(indices, counts):
+            part = slice(offset, offset + count)
+            results[index] = Conditioning(merged.states[part], merged.encoder, merged.width, merged.sequence_length,
+                                          None if merged.pooled is None else merged.pooled[part],
+                                          tuple(texts[part]))
+            offset += count
+    return results  # type: ignore[return-value]
+
+
+@node("encode.text", category="encode", output="conditioning",
+      describe_outputs=_describe_conditioning, batch=lambda calls: encode_text_batch(calls))
 def encode_text(
     texts: list[str],
     context: RunContext,

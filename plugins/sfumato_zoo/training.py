@@ -145,8 +145,12 @@ def run_loop(
     optimizers: dict[str, torch.optim.Optimizer],
     emas: dict[str, EMA],
     step_fn: Callable[[int], float],
+    log_every: int = 50,
 ) -> dict[str, Any]:
-    """Call ``step_fn(step)`` until the budget is spent, checkpointing as it goes."""
+    """Call ``step_fn(step)`` until the budget is spent, checkpointing as it goes.
+
+    The loss is recorded as the mean of every ``log_every`` steps.
+    """
     checkpoint = Checkpoint(folder)
     progress = checkpoint.load(modules, optimizers, emas)
     step, elapsed = int(progress["step"]), float(progress["elapsed"])
@@ -158,7 +162,7 @@ def run_loop(
             running.append(step_fn(step))
             step += 1
             bar.update(1)
-            if len(running) == 50:
+            if len(running) == log_every:
                 losses.append(float(np.mean(running)))
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
                 running = []
@@ -176,7 +180,8 @@ def write_record(out: Path, record: dict[str, Any]) -> None:
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
-def train_autoencoder(data: TrainingData, out: Path, budget: Budget, seed: int, batch: int = 32) -> dict[str, Any]:
+def train_autoencoder(data: TrainingData, out: Path, budget: Budget, seed: int, batch: int = 32,
+                      log_every: int = 50) -> dict[str, Any]:
     """Stage 1 of latent diffusion: a diffusers AutoencoderKL from 32x32 RGB to 8x8x4."""
     from diffusers import AutoencoderKL
 
@@ -196,7 +201,7 @@ def train_autoencoder(data: TrainingData, out: Path, budget: Budget, seed: int, 
         return float(loss)
 
     progress = run_loop("autoencoder", out / ".train" / "autoencoder", budget,
-                        {"vae": vae}, {"vae": optimizer}, {}, step_fn)
+                        {"vae": vae}, {"vae": optimizer}, {}, step_fn, log_every)
     # Scale latents to unit variance, as Stable Diffusion does.
     with torch.no_grad():
         latents = vae.encode(data.images[:2048]).latent_dist.mean
@@ -211,7 +216,8 @@ def _min_snr_weight(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma
     return torch.minimum(snr, torch.full_like(snr, gamma)) / (snr + 1)
 
 
-def train_unet(data: TrainingData, out: Path, budget: Budget, seed: int, batch: int = 128) -> dict[str, Any]:
+def train_unet(data: TrainingData, out: Path, budget: Budget, seed: int, batch: int = 128,
+               log_every: int = 50) -> dict[str, Any]:
     """Stage 2: a cross-attention UNet over the autoencoder's latents (v-prediction, min-SNR, EMA)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
@@ -249,7 +255,7 @@ def train_unet(data: TrainingData, out: Path, budget: Budget, seed: int, batch: 
         return float(loss)
 
     progress = run_loop("diffusion", out / ".train" / "unet", budget,
-                        {"unet": unet}, {"unet": optimizer}, {"unet": ema}, step_fn)
+                        {"unet": unet}, {"unet": optimizer}, {"unet": ema}, step_fn, log_every)
     unet.load_state_dict(ema.shadow)
     unet.save_pretrained(out / "unet")
     scheduler.save_pretrained(out / "scheduler")
@@ -263,7 +269,8 @@ def _save_plain(module: nn.Module, state: dict[str, torch.Tensor], folder: Path,
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def train_vae(data: TrainingData, out: Path, budget: Budget, seed: int, batch: int = 64) -> dict[str, Any]:
+def train_vae(data: TrainingData, out: Path, budget: Budget, seed: int, batch: int = 64,
+              log_every: int = 50) -> dict[str, Any]:
     """The conditional VAE (reconstruction + KL with warm-up)."""
     torch.manual_seed(seed)
     model = networks.ConditionalVAE()
@@ -287,12 +294,13 @@ def train_vae(data: TrainingData, out: Path, budget: Budget, seed: int, batch: i
         return float(loss) / (3 * 32 * 32)
 
     progress = run_loop("vae", out / ".train" / "vae", budget, {"vae": model}, {"vae": optimizer},
-                        {"vae": ema}, step_fn)
+                        {"vae": ema}, step_fn, log_every)
     _save_plain(model, ema.shadow, out, "conditional-vae")
     return progress
 
 
-def train_gan(data: TrainingData, out: Path, budget: Budget, seed: int, batch: int = 64) -> dict[str, Any]:
+def train_gan(data: TrainingData, out: Path, budget: Budget, seed: int, batch: int = 64,
+              log_every: int = 50) -> dict[str, Any]:
     """The conditional GAN: projection discriminator, hinge loss, EMA generator."""
     torch.manual_seed(seed)
     generator_net = networks.ConditionalGenerator()
@@ -321,27 +329,31 @@ def train_gan(data: TrainingData, out: Path, budget: Budget, seed: int, batch: i
 
     progress = run_loop("gan", out / ".train" / "gan", budget,
                         {"generator": generator_net, "discriminator": discriminator},
-                        {"generator": g_opt, "discriminator": d_opt}, {"generator": ema}, step_fn)
+                        {"generator": g_opt, "discriminator": d_opt}, {"generator": ema}, step_fn, log_every)
     _save_plain(generator_net, ema.shadow, out, "conditional-gan")
     return progress
 
 
 def train(kind: str, out: Path, budget: Budget, seed: int, encode: Callable[[list[str]], np.ndarray],
-          pool: int = 20000, command: str = "") -> dict[str, Any]:
-    """Train one zoo model into ``out`` and record how it was made."""
+          pool: int = 20000, command: str = "", batch: int | None = None, log_every: int = 50) -> dict[str, Any]:
+    """Train one zoo model into ``out`` and record how it was made.
+
+    ``batch`` overrides each stage's batch size (tests use small ones).
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
     out.mkdir(parents=True, exist_ok=True)
     data = load_training_data(seed, pool, encode)
     record: dict[str, Any] = {"kind": kind, "seed": seed, "pool": pool, "command": command,
                               "torch": torch.__version__}
+    options: dict[str, Any] = {"log_every": log_every, **({"batch": batch} if batch else {})}
     if kind == "diffusion":
-        record["autoencoder"] = _summary(train_autoencoder(data, out, budget.scaled(0.25), seed))
-        record["unet"] = _summary(train_unet(data, out, budget.scaled(0.75), seed))
+        record["autoencoder"] = _summary(train_autoencoder(data, out, budget.scaled(0.25), seed, **options))
+        record["unet"] = _summary(train_unet(data, out, budget.scaled(0.75), seed, **options))
     elif kind == "vae":
-        record["vae"] = _summary(train_vae(data, out, budget, seed))
+        record["vae"] = _summary(train_vae(data, out, budget, seed, **options))
     else:
-        record["gan"] = _summary(train_gan(data, out, budget, seed))
+        record["gan"] = _summary(train_gan(data, out, budget, seed, **options))
     config = {"kind": f"tiny-shapes-{kind}", "family": kind, "encoder": "all-MiniLM-L6-v2",
               "embedding_dim": 384, "image_size": 32, "unconditional": "zeros"}
     (out / "sfumato.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -58,3 +58,25 @@ class ProgressDisplay:
             progress.console.print(f"[dim]loaded model {event.key} in {event.seconds:.2f}s[/]")
         elif isinstance(event, ModelEvicted):
             progress.console.print(f"[dim]evicted model {event.key}: {event.reason}[/]")
+
+
+class SweepProgress:
+    """A run bar for sweeps (runs finished of total)."""
+
+    def __init__(self, total: int) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=stderr, transient=True)
+        self.task = self.progress.add_task("sweep runs", total=total)
+
+    def __enter__(self) -> "SweepProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: RunEvent) -> None:
+        if event.kind == "run_finished":
+            self.progress.advance(self.task)
+        elif isinstance(event, NodeStarted):
+            self.progress.update(self.task, description=f"sweep runs ({event.node_id})")

@@ -36,6 +36,15 @@ def add_parsers(subparsers: Any) -> None:
     run.add_argument("--max-memory", action="append", default=[], metavar="[DEVICE=]SIZE",
                      help="model memory budget, e.g. 4GB or cuda=10GB (repeatable)")
     run.add_argument("--json", action="store_true", help="print the run report as JSON")
+    sweep = run.add_argument_group("sweeps")
+    sweep.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="NAME=VALUES",
+                       help="run once per value: 0..7 (range), a,b,c (list) or @file (one per line); repeatable")
+    sweep.add_argument("--zip", action="store_true", help="pair the sweep axes instead of crossing them")
+    sweep.add_argument("--batch-size", type=int, default=8, help="most runs merged into one batched call (default: 8)")
+    sweep.add_argument("--grid", metavar="X,Y", help="also write a labelled grid of images over two sweep axes")
+    sweep.add_argument("--executor", default="local", help="where runs execute: local, or one a plugin adds (ray)")
+    sweep.add_argument("--address", default=None, help="executor address (ray: auto or ray://host:port)")
+    sweep.add_argument("--workers", type=int, default=None, help="executor workers (ray on CPU)")
     run.set_defaults(handler=run_command)
 
     validate = subparsers.add_parser("validate", help="check a graph file and report every problem")
@@ -86,6 +95,10 @@ def load_graph_argument(path_text: str) -> tuple[Graph, dict[str, Any], int | No
 def run_command(args: argparse.Namespace) -> int:
     from ..engine import Engine
 
+    if args.sweeps or args.executor != "local":
+        from .sweep_cmd import sweep_command
+
+        return sweep_command(args)
     graph, stored_params, stored_seed = load_graph_argument(args.graph)
     params: dict[str, Any] = {**stored_params, **parse_sets(args.sets)}
     engine = Engine(cache=not args.no_cache, cache_dir=None if args.no_cache else args.cache_dir,
@@ -101,9 +114,8 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         with display:
             # Values from a PNG are already typed; only strings are parsed.
-            plan = engine.plan(graph, params, params_from_text=True)
-            run_seed = seed if seed is not None else (plan.params["seed"] if isinstance(plan.params.get("seed"), int) else 0)
-            result = engine.execute(plan, seed=run_seed, keep_going=args.keep_going)
+            plan = engine.plan(graph, params, params_from_text=True, seed=seed)
+            result = engine.execute(plan, keep_going=args.keep_going)
         report = result.report
     except NodeExecutionError as error:
         report, code = error.report, 1

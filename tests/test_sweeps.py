@@ -1,0 +1,110 @@
+"""Sweeps: parsing, cross vs zip, shared work, batching, failures, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import BATCH_SIZES, CALLS
+from sfumato import Engine, Graph, ParameterError
+from sfumato.cli import main
+from sfumato.sweeps import combine, parse_axis
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_range_list_and_file_forms(tmp_path):
+    assert parse_axis("seed=0..3").values == ("0", "1", "2", "3")
+    assert parse_axis("seed=10..0..-5").values == ("10", "5", "0")
+    assert parse_axis("guidance=3, 5,7").values == ("3", "5", "7")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n\n# a comment\na blue square\n")
+    assert parse_axis(f"prompt=@{prompts}").values == ("a red circle", "a blue square")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seed", "NAME=VALUES"), ("=1,2", "NAME=VALUES"), ("seed=", "no values"), ("seed=5..1..1", "empty"),
+    ("a=1,,2", "empty value"), ("p=@/no/such/file.txt", "cannot read"),
+])
+def test_bad_sweep_forms_have_clear_errors(text, message):
+    with pytest.raises(ParameterError, match=message):
+        parse_axis(text)
+
+
+def test_cross_and_zip_counts():
+    axes = [parse_axis("seed=0..3"), parse_axis("prompt=a,b,c,d")]
+    assert len(combine(axes)) == 16
+    zipped = combine(axes, zip_axes=True)
+    assert len(zipped) == 4 and zipped[2] == {"seed": "2", "prompt": "c"}
+    with pytest.raises(ParameterError, match="equal length"):
+        combine([parse_axis("seed=0..3"), parse_axis("p=a,b")], zip_axes=True)
+
+
+def _sweep_graph() -> Graph:
+    return Graph.from_dict({"version": 1, "params": {"x": {"type": "float", "default": 1.0},
+                                                     "f": {"type": "float", "default": 2.0}}, "nodes": {
+        "base": {"type": "test.number", "inputs": {"value": 10}},
+        "shared": {"type": "test.add", "inputs": {"a": {"from": "base.value"}, "b": 1}},
+        "scaled": {"type": "test.scale", "inputs": {"a": {"from": "shared.value"}, "factor": {"param": "f"}}},
+        "out": {"type": "test.add", "inputs": {"a": {"from": "scaled.value"}, "b": {"param": "x"}}}},
+        "outputs": {"y": "out.value"}})
+
+
+def test_work_that_does_not_depend_on_the_swept_values_runs_once(registry, tmp_path):
+    engine = Engine(registry, output_dir=tmp_path)
+    outcomes = engine.run_many(_sweep_graph(), [{"x": x} for x in range(6)])
+    assert [o.outputs["y"] for o in outcomes] == [22.0 + x for x in range(6)]
+    assert CALLS["test.number"] == 1 and CALLS["test.scale"] == 1
+    assert CALLS["test.add"] == 1 + 6  # 'shared' once, 'out' per run
+
+
+def test_batchable_node_calls_are_merged_up_to_the_batch_size(registry, tmp_path):
+    engine = Engine(registry, output_dir=tmp_path)
+    outcomes = engine.run_many(_sweep_graph(), [{"f": f} for f in range(1, 8)], batch_size=3)
+    assert BATCH_SIZES == [3, 3, 1]
+    assert [o.outputs["y"] for o in outcomes] == [11.0 * f + 1 for f in range(1, 8)]
+
+
+def test_batched_results_equal_one_by_one(registry, tmp_path):
+    param_sets = [{"f": f, "x": x} for f in (1.5, 2.5) for x in (0, 1)]
+    batched = Engine(registry, output_dir=tmp_path).run_many(_sweep_graph(), param_sets, batch_size=8)
+    single = [Engine(registry, output_dir=tmp_path).run(_sweep_graph(), p)["y"] for p in param_sets]
+    assert [o.outputs["y"] for o in batched] == single
+
+
+def test_a_failing_run_does_not_stop_the_others(registry, tmp_path):
+    outcomes = Engine(registry, output_dir=tmp_path).run_many(
+        _sweep_graph(), [{"f": 1.0}, {"f": -1.0}, {"f": 3.0}, {"x": "not a number"}], batch_size=8)
+    assert [o.status for o in outcomes] == ["ok", "failed", "ok", "failed"]
+    assert "negative factor" in outcomes[1].error and "'x'" in outcomes[3].error
+    assert outcomes[1].report.nodes["out"].status == "blocked"
+    assert outcomes[2].outputs["y"] == 34.0
+
+
+def test_cli_sweep_writes_images_report_and_grid(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    code = main(["run", str(REPO / "graphs" / "prompt-card.json"), "--out", str(tmp_path / "out"),
+                 "--sweep", f"prompt=@{prompts}", "--sweep", "seed=0..2", "--grid", "seed,prompt", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"] == {"runs": 6, "ok": 6, "failed": 0}
+    files = [f for run in report["runs"] for f in run["files"]]
+    assert len(set(files)) == 6 and all(Path(f).exists() for f in files)
+    assert {run["params"]["seed"] for run in report["runs"]} == {0, 1, 2}
+    grid = Image.open(report["grid"])
+    assert grid.width > 3 * 100 and np.asarray(grid).std() > 0
+    assert (tmp_path / "out" / "prompt-card-sweep.json").exists()
+
+
+def test_cli_sweep_reports_failed_runs_and_exits_1(tmp_path, capsys):
+    code = main(["run", str(REPO / "graphs" / "prompt-card.json"), "--out", str(tmp_path),
+                 "--sweep", "prompt=a red circle,\u200b", "--json"])
+    assert code == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [run["status"] for run in report["runs"]] == ["ok", "failed"]
+    assert "empty after normalization" in report["runs"][1]["error"]
