@@ -44,6 +44,19 @@ class RunReport:
     #: Graph outputs: JSON values as they are, other values summarised.
     outputs: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunReport":
+        """Rebuild a report from :meth:`as_dict` (e.g. one sent back by a remote worker)."""
+        report = cls(data["run_id"], data["graph"], data.get("params", {}), data.get("seed", 0),
+                     data.get("status", "ok"), data.get("seconds", 0.0))
+        for node_id, record in data.get("nodes", {}).items():
+            report.nodes[node_id] = NodeRecord(record["type"], record["status"], record.get("seconds", 0.0),
+                                               record.get("error", ""), record.get("reason", ""))
+        report.files = list(data.get("files", []))
+        report.models = list(data.get("models", []))
+        report.outputs = dict(data.get("outputs", {}))
+        return report
+
     def count(self, status: str) -> int:
         return sum(1 for record in self.nodes.values() if record.status == status)
 

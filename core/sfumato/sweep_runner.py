@@ -39,11 +39,18 @@ class RunOutcome:
     error: str = ""
     report: Any = None
 
+    attempts: int = 1
+    worker: str = ""
+
     def as_dict(self) -> dict[str, Any]:
         data = {"index": self.index, "params": self.params, "status": self.status,
                 "seconds": round(self.seconds, 6), "files": self.files}
         if self.error:
             data["error"] = self.error
+        if self.attempts != 1:
+            data["attempts"] = self.attempts
+        if self.worker:
+            data["worker"] = self.worker
         if self.report is not None:
             data["outputs"] = self.report.outputs
             data["nodes"] = {n: r.status for n, r in self.report.nodes.items()}

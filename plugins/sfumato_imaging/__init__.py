@@ -15,5 +15,5 @@ def sfumato_node_types() -> list[Any]:
         io.load_images, io.save_images,
         geometry.resize, geometry.upscale, geometry.crop, geometry.pad,
         adjust.sharpen, adjust.denoise, adjust.adjust, adjust.autocontrast, adjust.quantize,
-        sheets.grid, sheets.text_card,
+        sheets.grid, sheets.text_card, sheets.concat, sheets.relabel,
     ]

@@ -108,3 +108,37 @@ def text_card(
     y = (height - (box[3] - box[1])) / 2
     draw.multiline_text((x, y), body, fill=fill_fg, font=font, spacing=font_size // 4, align="center")
     return ImageBatch((image,), (text,))
+
+
+@node("image.concat", category="image")
+def concat(first: ImageBatch, second: ImageBatch, third: ImageBatch | None = None,
+           fourth: ImageBatch | None = None) -> ImageBatch:
+    """Join up to four batches into one, in order (labels kept).
+
+    Args:
+        first: the first batch.
+        second: the second batch.
+        third: an optional third batch.
+        fourth: an optional fourth batch.
+    """
+    batches = [b for b in (first, second, third, fourth) if b is not None]
+    images = tuple(image for batch in batches for image in batch.images)
+    labels = tuple(batch.label(i) for batch in batches for i in range(len(batch)))
+    return ImageBatch(images, labels if any(labels) else ())
+
+
+@node("image.relabel", category="image")
+def relabel(images: ImageBatch, label: str, keep: bool = False) -> ImageBatch:
+    """Set every image's label (shown as its caption by ``image.grid``).
+
+    Args:
+        images: the images.
+        label: the new label; ``{label}`` inserts the old one, ``{index}`` the position.
+        keep: append the old label after the new one.
+    """
+    labels = []
+    for index in range(len(images)):
+        old = images.label(index)
+        text = label.replace("{label}", old).replace("{index}", str(index))
+        labels.append(f"{text}: {old}" if keep and old else text)
+    return ImageBatch(images.images, tuple(labels))

@@ -122,6 +122,9 @@ class TextEncoder:
 def load_text_encoder(name: str, path: Any, family: str, device: str, dtype: Any) -> TextEncoder:
     """Load tokenizer and encoder of ``family`` from a folder (or a hub id)."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # sfumato shows its own progress
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if family == "clip":

@@ -1,0 +1,199 @@
+"""The Ray executor: sweep runs spread over long-lived worker actors.
+
+Each worker actor holds its own :class:`sfumato.Engine`, so models stay loaded
+across the chunks of runs it receives. What travels is plain data: the graph
+as JSON, parameter sets, and back the run reports (JSON) and the bytes of the
+files each run wrote, which the caller saves where a local run would have.
+A worker that dies mid-chunk is replaced and its runs are retried elsewhere,
+up to ``max_retries`` times; finished runs are never redone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sfumato import Graph, RunReport
+from sfumato.files import claim_new_file, path_inside, write_atomically
+from sfumato.sweep_runner import RunOutcome
+
+#: Ray's unix socket paths must stay short; longer temp folders fall back to /tmp.
+_MAX_TEMP_DIR = 60
+
+
+class SweepWorker:
+    """A Ray actor body: one engine, kept across chunks."""
+
+    def __init__(self, device: str, dtype: str) -> None:
+        from sfumato import Engine
+
+        self.engine = Engine(device=device, dtype=dtype)
+        self.name = f"{os.uname().nodename}:{os.getpid()}"
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run_chunk(self, graph_document: dict[str, Any], param_sets: list[dict[str, Any]], seed: int | None,
+                  batch_size: int, params_from_text: bool) -> list[dict[str, Any]]:
+        graph = Graph.from_dict(graph_document)
+        workdir = Path(tempfile.mkdtemp(prefix="sfumato-ray-"))
+        try:
+            outcomes = self.engine.run_many(graph, param_sets, batch_size=batch_size, seed=seed,
+                                            output_dir=workdir, params_from_text=params_from_text)
+            results = []
+            for outcome in outcomes:
+                files = {}
+                for written in outcome.files:
+                    path = Path(written)
+                    files[str(path.relative_to(workdir))] = path.read_bytes()
+                results.append({
+                    "status": outcome.status, "params": outcome.params, "seconds": outcome.seconds,
+                    "error": outcome.error, "files": files, "worker": self.name,
+                    "report": outcome.report.as_dict() if outcome.report is not None else None,
+                })
+            return results
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+class RayExecutor:
+    """Spreads sweep runs over Ray actors (``--executor ray``).
+
+    Args:
+        address: ``None`` starts a private local cluster (shut down afterwards);
+            ``auto`` or ``ray://host:port`` connects to an existing one.
+        workers: actors to start; default one per GPU, else the cluster's CPUs (at most 8).
+        device: device of each worker's engine.
+        dtype: dtype of each worker's engine.
+        max_retries: times a run is retried after its worker died.
+    """
+
+    def __init__(self, address: str | None = None, workers: int | None = None, device: str = "auto",
+                 dtype: str = "auto", max_retries: int = 2) -> None:
+        self.address = address
+        self.workers = workers
+        self.device = device
+        self.dtype = dtype
+        self.max_retries = max_retries
+        self.actors: list[Any] = []
+        self.dispatched = 0
+
+    # -- cluster -------------------------------------------------------------
+
+    def _start(self, output_dir: Path) -> bool:
+        """Connect or start Ray; returns True when this executor started the cluster."""
+        import ray
+
+        if ray.is_initialized():
+            return False
+        if self.address:
+            ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)
+            return False
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster on this machine only
+        temp_dir = (output_dir / ".ray").resolve()
+        if len(str(temp_dir)) > _MAX_TEMP_DIR:
+            temp_dir = Path(tempfile.mkdtemp(prefix="sfumato-ray-", dir="/tmp"))
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        ray.init(num_cpus=max(self.workers or 2, 1), include_dashboard=False, _temp_dir=str(temp_dir),
+                 logging_level="WARNING", log_to_driver=False)
+        return True
+
+    def _new_actor(self) -> Any:
+        import ray
+
+        gpus = ray.cluster_resources().get("GPU", 0)
+        options = {"num_gpus": 1} if gpus >= 1 and self.device != "cpu" else {"num_cpus": 1}
+        actor_class = ray.remote(max_restarts=0)(SweepWorker)
+        return actor_class.options(**options).remote(self.device, self.dtype)
+
+    def _worker_count(self) -> int:
+        import ray
+
+        if self.workers:
+            return self.workers
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if gpus and self.device != "cpu":
+            return gpus
+        return max(1, min(8, int(ray.cluster_resources().get("CPU", 1))))
+
+    # -- running ---------------------------------------------------------------
+
+    def run_many(self, graph: Graph, param_sets: list[dict[str, Any]], *, output_dir: str | Path,
+                 seed: int | None = None, batch_size: int = 8, params_from_text: bool = False) -> list[RunOutcome]:
+        """Run every parameter set on the workers; results saved under ``output_dir``."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        started_cluster = self._start(output_dir)
+        try:
+            self.actors = [self._new_actor() for _ in range(self._worker_count())]
+            chunk = max(1, batch_size)
+            queue = [list(range(i, min(i + chunk, len(param_sets)))) for i in range(0, len(param_sets), chunk)]
+            attempts = {index: 0 for index in range(len(param_sets))}
+            outcomes = [RunOutcome(index, dict(params)) for index, params in enumerate(param_sets)]
+            document = graph.to_dict()
+            running: dict[Any, tuple[Any, list[int]]] = {}
+            idle = list(self.actors)
+            while queue or running:
+                while queue and idle:
+                    actor, indices = idle.pop(), queue.pop(0)
+                    for index in indices:
+                        attempts[index] += 1
+                    future = actor.run_chunk.remote(document, [param_sets[i] for i in indices], seed, batch_size,
+                                                    params_from_text)
+                    running[future] = (actor, indices)
+                    self.dispatched += 1
+                done, _ = ray.wait(list(running), num_returns=1)
+                future = done[0]
+                actor, indices = running.pop(future)
+                try:
+                    results = ray.get(future)
+                except RayActorError as error:
+                    # The worker died: replace it and retry its runs elsewhere.
+                    self.actors.remove(actor)
+                    replacement = self._new_actor()
+                    self.actors.append(replacement)
+                    idle.append(replacement)
+                    retry = [i for i in indices if attempts[i] <= self.max_retries]
+                    for index in indices:
+                        if index not in retry:
+                            outcomes[index].status = "failed"
+                            outcomes[index].error = f"worker died {attempts[index]} times: {error}"
+                            outcomes[index].attempts = attempts[index]
+                    if retry:
+                        queue.insert(0, retry)
+                    continue
+                idle.append(actor)
+                for index, result in zip(indices, results):
+                    self._save(outcomes[index], result, output_dir, attempts[index])
+            return outcomes
+        finally:
+            for actor in self.actors:
+                try:
+                    ray.kill(actor)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+            self.actors = []
+            if started_cluster:
+                ray.shutdown()
+
+    @staticmethod
+    def _save(outcome: RunOutcome, result: dict[str, Any], output_dir: Path, attempts: int) -> None:
+        """Write a remote run's files under ``output_dir`` (never overwriting) and fill its outcome."""
+        outcome.status, outcome.params = result["status"], result["params"]
+        outcome.seconds, outcome.error = result["seconds"], result["error"]
+        outcome.attempts, outcome.worker = attempts, result["worker"]
+        saved = []
+        for relative, data in result["files"].items():
+            target = claim_new_file(path_inside(output_dir, relative))
+            write_atomically(target, lambda tmp, data=data: tmp.write_bytes(data))
+            saved.append(str(target))
+        outcome.files = saved
+        if result["report"] is not None:
+            outcome.report = RunReport.from_dict(result["report"])
+            outcome.report.files = saved
