@@ -12,6 +12,7 @@ from typing import Annotated
 from pydantic import Field
 
 from .builder import GraphBuilder, NodeHandle, OutputHandle, ParamHandle
+from .catalog import node_as_dict, node_input_schema
 from .context import RunContext
 from .engine import Engine, RunResult
 from .errors import (
@@ -64,5 +65,5 @@ __all__ = [
     "Retrieved", "RetrievedItem", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError",
     "RunFinished", "RunReport", "RunResult", "RunStarted", "SfumatoError", "default_registry",
     "graph_json_schema", "hookimpl", "node", "plan_run", "spec_of", "validate_graph", "__version__",
-    "UnsafePathError", "path_inside", "write_atomically", "image_metadata", "png_info", "read_png_metadata",
+    "node_as_dict", "node_input_schema", "UnsafePathError", "path_inside", "write_atomically", "image_metadata", "png_info", "read_png_metadata",
 ]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from .graph import Graph, Link, ParamRef
 
-RENDER_HINT = ("no Graphviz 'dot' program was found to render pictures; install Graphviz "
+RENDER_HINT = ("no Graphviz 'dot' program was found to render PNG pictures; install Graphviz "
                "(Debian/Ubuntu: apt install graphviz; macOS: brew install graphviz), "
-               "or use --format mermaid / dot")
+               "or use --format svg (drawn without Graphviz), mermaid or dot")
 
 
 def _mermaid_id(name: str) -> str:
@@ -80,11 +80,18 @@ def to_dot(graph: Graph) -> str:
 
 
 def render_picture(graph: Graph, path: Path) -> Path:
-    """Render a PNG or SVG picture with Graphviz; ``RuntimeError`` says what to install."""
+    """Render a PNG or SVG picture.
+
+    SVG is drawn by sfumato itself when Graphviz is missing; PNG needs Graphviz
+    (``RuntimeError`` says what to install).
+    """
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("png", "svg"):
         raise ValueError(f"pictures are .png or .svg, not {path.suffix!r}")
     dot = shutil.which("dot")
+    if dot is None and fmt == "svg":
+        path.write_text(to_svg(graph), encoding="utf-8")
+        return path
     if dot is None:
         raise RuntimeError(RENDER_HINT)
     completed = subprocess.run([dot, f"-T{fmt}", "-o", str(path)], input=to_dot(graph).encode(),
@@ -92,3 +99,73 @@ def render_picture(graph: Graph, path: Path) -> Path:
     if completed.returncode != 0:
         raise RuntimeError(f"Graphviz failed: {completed.stderr.decode(errors='replace').strip()}")
     return path
+
+
+def to_svg(graph: Graph) -> str:
+    """A self-contained SVG picture (layered left to right), no Graphviz needed.
+
+    Parameters are drawn as rounded boxes in the first column; each node sits
+    one column right of its latest input; edges are labelled ``output → input``.
+    """
+    from html import escape
+
+    import networkx as nx
+
+    dag = nx.DiGraph()
+    for node_id in graph.nodes:
+        dag.add_node(node_id)
+    for source, output, target, name in graph.edges():
+        if source in graph.nodes:
+            dag.add_edge(source, target, label=f"{output} → {name}")
+    if not nx.is_directed_acyclic_graph(dag):
+        raise ValueError("cannot draw a graph with a cycle as layers; use --format mermaid")
+    column: dict[str, int] = {}
+    for node_id in nx.topological_sort(dag):
+        column[node_id] = 1 + max((column[p] for p in dag.predecessors(node_id)), default=0)
+    params = list(graph.params)
+    rows: dict[int, list[str]] = {}
+    for node_id in graph.nodes:
+        rows.setdefault(column[node_id], []).append(node_id)
+    box_w, box_h, gap_x, gap_y = 190, 46, 70, 26
+    position: dict[str, tuple[float, float]] = {}
+    for index, name in enumerate(params):
+        position["param:" + name] = (20, 20 + index * (box_h + gap_y))
+    for col, members in rows.items():
+        for index, node_id in enumerate(members):
+            position[node_id] = (20 + col * (box_w + gap_x), 20 + index * (box_h + gap_y))
+    width = max(x for x, _ in position.values()) + box_w + 20 if position else 200
+    height = max(y for _, y in position.values()) + box_h + 20 if position else 100
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+             f'font-family="Helvetica, Arial, sans-serif" font-size="12" role="img" '
+             f'aria-label="graph {escape(graph.name)}">',
+             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+             'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#667"/></marker></defs>']
+
+    def edge(a: str, b: str, label: str, dashed: bool) -> None:
+        (x1, y1), (x2, y2) = position[a], position[b]
+        sx, sy, ex, ey = x1 + box_w, y1 + box_h / 2, x2, y2 + box_h / 2
+        mid = (sx + ex) / 2
+        dash = ' stroke-dasharray="4 3"' if dashed else ""
+        parts.append(f'<path d="M {sx} {sy} C {mid} {sy}, {mid} {ey}, {ex} {ey}" fill="none" stroke="#667"'
+                     f'{dash} marker-end="url(#arrow)"/>')
+        parts.append(f'<text x="{mid:.0f}" y="{(sy + ey) / 2 - 4:.0f}" text-anchor="middle" fill="#445" '
+                     f'font-size="10">{escape(label)}</text>')
+
+    for source, output, target, name in graph.edges():
+        if source in position and target in position:
+            edge(source, target, f"{output} → {name}", False)
+    for node_id, refs in graph.inputs.items():
+        for name, ref in refs.items():
+            if isinstance(ref, ParamRef) and "param:" + ref.name in position:
+                edge("param:" + ref.name, node_id, name, True)
+    for key, (x, y) in position.items():
+        is_param = key.startswith("param:")
+        title = key[6:] if is_param else key
+        subtitle = graph.params[title].type if is_param else graph.nodes[key].type
+        fill = "#fff3d6" if is_param else "#eef2f7"
+        parts.append(f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="{16 if is_param else 6}" '
+                     f'fill="{fill}" stroke="#8894a8"/>')
+        parts.append(f'<text x="{x + 10}" y="{y + 19}" font-weight="bold">{escape(title[:26])}</text>')
+        parts.append(f'<text x="{x + 10}" y="{y + 36}" fill="#556">{escape(subtitle[:30])}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"

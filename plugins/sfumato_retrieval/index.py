@@ -13,7 +13,7 @@ import csv
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,6 +42,18 @@ class RetrievalIndex:
     dimension: int
     items: list[IndexItem]
     vectors: np.ndarray
+    _faiss: Any = field(default=None, repr=False, compare=False)
+
+    def faiss_index(self) -> Any:
+        """A FAISS flat inner-product index over the vectors (built once)."""
+        if self._faiss is None:
+            try:
+                import faiss
+            except ImportError:
+                raise ImportError("the FAISS backend needs faiss-cpu: pip install 'sfumato[faiss]'") from None
+            self._faiss = faiss.IndexFlatIP(self.dimension)
+            self._faiss.add(np.ascontiguousarray(self.vectors))
+        return self._faiss
 
     def resolve(self, item: IndexItem) -> Path:
         path = Path(item.path)
@@ -155,13 +167,7 @@ def search(index: RetrievalIndex, queries: np.ndarray, k: int, threshold: float 
     if k == 0:
         return [[] for _ in range(len(queries))]
     if backend == "faiss":
-        try:
-            import faiss
-        except ImportError:
-            raise ImportError("the FAISS backend needs faiss-cpu: pip install 'sfumato[faiss]'") from None
-        flat = faiss.IndexFlatIP(index.dimension)
-        flat.add(np.ascontiguousarray(index.vectors))
-        scores, ids = flat.search(np.ascontiguousarray(queries.astype(np.float32)), k)
+        scores, ids = index.faiss_index().search(np.ascontiguousarray(queries.astype(np.float32)), k)
         # Order ties by item index, as the exact search does.
         results = [sorted(((int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0),
                           key=lambda hit: (-round(hit[1], 5), hit[0]))

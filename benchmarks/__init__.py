@@ -1,0 +1,1 @@
+"""sfumato's benchmarks: side-by-side measurements, run with ``python -m benchmarks``."""
