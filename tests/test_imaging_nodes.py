@@ -137,3 +137,10 @@ def test_grid_makes_one_captioned_sheet_in_order():
     assert image.getpixel((4 + 32 + 4 + 16, 4 + 16)) == (0, 128, 0)
     with pytest.raises(ValueError, match="empty batch"):
         sheets.grid(ImageBatch(()))
+
+
+def test_colour_adjustments_leave_transparency_alone():
+    image = Image.new("RGBA", (4, 4), (100, 50, 25, 77))
+    for result in (adjust.adjust(ImageBatch((image,)), brightness=2.0), adjust.autocontrast(ImageBatch((image,)))):
+        [out] = result.images
+        assert out.mode == "RGBA" and out.getpixel((0, 0))[3] == 77

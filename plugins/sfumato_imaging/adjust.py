@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
@@ -84,6 +84,15 @@ def denoise(
 Factor = Annotated[float, Field(ge=0, le=10)]
 
 
+def _keeping_alpha(image: Image.Image, adjust_rgb: Callable[[Image.Image], Image.Image]) -> Image.Image:
+    """Apply a colour adjustment to the RGB channels only; transparency is left as it was."""
+    if image.mode != "RGBA":
+        return adjust_rgb(image)
+    result = adjust_rgb(image.convert("RGB"))
+    result.putalpha(image.getchannel("A"))
+    return result
+
+
 @node("image.adjust", category="postprocess")
 def adjust(
     images: ImageBatch,
@@ -103,20 +112,16 @@ def adjust(
     """
     table = [round(255 * (i / 255) ** (1 / gamma)) for i in range(256)]
 
-    def apply(image: Image.Image) -> Image.Image:
-        alpha = image.getchannel("A") if image.mode == "RGBA" else None
-        work = image.convert("RGB") if alpha is not None else image
+    def apply(work: Image.Image) -> Image.Image:
         for enhancer, factor in ((ImageEnhance.Brightness, brightness), (ImageEnhance.Contrast, contrast),
                                  (ImageEnhance.Color, saturation)):
             if factor != 1.0:
                 work = enhancer(work).enhance(factor)
         if gamma != 1.0:
             work = work.point(table * len(work.getbands()))
-        if alpha is not None:
-            work.putalpha(alpha)
         return work
 
-    return images.map(apply)
+    return images.map(lambda image: _keeping_alpha(image, apply))
 
 
 @node("image.autocontrast", category="postprocess")
@@ -133,14 +138,9 @@ def autocontrast(
         preserve_tone: stretch lightness only, keeping hues.
     """
     def apply(image: Image.Image) -> Image.Image:
-        alpha = image.getchannel("A") if image.mode == "RGBA" else None
-        work = ImageOps.autocontrast(image.convert("RGB") if alpha else image, cutoff=cutoff,
-                                     preserve_tone=preserve_tone)
-        if alpha is not None:
-            work.putalpha(alpha)
-        return work
+        return ImageOps.autocontrast(image, cutoff=cutoff, preserve_tone=preserve_tone)
 
-    return images.map(apply)
+    return images.map(lambda image: _keeping_alpha(image, apply))
 
 
 @node("image.quantize", category="postprocess")

@@ -93,12 +93,11 @@ GRID_PROMPTS = [
 
 
 def grid_command(args: argparse.Namespace) -> int:
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     from sfumato import Engine
 
     from .evaluation import generation_graph
-    from sfumato_imaging.sheets import _font
 
     engine = Engine(device="cpu")
     available = [m for m in MODELS if (WEIGHTS / m).exists()]
@@ -106,7 +105,7 @@ def grid_command(args: argparse.Namespace) -> int:
     sheet = Image.new("RGB", (label_width + len(available) * (args.seeds * cell + 16),
                               header + len(GRID_PROMPTS) * (cell + 4)), "white")
     draw = ImageDraw.Draw(sheet)
-    font = _font(14)
+    font = ImageFont.load_default(size=14)
     for row, prompt in enumerate(GRID_PROMPTS):
         draw.text((6, header + row * (cell + 4) + cell // 2 - 7), prompt, fill="black", font=font)
     for column, model in enumerate(available):

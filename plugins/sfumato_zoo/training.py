@@ -273,7 +273,8 @@ def train_vae(data: TrainingData, out: Path, budget: Budget, seed: int, batch: i
               log_every: int = 50) -> dict[str, Any]:
     """The conditional VAE (reconstruction + KL with warm-up)."""
     torch.manual_seed(seed)
-    model = networks.ConditionalVAE()
+    # A small code (size and position are all it needs) keeps shape and colour in the caption.
+    model = networks.ConditionalVAE(z_dim=8)
     ema = EMA(model, decay=0.998)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(seed + 2)
@@ -285,7 +286,9 @@ def train_vae(data: TrainingData, out: Path, budget: Budget, seed: int, batch: i
         recon = model.decode(z, cond)
         rec = ((recon - images) ** 2).sum(dim=(1, 2, 3)).mean()
         kl = (-0.5 * (1 + logvar - mean**2 - logvar.exp()).sum(dim=1)).mean()
-        beta = min(1.0, (step + 1) / 2000)
+        # A short KL warm-up: a long one lets the code carry the shape, which the
+        # decoder then ignores in the caption (measured: shape accuracy 0.56).
+        beta = min(1.0, (step + 1) / 300)
         loss = rec + beta * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
