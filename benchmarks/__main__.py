@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 
 def benchmarks(quick: bool) -> dict[str, Callable[[], dict[str, Any]]]:
     from . import (bench_cold_start, bench_encoding, bench_generation, bench_incremental, bench_overhead,
-                   bench_schedulers, bench_sweep)
+                   bench_schedulers, bench_server, bench_sweep)
 
     if quick:
         return {
@@ -31,6 +31,7 @@ def benchmarks(quick: bool) -> dict[str, Callable[[], dict[str, Any]]]:
             "cold_start": lambda: bench_cold_start.run(repeats=1),
             "sweep": lambda: bench_sweep.run(count=3, with_ray=False),
             "encoding": lambda: bench_encoding.run(texts=8, sizes=(100,), repeats=2),
+            "server": lambda: bench_server.run(jobs=5),
         }
     return {
         "overhead": bench_overhead.run,
@@ -40,6 +41,7 @@ def benchmarks(quick: bool) -> dict[str, Callable[[], dict[str, Any]]]:
         "cold_start": bench_cold_start.run,
         "sweep": bench_sweep.run,
         "encoding": bench_encoding.run,
+        "server": bench_server.run,
     }
 
 

@@ -209,3 +209,9 @@ def test_sweep_batches_generation_and_matches_one_by_one(models):
     for outcome, params in zip(batched, param_sets):
         alone = single_engine.run(graph, params)["images"]
         assert np.abs(pixels(outcome.outputs["images"]) - pixels(alone)).max() <= 2
+
+
+def test_model_loads_appear_in_the_run_report(models):
+    result = sd_generate(Engine(device="cpu", cache=False), models["sd"], prompt="a dog")
+    [entry] = [m for m in result.report.models if m["event"] == "model_loaded"]
+    assert str(models["sd"]) in entry["model"] and entry["bytes"] > 0

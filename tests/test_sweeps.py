@@ -108,3 +108,10 @@ def test_cli_sweep_reports_failed_runs_and_exits_1(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert [run["status"] for run in report["runs"]] == ["ok", "failed"]
     assert "empty after normalization" in report["runs"][1]["error"]
+
+
+def test_a_prompt_file_that_is_not_utf8_is_a_clear_error(tmp_path):
+    prompts = tmp_path / "latin1.txt"
+    prompts.write_bytes("un cercle \xe9carlate\n".encode("latin-1"))
+    with pytest.raises(ParameterError, match="not UTF-8"):
+        parse_axis(f"prompt=@{prompts}")

@@ -21,7 +21,7 @@ from .cache import DiskCache, MemoryCache
 from .context import RunContext, RunSettings
 from .devices import check_device_name, check_dtype_name
 from .errors import NodeExecutionError, RunCancelledError, RunFailedError
-from .events import NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeStarted, RunEvent, RunFinished, RunStarted
+from .events import ModelLoaded, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeStarted, RunEvent, RunFinished, RunStarted
 from .graph import Graph
 from .models import ModelManager
 from .planning import Plan, PlannedNode, plan_run
@@ -78,7 +78,10 @@ class Engine:
         self.output_dir = Path(output_dir)
         self.jobs = max(1, int(jobs))
         self.observers: list[Callable[[RunEvent], None]] = list(observers)
-        self.models = ModelManager(sources=self.registry.models, max_bytes=dict(max_memory or {}), emit=self.emit)
+        self.models = ModelManager(sources=self.registry.models, max_bytes=dict(max_memory or {}),
+                                   emit=self._model_event)
+        #: The report of the run in progress, which model loads and evictions are added to.
+        self.current_report: RunReport | None = None
         self._callables: dict[str, Callable[..., Any]] = {}
         self._callables_lock = threading.Lock()
         self.event_errors: list[str] = []
@@ -92,6 +95,15 @@ class Engine:
                 listener(event) if listener in self.observers else listener(event=event)
             except Exception as error:  # noqa: BLE001
                 self.event_errors.append(f"{getattr(listener, '__qualname__', listener)}: {error}")
+
+    def _model_event(self, event: RunEvent) -> None:
+        report = self.current_report
+        if report is not None:
+            entry = {"event": event.kind, "model": event.key}  # type: ignore[attr-defined]
+            entry.update({"seconds": round(event.seconds, 3), "bytes": event.bytes} if isinstance(event, ModelLoaded)
+                         else {"reason": event.reason})  # type: ignore[attr-defined]
+            report.models.append(entry)
+        self.emit(event)
 
     # -- running -----------------------------------------------------------------
 
@@ -248,6 +260,7 @@ class RunState:
             if node_id not in plan.nodes:
                 record.reason = "feeds no output"
             self.report.nodes[node_id] = record
+        self.engine.current_report = self.report
         self.engine.emit(RunStarted(self.run_id, plan.graph.name, len(plan.order)))
         return self._select()
 
@@ -255,6 +268,8 @@ class RunState:
         """Close the run: status, timing, final event; the result when it succeeded."""
         self.report.seconds = time.perf_counter() - self.started
         self.report.status = status or ("failed" if self.failures else "ok")
+        if self.engine.current_report is self.report:
+            self.engine.current_report = None
         self.engine.emit(RunFinished(self.run_id, self.report.status, self.report.seconds))
         if self.report.status != "ok":
             return None

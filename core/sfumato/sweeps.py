@@ -45,6 +45,9 @@ def parse_axis(text: str, base_dir: Path | None = None) -> SweepAxis:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as error:
             raise ParameterError(f"--sweep {name}: cannot read {path}: {error.strerror or error}") from None
+        except UnicodeDecodeError as error:
+            raise ParameterError(f"--sweep {name}: {path} is not UTF-8 text (byte {error.start}); "
+                                 "save it as UTF-8") from None
         values = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
         if not values:
             raise ParameterError(f"--sweep {name}: {path} holds no values")
