@@ -45,3 +45,11 @@ def test_inspect_prints_the_stored_graph(tmp_path, capsys):
     plain = tmp_path / "plain.png"
     Image.new("RGB", (2, 2)).save(plain)
     assert main(["inspect", str(plain)]) == 2
+
+
+def test_setting_a_new_seed_on_a_png_rerun_changes_the_run_seed(tmp_path, capsys):
+    main(["run", str(REPO / "graphs" / "prompt-card.json"), "--out", str(tmp_path), "--json"])
+    [first] = json.loads(capsys.readouterr().out)["files"]
+    assert main(["run", first, "--out", str(tmp_path / "b"), "--set", "seed=9", "--json"]) == 0
+    [second] = json.loads(capsys.readouterr().out)["files"]
+    assert read_png_metadata(second)["seed"] == 9 and Path(second).name.startswith("prompt-card-9-")

@@ -100,7 +100,10 @@ def run_command(args: argparse.Namespace) -> int:
 
         return sweep_command(args)
     graph, stored_params, stored_seed = load_graph_argument(args.graph)
-    params: dict[str, Any] = {**stored_params, **parse_sets(args.sets)}
+    sets = parse_sets(args.sets)
+    params: dict[str, Any] = {**stored_params, **sets}
+    if "seed" in sets:
+        stored_seed = None  # a new seed parameter means a new run seed, not the stored one
     engine = Engine(cache=not args.no_cache, cache_dir=None if args.no_cache else args.cache_dir,
                     device=args.device, dtype=args.dtype, output_dir=args.out, jobs=args.jobs,
                     max_memory=parse_memory(args.max_memory))
