@@ -23,13 +23,16 @@ def labelled_grid(outcomes: list[RunOutcome], x_axis: str, y_axis: str, path: Pa
         font: Any = ImageFont.load_default(size=max(10, cell // 10))
     except TypeError:
         font = ImageFont.load_default()
-    margin_left, margin_top = cell * 2, cell // 4 + 8
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    row_labels = [f"{y_axis}={y}"[:80] for y in ys]
+    margin_left = int(max(measure.textlength(label, font=font) for label in row_labels)) + 16
+    margin_top = cell // 4 + 8
     sheet = Image.new("RGB", (margin_left + len(xs) * cell, margin_top + len(ys) * cell), "white")
     draw = ImageDraw.Draw(sheet)
     for column, x in enumerate(xs):
         draw.text((margin_left + column * cell + 4, 4), f"{x_axis}={x}"[:24], fill="black", font=font)
-    for row, y in enumerate(ys):
-        draw.text((4, margin_top + row * cell + cell // 2 - 6), f"{y_axis}={y}"[:40], fill="black", font=font)
+    for row, label in enumerate(row_labels):
+        draw.text((6, margin_top + row * cell + cell // 2 - 6), label, fill="black", font=font)
     for outcome in outcomes:
         pngs = [f for f in outcome.files if f.lower().endswith(".png")]
         if outcome.status != "ok" or not pngs:
