@@ -15,7 +15,7 @@ def generate(
     model: str = "tiny-shapes-vae",
     batch_size: Annotated[int, Field(ge=1, le=256)] = 1,
     seed: int = 0,
-    temperature: Annotated[float, Field(ge=0, le=3)] = 1.0,
+    temperature: Annotated[float, Field(ge=0, le=3)] = 0.7,
 ) -> ImageBatch:
     """Decode random latent codes under the prompt's conditioning with a conditional VAE.
 
@@ -27,7 +27,8 @@ def generate(
         model: a model name or a folder with config.json + model.safetensors.
         batch_size: images per prompt.
         seed: the first image's seed.
-        temperature: scales the latent noise (0 gives the mean image).
+        temperature: scales the latent noise; 0.7 (reduced-temperature sampling) trades a little
+            variety for fidelity, 0 gives the mean image.
     """
     import torch
 
