@@ -10,6 +10,7 @@ to the size it handles in reasonable time.
 
 from __future__ import annotations
 
+import gc
 import types
 from typing import Any
 
@@ -134,7 +135,10 @@ def run(sizes: tuple[int, ...] = (100, 1000, 10000), repeats: int = 5, haystack_
             pipeline = haystack_pipeline(document) if n <= haystack_limit else None
             if pipeline is not None:
                 contenders["haystack"] = lambda: pipeline.run({})
-            measured = alternate(contenders, repeats=repeats if n < 10000 else max(2, repeats // 2))
+            # Collect garbage before each timing (fair to every contender; as timeit does, but with the
+            # collector left on during the timing itself).
+            measured = alternate(contenders, repeats=repeats if n < 10000 else max(2, repeats // 2),
+                                 setup=lambda name: gc.collect())
             entry = {name: {**m.as_dict(), "per_node_s": m.median / count} for name, m in measured.items()}
             entry["nodes"] = count
             results[f"{shape}-{n}"] = entry

@@ -22,6 +22,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .collector import collector_paused
 from .errors import GraphIssue, GraphValidationError
 
 FORMAT_VERSION = 1
@@ -190,6 +191,12 @@ class Graph:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<graph>") -> "Graph":
+        """Parse a graph document (a dict as read from JSON); structure errors raise."""
+        with collector_paused():
+            return cls._from_dict(data, source)
+
+    @classmethod
+    def _from_dict(cls, data: Any, source: str) -> "Graph":
         if isinstance(data, dict) and data.get("version") not in (None, FORMAT_VERSION):
             raise GraphValidationError([GraphIssue(
                 "version", f"graph format version {data.get('version')!r} is not supported; this sfumato reads version {FORMAT_VERSION}"

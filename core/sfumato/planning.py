@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import networkx as nx
 
+from .collector import collector_paused
 from .errors import GraphIssue, GraphValidationError
 from .graph import Graph, Link, ParamRef, Value
 from .nodes import NodeSpec
@@ -246,6 +247,14 @@ def plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = N
     holds the run settings (device, dtype, output folder) that nodes reading
     them are keyed by; see ``NodeSpec.context_keys``.
     """
+    with collector_paused():
+        return _plan_run(graph, registry, params, params_from_text=params_from_text, seed=seed,
+                         run_context=run_context)
+
+
+def _plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = None,
+              *, params_from_text: bool = False, seed: int | None = None,
+              run_context: dict[str, Any] | None = None) -> Plan:
     resolved = resolve_params(graph, params or {}, from_text=params_from_text)
     if seed is None:
         seed = int(resolved["seed"]) if isinstance(resolved.get("seed"), int) else 0
