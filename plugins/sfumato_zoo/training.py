@@ -198,7 +198,7 @@ def train_autoencoder(data: TrainingData, out: Path, budget: Budget, seed: int, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return loss.item()
 
     progress = run_loop("autoencoder", out / ".train" / "autoencoder", budget,
                         {"vae": vae}, {"vae": optimizer}, {}, step_fn, log_every)
@@ -252,7 +252,7 @@ def train_unet(data: TrainingData, out: Path, budget: Budget, seed: int, batch: 
         nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
         ema.update(unet)
-        return float(loss)
+        return loss.item()
 
     progress = run_loop("diffusion", out / ".train" / "unet", budget,
                         {"unet": unet}, {"unet": optimizer}, {"unet": ema}, step_fn, log_every)
@@ -294,7 +294,7 @@ def train_vae(data: TrainingData, out: Path, budget: Budget, seed: int, batch: i
         loss.backward()
         optimizer.step()
         ema.update(model)
-        return float(loss) / (3 * 32 * 32)
+        return loss.item() / (3 * 32 * 32)
 
     progress = run_loop("vae", out / ".train" / "vae", budget, {"vae": model}, {"vae": optimizer},
                         {"vae": ema}, step_fn, log_every)
@@ -328,7 +328,7 @@ def train_gan(data: TrainingData, out: Path, budget: Budget, seed: int, batch: i
         g_loss.backward()
         g_opt.step()
         ema.update(generator_net)
-        return float(d_loss)
+        return d_loss.item()
 
     progress = run_loop("gan", out / ".train" / "gan", budget,
                         {"generator": generator_net, "discriminator": discriminator},
