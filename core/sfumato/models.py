@@ -70,6 +70,30 @@ class _Entry:
     model: Any
     bytes: int
     device: str
+    #: Moved to the CPU to free GPU memory; moved back on its next use.
+    offloaded: bool = False
+
+    @property
+    def placed_on(self) -> str:
+        """The device kind whose budget the entry counts against now."""
+        return "cpu" if self.offloaded else self.device.split(":")[0]
+
+
+def move_model(model: Any, device: str) -> None:
+    """Move a torch module, or an object holding modules (a pipeline, a loaded encoder), to ``device``."""
+    if hasattr(model, "parameters") and hasattr(model, "to"):
+        model.to(device)
+        return
+    children = getattr(model, "components", None)
+    holders = children.values() if isinstance(children, dict) else vars(model).values() if hasattr(model, "__dict__") else ()
+    for child in holders:
+        if hasattr(child, "parameters") and hasattr(child, "to"):
+            child.to(device)
+    if hasattr(model, "device") and not callable(getattr(model, "device")):
+        try:
+            model.device = device
+        except AttributeError:
+            pass
 
 
 @dataclass
@@ -80,12 +104,15 @@ class ModelManager:
         sources: named model sources from the plugins.
         max_bytes: per device kind (``cpu``, ``cuda``, ``mps``) budget; ``None`` is unlimited.
         emit: receives ModelLoaded / ModelEvicted events.
+        offload_to_cpu: over a GPU budget, move least recently used models to the
+            CPU (and back when next used) instead of dropping them.
     """
 
     sources: dict[str, ModelSource] = field(default_factory=dict)
     max_bytes: dict[str, int] = field(default_factory=dict)
     emit: Callable[[Any], None] = lambda event: None
     run_id: str = ""
+    offload_to_cpu: bool = True
     _entries: "OrderedDict[tuple[str, str, str], _Entry]" = field(default_factory=OrderedDict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -121,6 +148,13 @@ class ModelManager:
             entry = self._entries.get(cache_key)
             if entry is not None:
                 self._entries.move_to_end(cache_key)
+                if entry.offloaded:
+                    started = time.perf_counter()
+                    move_model(entry.model, device)
+                    entry.offloaded = False
+                    self.emit(ModelLoaded(self.run_id, f"{key} [{device}, {dtype}] (back from CPU)",
+                                          time.perf_counter() - started, entry.bytes))
+                    self._evict_over_budget(device.split(":")[0], keep=cache_key)
                 return entry.model
             started = time.perf_counter()
             model = loader()
@@ -136,8 +170,14 @@ class ModelManager:
             return list(self._entries)
 
     def bytes_on(self, device_kind: str) -> int:
+        """Bytes of loaded models now placed on ``device_kind`` (offloaded ones count as CPU)."""
         with self._lock:
-            return sum(e.bytes for e in self._entries.values() if e.device.split(":")[0] == device_kind)
+            return sum(e.bytes for e in self._entries.values() if e.placed_on == device_kind)
+
+    def offloaded(self) -> list[tuple[str, str, str]]:
+        """Keys of models moved to the CPU to free GPU memory."""
+        with self._lock:
+            return [key for key, entry in self._entries.items() if entry.offloaded]
 
     def release(self, key: str | None = None) -> int:
         """Drop models (all, or those loaded from ``key``); returns how many."""
@@ -154,7 +194,16 @@ class ModelManager:
         for cache_key in list(self._entries):
             if self.bytes_on(device_kind) <= budget:
                 break
-            if cache_key != keep and self._entries[cache_key].device.split(":")[0] == device_kind:
+            entry = self._entries[cache_key]
+            if cache_key == keep or entry.placed_on != device_kind:
+                continue
+            if device_kind != "cpu" and self.offload_to_cpu:
+                move_model(entry.model, "cpu")
+                entry.offloaded = True
+                self.emit(ModelEvicted(self.run_id, f"{cache_key[0]} [{cache_key[1]}, {cache_key[2]}]",
+                                       f"offloaded to CPU: over the {device_kind} memory budget"))
+                self._evict_over_budget("cpu", keep=keep)
+            else:
                 self._drop(cache_key, f"over the {device_kind} memory budget")
 
     def _drop(self, cache_key: tuple[str, str, str], reason: str) -> None:
