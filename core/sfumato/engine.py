@@ -90,11 +90,16 @@ class Engine:
 
     def emit(self, event: RunEvent) -> None:
         """Deliver an event to observers and plugins; their errors never stop a run."""
-        for listener in (*self.observers, *self.registry.event_listeners()):
+        for observer in self.observers:
             try:
-                listener(event) if listener in self.observers else listener(event=event)
+                observer(event)
             except Exception as error:  # noqa: BLE001
-                self.event_errors.append(f"{getattr(listener, '__qualname__', listener)}: {error}")
+                self.event_errors.append(f"{getattr(observer, '__qualname__', observer)}: {error}")
+        for hook in self.registry.event_listeners():
+            try:
+                hook(event=event)
+            except Exception as error:  # noqa: BLE001
+                self.event_errors.append(f"{getattr(hook, '__qualname__', hook)}: {error}")
 
     def _model_event(self, event: RunEvent) -> None:
         report = self.current_report

@@ -60,6 +60,8 @@ class InputSpec:
     choices: tuple[Any, ...] | None = None
     optional: bool = False
     port: str = ""
+    #: The Python type of literal values (``str`` for ``Literal["a", "b"]``).
+    literal_type: Any = None
     _adapter: TypeAdapter | None = field(default=None, repr=False)
 
     @property
@@ -242,7 +244,7 @@ def _input_from_parameter(parameter: inspect.Parameter, annotation: Any, docs: d
     if optional and default is REQUIRED:
         default = None
     description = (field_info.description if field_info and field_info.description else "") or docs.get(parameter.name, "")
-    spec = InputSpec(
+    return InputSpec(
         name=parameter.name,
         annotation=base,
         default=default,
@@ -250,10 +252,9 @@ def _input_from_parameter(parameter: inspect.Parameter, annotation: Any, docs: d
         field_info=field_info,
         choices=choices,
         optional=optional,
+        port=port_name or "",
+        literal_type=base_type,
     )
-    spec.port = port_name or ""
-    spec._base_type = base_type  # type: ignore[attr-defined]
-    return spec
 
 
 def node(

@@ -195,8 +195,8 @@ class Registry:
         """Attach port type names to the spec's inputs and outputs."""
         for item in spec.inputs.values():
             if not item.port:
-                base = getattr(item, "_base_type", item.annotation)
-                item.port = self.ports.name_for_annotation(item.annotation) or self.ports.name_for_annotation(base) or ""
+                item.port = (self.ports.name_for_annotation(item.annotation)
+                             or self.ports.name_for_annotation(item.literal_type) or "")
             if item.port not in self.ports.types:
                 raise NodeDefinitionError(
                     f"node {spec.id!r}: input {item.name!r} has type {item.annotation!r}, which is no "
