@@ -30,7 +30,6 @@ def direct_loop(unet: Any, vae: Any, scheduler_config: dict, states: Any, steps:
 
 
 def run(steps: int = 20, repeats: int = 7) -> dict[str, Any]:
-    import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from sfumato import Engine, GraphBuilder, default_registry

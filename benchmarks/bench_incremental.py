@@ -5,7 +5,6 @@ In one process (the engine's memory cache) and across processes (``--cache-dir``
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile

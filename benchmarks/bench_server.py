@@ -58,7 +58,7 @@ def run(jobs: int = 100, timeout_s: float = 120) -> dict[str, Any]:
             ids.append(_post(port, {"graph": TRIVIAL, "params": {"text": f"job {index}"}})["id"])
             latencies.append(time.perf_counter() - begin)
         while time.perf_counter() - started < timeout_s:
-            if _get(port, f"/api/jobs?status=done&limit=1")["total"] >= jobs:
+            if _get(port, "/api/jobs?status=done&limit=1")["total"] >= jobs:
                 break
             time.sleep(0.05)
         elapsed = time.perf_counter() - started

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfumato import Engine, Graph, GraphBuilder, GraphValidationError, ModelNotFoundError, NodeExecutionError
+from sfumato import Engine, Graph, GraphBuilder, ModelNotFoundError, NodeExecutionError
 from tiny_models import save_tiny_causal_lm, save_tiny_clip, save_tiny_t5
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from sfumato import Engine, GraphBuilder, GraphValidationError, ImageBatch, NodeExecutionError, validate_graph
+from sfumato import Engine, GraphBuilder, ImageBatch, NodeExecutionError, validate_graph
 from tiny_models import save_tiny_sd_pipeline, save_tiny_zoo_diffusion, save_tiny_zoo_generator
 
 

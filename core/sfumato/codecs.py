@@ -8,7 +8,6 @@ file: the value classes that can be rebuilt are the fixed ones listed here.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -154,6 +153,3 @@ def decode_outputs(manifest: dict[str, Any], folder: Path) -> dict[str, Any]:
     reader = _Reader(folder)
     return {name: reader.decode(encoded) for name, encoded in manifest.items()}
 
-
-def dump_json(data: Any) -> str:
-    return json.dumps(data, sort_keys=True)

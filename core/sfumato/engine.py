@@ -27,7 +27,7 @@ from .models import ModelManager
 from .planning import Plan, PlannedNode, plan_run
 from .registry import Registry, default_registry
 from .sweep_runner import RunOutcome
-from .report import BLOCKED, CACHED, FAILED, RAN, SKIPPED, NodeRecord, RunReport, summarize_value
+from .report import BLOCKED, CACHED, FAILED, RAN, NodeRecord, RunReport, summarize_value
 
 
 @dataclass

@@ -19,7 +19,7 @@ import networkx as nx
 
 from .collector import collector_paused
 from .errors import GraphIssue, GraphValidationError
-from .graph import Graph, Link, ParamRef, Value
+from .graph import Graph, Link, ParamRef
 from .nodes import NodeSpec
 from .params import PARAM_PORTS, declaration_issues, resolve_params
 from .registry import Registry

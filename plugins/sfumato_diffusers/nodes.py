@@ -129,8 +129,6 @@ def generate(
         cpu_offload: keep weights on the CPU between calls (saves GPU memory).
         compile: ``torch.compile`` the UNet (slow first call, faster after; GPU).
     """
-    import torch
-
     diffusion = load_diffusion_model(context, model, attention_slicing=attention_slicing,
                                      vae_tiling=vae_tiling, compile_unet=compile)
     request, labels = _prepare_request(diffusion, conditioning, prompt, negative, steps, guidance, width, height,

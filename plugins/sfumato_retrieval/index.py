@@ -183,7 +183,3 @@ def search(index: RetrievalIndex, queries: np.ndarray, k: int, threshold: float 
         results = [[(i, s) for i, s in row if s >= threshold] for row in results]
     return results
 
-
-def to_items(index: RetrievalIndex, hits: list[tuple[int, float]]) -> list[dict[str, Any]]:
-    return [{"path": str(index.resolve(index.items[i])), "caption": index.items[i].caption, "score": s}
-            for i, s in hits]

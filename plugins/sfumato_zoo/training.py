@@ -9,11 +9,10 @@ finished model is written in its loadable layout beside it.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import networks
-from .dataset import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, all_specs, images_to_array, iter_samples
+from .dataset import TRAIN_TEMPLATES, all_specs, images_to_array, iter_samples
 
 KINDS = ("diffusion", "vae", "gan")
 CHECKPOINT_SECONDS = 60.0
@@ -66,10 +65,6 @@ class TrainingData:
 def caption_vocabulary() -> list[str]:
     """Every training caption the dataset can produce (held-out ones excluded)."""
     return sorted({spec.caption(t) for spec in all_specs() for t in TRAIN_TEMPLATES})
-
-
-def heldout_vocabulary() -> list[str]:
-    return sorted({spec.caption(t) for spec in all_specs() for t in HELDOUT_TEMPLATES})
 
 
 def load_training_data(seed: int, count: int, encode: Callable[[list[str]], np.ndarray]) -> TrainingData:
