@@ -126,7 +126,7 @@ def to_svg(graph: Graph) -> str:
     rows: dict[int, list[str]] = {}
     for node_id in graph.nodes:
         rows.setdefault(column[node_id], []).append(node_id)
-    box_w, box_h, gap_x, gap_y = 190, 46, 70, 26
+    box_w, box_h, gap_x, gap_y = 190, 46, 120, 26
     position: dict[str, tuple[float, float]] = {}
     for index, name in enumerate(params):
         position["param:" + name] = (20, 20 + index * (box_h + gap_y))
@@ -141,9 +141,15 @@ def to_svg(graph: Graph) -> str:
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
              'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#667"/></marker></defs>']
 
+    drawn: dict[tuple[str, str], int] = {}
+
     def edge(a: str, b: str, label: str, dashed: bool) -> None:
         (x1, y1), (x2, y2) = position[a], position[b]
-        sx, sy, ex, ey = x1 + box_w, y1 + box_h / 2, x2, y2 + box_h / 2
+        # Several edges between the same two boxes fan out, so their labels stay apart.
+        lane = drawn.get((a, b), 0)
+        drawn[(a, b)] = lane + 1
+        offset = (lane - 0.5 * (lane > 0)) * 12 if lane else 0
+        sx, sy, ex, ey = x1 + box_w, y1 + box_h / 2 + offset, x2, y2 + box_h / 2 + offset
         mid = (sx + ex) / 2
         dash = ' stroke-dasharray="4 3"' if dashed else ""
         parts.append(f'<path d="M {sx} {sy} C {mid} {sy}, {mid} {ey}, {ex} {ey}" fill="none" stroke="#667"'
