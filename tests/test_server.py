@@ -240,3 +240,19 @@ def test_browser_runs_text_to_image_and_opens_it_in_the_gallery(tmp_path):
             browser.close()
     finally:
         server.stop()
+
+
+def test_generation_streams_step_progress_with_previews(server):
+    status, job = server.request("POST", "/api/jobs", {"graph": "text-to-image",
+                                                       "params": {"steps": 5, "batch_size": 1}})
+    assert status == 201
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/api/jobs/{job['id']}/events")
+    steps = []
+    with urllib.request.urlopen(request, timeout=120) as stream:
+        for line in stream:
+            if line.startswith(b"data: "):
+                event = json.loads(line[6:])
+                if event["type"] == "node_progress":
+                    steps.append(event)
+    assert [e["current"] for e in steps] == [1, 2, 3, 4, 5]
+    assert all(e["preview"].startswith("data:image/png;base64,") for e in steps)

@@ -31,6 +31,8 @@ class RunSettings:
     params: dict[str, Any] = field(default_factory=dict)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     registry: Any = None
+    #: Someone watches this run live (a server page): nodes may send preview images with progress.
+    previews: bool = False
     _resolved: tuple[str, str] | None = None
     _document: dict[str, Any] | None = None
 
@@ -100,6 +102,11 @@ class RunContext:
     def params(self) -> dict[str, Any]:
         """The resolved graph parameters of this run."""
         return self.settings.params
+
+    @property
+    def wants_previews(self) -> bool:
+        """Whether preview images sent with :meth:`progress` are shown to anyone (skip the work if not)."""
+        return self.settings.previews
 
     def node_seed(self, salt: str = "") -> int:
         """A seed derived from the run seed and this node's id, stable across runs."""

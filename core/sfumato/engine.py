@@ -55,6 +55,7 @@ class Engine:
         jobs: how many independent nodes may run at once.
         max_memory: model memory budget per device kind, in bytes (``{"cpu": ..., "cuda": ...}``).
         observers: callables that receive every :class:`RunEvent`.
+        previews: ask nodes for preview images with their progress events (for live displays).
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class Engine:
         jobs: int = 1,
         max_memory: dict[str, int] | None = None,
         observers: Iterable[Callable[[RunEvent], None]] = (),
+        previews: bool = False,
     ) -> None:
         self.registry = registry or default_registry()
         self.memory = MemoryCache() if cache else None
@@ -77,6 +79,7 @@ class Engine:
         self.dtype = check_dtype_name(dtype)
         self.output_dir = Path(output_dir)
         self.jobs = max(1, int(jobs))
+        self.previews = previews
         self.observers: list[Callable[[RunEvent], None]] = list(observers)
         self.models = ModelManager(sources=self.registry.models, max_bytes=dict(max_memory or {}),
                                    emit=self._model_event)
@@ -189,7 +192,7 @@ class RunState:
         self.keep_going = keep_going
         self.run_id = uuid.uuid4().hex[:12]
         self.settings = RunSettings(engine.device, engine.dtype, seed, output_dir, plan.graph, plan.params,
-                                    cancel_event, engine.registry)
+                                    cancel_event, engine.registry, engine.previews)
         self.report = RunReport(self.run_id, plan.graph.name, plan.params, seed)
         self.values: dict[str, dict[str, Any]] = {}
         self.failures: list[NodeExecutionError] = []

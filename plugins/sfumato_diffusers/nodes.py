@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from sfumato import Conditioning, Field, ImageBatch, Latent, RunContext, node
 
 from .loading import DiffusionModel, load_diffusion_model, read_model_info
-from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, sample_latents
+from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, preview_image, sample_latents
 from .schedulers import SCHEDULER_NAMES, make_scheduler
 
 DEFAULT_MODEL = "tiny-shapes-diffusion"
@@ -217,7 +217,7 @@ def _sample(context: RunContext, diffusion: DiffusionModel, scheduler: str,
         for indices in groups.values():
             merged = _merge([items[i][0] for i in indices])
             sampler = make_scheduler(scheduler, diffusion.scheduler_config, bool(diffusion.info.get("lcm")))
-            latents = sample_latents(diffusion, sampler, merged, lambda i, n: context.progress(i, n))
+            latents = sample_latents(diffusion, sampler, merged, _progress_reporter(context, diffusion))
             pictures = decode_latents(diffusion, latents)
             offset = 0
             for index in indices:
@@ -241,6 +241,18 @@ def _defaults() -> dict[str, Any]:
     from sfumato import spec_of
 
     return {name: item.default for name, item in spec_of(generate).inputs.items() if not item.required}
+
+
+def _progress_reporter(context: RunContext, diffusion: DiffusionModel) -> Any:
+    """Step progress, with a small preview about five times a run when someone is watching."""
+    def report(step: int, total: int, latents: Any) -> None:
+        every = max(1, total // 5)
+        if context.wants_previews and (step % every == 0 or step == total):
+            context.progress(step, total, preview=preview_image(diffusion, latents))
+        else:
+            context.progress(step, total)
+
+    return report
 
 
 def generate_batch(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -45,8 +45,11 @@ def _noise(shape: tuple[int, ...], generators: list[Any], device: str, dtype: An
 
 
 def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingRequest,
-                   progress: Callable[[int, int], None]) -> Any:
-    """Run the denoising loop and return the final latents (scaled as the VAE expects)."""
+                   progress: Callable[[int, int, Any], None]) -> Any:
+    """Run the denoising loop and return the final latents (scaled as the VAE expects).
+
+    ``progress(step, total, latents)`` is called after every step.
+    """
     import torch
 
     device, dtype = model.device, model.dtype
@@ -95,7 +98,7 @@ def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingReque
                 else:
                     known = request.init_latents
                 latents = request.mask * latents + (1 - request.mask) * known
-            progress(index + 1, len(timesteps))
+            progress(index + 1, len(timesteps), latents)
     return latents
 
 
@@ -134,3 +137,10 @@ def mask_to_latent(model: DiffusionModel, masks: list[Any], width: int, height: 
     arrays = [np.asarray(m.convert("L").resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
               for m in masks]
     return torch.from_numpy(np.stack(arrays))[:, None].to(model.device, model.dtype)
+
+
+def preview_image(model: DiffusionModel, latents: Any, size: int = 64) -> Any:
+    """A small picture of the first image's current latents (for live progress)."""
+    image = decode_latents(model, latents[:1])[0]
+    image.thumbnail((size, size))
+    return image

@@ -67,7 +67,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     outputs = config.data / "outputs"
     outputs.mkdir(parents=True, exist_ok=True)
     hub = EventHub()
-    engine = Engine(device=config.device, dtype=config.dtype, output_dir=outputs)
+    engine = Engine(device=config.device, dtype=config.dtype, output_dir=outputs, previews=True)
     worker = Worker(store, hub, outputs, engine)
     app = FastAPI(title="sfumato", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
     app.state.store, app.state.worker, app.state.recovered = store, worker, recovered

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import shutil
 import threading
 import traceback
@@ -31,6 +33,11 @@ class Worker(threading.Thread):
         for key in ("node_id", "node_type", "current", "total", "seconds", "error", "key", "status"):
             if hasattr(event, key):
                 data[key] = getattr(event, key)
+        preview = getattr(event, "preview", None)
+        if preview is not None and hasattr(preview, "save"):
+            buffer = io.BytesIO()
+            preview.save(buffer, format="PNG")
+            data["preview"] = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
         self.hub.publish(data)
 
     def cancel(self, job_id: int) -> bool:

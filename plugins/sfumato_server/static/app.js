@@ -117,10 +117,12 @@ function follow(jobId) {
     if (event.type === "node_finished") { const li = nodeItem(event.node_id); li.className = "ran"; li.textContent = `${event.node_id}: done in ${event.seconds.toFixed(2)} s`; bar.hidden = true; }
     if (event.type === "node_cached") { const li = nodeItem(event.node_id); li.className = "cached"; li.textContent = `${event.node_id}: reused from cache`; }
     if (event.type === "node_failed") { const li = nodeItem(event.node_id); li.className = "failed"; li.textContent = `${event.node_id}: failed: ${event.error}`; }
+    if (event.type === "node_progress" && event.preview) { $("preview").src = event.preview; $("preview").hidden = false; }
     if (event.type === "node_progress") { bar.hidden = false; bar.max = event.total; bar.value = event.current; setStatus(`Job ${jobId}: ${event.node_id} step ${event.current} of ${event.total}`); }
     if (["job_done", "job_failed", "job_cancelled"].includes(event.type)) {
       source.close();
       bar.hidden = true;
+      $("preview").hidden = true;
       $("run-button").disabled = false;
       $("cancel-button").hidden = true;
       const job = await api(`/api/jobs/${jobId}`);
