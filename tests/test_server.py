@@ -156,8 +156,19 @@ def test_catalogue_endpoints(server):
 
 
 def test_body_size_limit(server):
-    status, body = server.request("POST", "/api/jobs", raw=b"{" + b" " * (3 * 1024 * 1024) + b"}")
-    assert status == 413 and "limit" in body["error"]
+    import http.client
+
+    # Announce a 3 MB body and wait for the answer before sending it: the server
+    # refuses from the header alone (sending first races the server closing).
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.putrequest("POST", "/api/jobs")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(3 * 1024 * 1024))
+    connection.endheaders()
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    connection.close()
+    assert response.status == 413 and "limit" in body["error"]
 
 
 def test_token_is_required_when_configured(tmp_path):
