@@ -214,3 +214,15 @@ def test_model_loads_appear_in_the_run_report(models):
     result = sd_generate(Engine(device="cpu", cache=False), models["sd"], prompt="a dog")
     [entry] = [m for m in result.report.models if m["event"] == "model_loaded"]
     assert str(models["sd"]) in entry["model"] and entry["bytes"] > 0
+
+
+def test_the_stable_diffusion_graph_runs_a_user_model_folder(models, tmp_path):
+    from pathlib import Path
+
+    from sfumato import Graph
+
+    graph = Graph.load(Path(__file__).resolve().parents[1] / "graphs" / "stable-diffusion.json")
+    result = Engine(device="cpu", output_dir=tmp_path).run(graph, model=str(models["sd"]), steps=3,
+                                                           negative_prompt="a dog")
+    [path] = result.report.files
+    assert Path(path).exists()

@@ -26,6 +26,8 @@ def _local_model_folder(name: str) -> Any:
 
 def _expected_conditioning(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """What the model's UNet needs, read from its config files (no torch)."""
+    if not inputs.get("model"):
+        return {}  # a required parameter not set yet: checked when the graph runs
     folder = _local_model_folder(inputs["model"])
     if folder is None:
         return {}
@@ -86,6 +88,7 @@ def generate(
     conditioning: Conditioning | None = None,
     prompt: str = "",
     negative: Conditioning | None = None,
+    negative_prompt: str = "",
     model: str = DEFAULT_MODEL,
     scheduler: SchedulerName = "dpm++",
     steps: Annotated[int, Field(ge=1, le=1000)] = 20,
@@ -113,6 +116,7 @@ def generate(
         conditioning: prompts encoded by ``encode.text``; one or more prompts.
         prompt: used instead of ``conditioning`` with models that have their own text encoder.
         negative: what to steer away from; default: the unconditional input.
+        negative_prompt: with models that have their own text encoder: what to steer away from, as text.
         model: a model name (``tiny-shapes-diffusion``), a diffusers folder or a hub id.
         scheduler: the sampler.
         steps: denoising steps.
@@ -131,6 +135,8 @@ def generate(
     """
     diffusion = load_diffusion_model(context, model, attention_slicing=attention_slicing,
                                      vae_tiling=vae_tiling, compile_unet=compile)
+    if negative is None and negative_prompt:
+        negative = _prompt_conditioning(diffusion, [negative_prompt])
     request, labels = _prepare_request(diffusion, conditioning, prompt, negative, steps, guidance, width, height,
                                        batch_size, seed, init_images, strength, mask)
     [result] = _sample(context, diffusion, scheduler, [(request, labels)], cpu_offload)
@@ -270,6 +276,8 @@ def generate_batch(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         items = []
         for index in indices:
             call = {**_defaults(), **calls[index]}
+            if call["negative"] is None and call["negative_prompt"]:
+                call["negative"] = _prompt_conditioning(diffusion, [call["negative_prompt"]])
             items.append(_prepare_request(diffusion, call["conditioning"], call["prompt"], call["negative"],
                                           call["steps"], call["guidance"], call["width"], call["height"],
                                           call["batch_size"], call["seed"], call["init_images"], call["strength"],
@@ -334,7 +342,8 @@ _SHARED_INPUTS = ("conditioning", "negative", "model", "scheduler", "steps", "gu
 
 
 @node("generate.image", category="generate", output="images", batch=lambda calls: generate_image_batch(calls),
-      expect_inputs=lambda inputs: _expected_conditioning(inputs) if _generator_family(inputs["model"]) == "diffusion" else {})
+      expect_inputs=lambda inputs: _expected_conditioning(inputs)
+      if inputs.get("model") and _generator_family(inputs["model"]) == "diffusion" else {})
 def generate_image(
     conditioning: Conditioning,
     context: RunContext,
