@@ -197,3 +197,11 @@ def test_multiple_named_outputs(engine):
                              "outputs": {"total": "s.total", "count": "s.count"}})
     result = engine.run(graph)
     assert (result["total"], result["count"]) == (3.0, 2)
+
+
+def test_the_run_seed_sets_the_graphs_seed_parameter(engine):
+    graph = Graph.from_dict({"version": 1, "params": {"seed": {"type": "int", "default": 0}}, "nodes": {
+        "n": {"type": "test.number", "inputs": {"value": {"param": "seed"}}}}, "outputs": {"v": "n.value"}})
+    assert engine.run(graph, seed=7)["v"] == 7.0
+    assert engine.run(graph, {"seed": 3}, seed=7)["v"] == 3.0  # an explicit parameter wins
+    assert engine.run(graph).report.seed == 0

@@ -73,3 +73,11 @@ def test_schema_describes_nodes_and_params():
     schema = graph_json_schema()
     assert schema["title"] == "sfumato graph"
     assert "nodes" in schema["properties"] and "params" in schema["properties"]
+
+
+def test_builder_passes_an_input_named_title_to_the_node():
+    builder = GraphBuilder("t")
+    card = builder.add("image.text_card", "card", text="x")
+    builder.add("image.grid", "grid", images=card["images"], title="contact sheet", node_title="The grid")
+    document = builder.to_dict()["nodes"]["grid"]
+    assert document["inputs"]["title"] == "contact sheet" and document["title"] == "The grid"

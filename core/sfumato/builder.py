@@ -66,8 +66,12 @@ class GraphBuilder:
         self._params[name] = declaration
         return ParamHandle(name)
 
-    def add(self, node_type: str, node_id: str | None = None, *, title: str = "", **inputs: Any) -> NodeHandle:
-        """Add a node; inputs are literals, :class:`OutputHandle`\\ s or :class:`ParamHandle`\\ s."""
+    def add(self, node_type: str, node_id: str | None = None, *, node_title: str = "", **inputs: Any) -> NodeHandle:
+        """Add a node; inputs are literals, :class:`OutputHandle`\\ s or :class:`ParamHandle`\\ s.
+
+        ``node_title`` is a human title for editors (named so that it never
+        shadows a node input called ``title``).
+        """
         if node_id is None:
             stem = node_type.rsplit(".", 1)[-1]
             node_id, counter = stem, 2
@@ -76,8 +80,8 @@ class GraphBuilder:
         if node_id in self._nodes:
             raise ValueError(f"node id {node_id!r} is already used in this graph")
         entry: dict[str, Any] = {"type": node_type, "inputs": {k: self._encode(v) for k, v in inputs.items()}}
-        if title:
-            entry["title"] = title
+        if node_title:
+            entry["title"] = node_title
         self._nodes[node_id] = entry
         return NodeHandle(node_id)
 

@@ -243,7 +243,9 @@ def plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = N
              run_context: dict[str, Any] | None = None) -> Plan:
     """Validate ``graph`` with ``params`` and return the plan; raises on any problem.
 
-    ``seed`` defaults to the graph's ``seed`` parameter (else 0). ``run_context``
+    ``seed`` (the run seed) defaults to the graph's ``seed`` parameter, else 0;
+    given for a graph that has a ``seed`` parameter not set in ``params``, it
+    sets that parameter too. ``run_context``
     holds the run settings (device, dtype, output folder) that nodes reading
     them are keyed by; see ``NodeSpec.context_keys``.
     """
@@ -255,7 +257,11 @@ def plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = N
 def _plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = None,
               *, params_from_text: bool = False, seed: int | None = None,
               run_context: dict[str, Any] | None = None) -> Plan:
-    resolved = resolve_params(graph, params or {}, from_text=params_from_text)
+    params = dict(params or {})
+    if seed is not None and "seed" in graph.params and "seed" not in params:
+        # One seed, not two: a run seed given for a graph with a 'seed' parameter sets it.
+        params["seed"] = seed
+    resolved = resolve_params(graph, params, from_text=params_from_text)
     if seed is None:
         seed = int(resolved["seed"]) if isinstance(resolved.get("seed"), int) else 0
     issues, planned, dag = _analyse(graph, registry, resolved)
