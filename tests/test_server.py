@@ -79,6 +79,12 @@ class Server:
             time.sleep(0.1)
         raise TimeoutError(f"job {job_id} did not finish")
 
+    def events(self, job_id: int, timeout: float = 120) -> list[dict]:
+        """Every Server-Sent Event of a job, read until the stream ends with the job."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/jobs/{job_id}/events")
+        with urllib.request.urlopen(request, timeout=timeout) as stream:
+            return [json.loads(line[6:]) for line in stream if line.startswith(b"data: ")]
+
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
@@ -113,12 +119,7 @@ def test_submit_and_fetch_the_result(server):
 def test_progress_streams_as_server_sent_events(server):
     status, job = server.request("POST", "/api/jobs", {"graph": SLOW_GRAPH, "params": {"text": "stream me"}})
     assert status == 201
-    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/api/jobs/{job['id']}/events")
-    kinds = []
-    with urllib.request.urlopen(request, timeout=60) as stream:
-        for line in stream:
-            if line.startswith(b"data: "):
-                kinds.append(json.loads(line[6:])["type"])
+    kinds = [event["type"] for event in server.events(job["id"])]
     assert kinds[0] == "status" and kinds[-1] == "job_done"
     assert "node_started" in kinds and "node_finished" in kinds
 
@@ -257,13 +258,6 @@ def test_generation_streams_step_progress_with_previews(server):
     status, job = server.request("POST", "/api/jobs", {"graph": "text-to-image",
                                                        "params": {"steps": 5, "batch_size": 1}})
     assert status == 201
-    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/api/jobs/{job['id']}/events")
-    steps = []
-    with urllib.request.urlopen(request, timeout=120) as stream:
-        for line in stream:
-            if line.startswith(b"data: "):
-                event = json.loads(line[6:])
-                if event["type"] == "node_progress":
-                    steps.append(event)
+    steps = [event for event in server.events(job["id"]) if event["type"] == "node_progress"]
     assert [e["current"] for e in steps] == [1, 2, 3, 4, 5]
     assert all(e["preview"].startswith("data:image/png;base64,") for e in steps)
