@@ -11,10 +11,15 @@ from sfumato import Field, ImageBatch, node
 
 
 @dataclass(frozen=True)
-class Palette:
+class VignettePalette:
     """Colours as ``(r, g, b)`` tuples, most frequent first."""
 
     colours: tuple[tuple[int, int, int], ...]
+
+
+def palette_as_text(palette: VignettePalette) -> str:
+    """The palette as hex colours, ``"#ff0000 #00ff00"`` (the VignettePalette -> Text conversion)."""
+    return " ".join(f"#{r:02x}{g:02x}{b:02x}" for r, g, b in palette.colours)
 
 
 @node("vignette.apply", category="postprocess")
@@ -44,7 +49,7 @@ def apply_vignette(
 
 
 @node("vignette.palette", category="analysis")
-def extract_palette(images: ImageBatch, colours: Annotated[int, Field(ge=1, le=32)] = 5) -> Palette:
+def extract_palette(images: ImageBatch, colours: Annotated[int, Field(ge=1, le=32)] = 5) -> VignettePalette:
     """The most frequent colours of a batch (after reducing each image to ``colours`` colours)."""
     counts: dict[tuple[int, int, int], int] = {}
     for image in images.images:
@@ -52,11 +57,11 @@ def extract_palette(images: ImageBatch, colours: Annotated[int, Field(ge=1, le=3
         for count, colour in reduced.getcolors(colours) or []:
             counts[colour] = counts.get(colour, 0) + count
     ranked = sorted(counts, key=lambda c: -counts[c])[:colours]
-    return Palette(tuple(ranked))
+    return VignettePalette(tuple(ranked))
 
 
 @node("vignette.swatch", category="analysis")
-def palette_swatch(palette: Palette, size: Annotated[int, Field(ge=4, le=512)] = 32) -> ImageBatch:
+def palette_swatch(palette: VignettePalette, size: Annotated[int, Field(ge=4, le=512)] = 32) -> ImageBatch:
     """Draw a palette as a row of squares."""
     image = Image.new("RGB", (size * max(1, len(palette.colours)), size), (0, 0, 0))
     draw = ImageDraw.Draw(image)
