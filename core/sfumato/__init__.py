@@ -14,6 +14,8 @@ from pydantic import Field
 from .builder import GraphBuilder, NodeHandle, OutputHandle, ParamHandle
 from .catalog import node_as_dict, node_input_schema
 from .context import RunContext
+from .devices import torch_dtype
+from .drawing import to_svg as graph_to_svg
 from .engine import Engine, RunResult
 from .errors import (
     GraphIssue,
@@ -39,7 +41,7 @@ from .events import (
     RunFinished,
     RunStarted,
 )
-from .files import UnsafePathError, path_inside, write_atomically
+from .files import UnsafePathError, claim_new_file, path_inside, write_atomically
 from .graph import Graph, graph_json_schema
 from .metadata import image_metadata, png_info, read_png_metadata
 from .hookspecs import hookimpl
@@ -49,6 +51,8 @@ from .planning import Plan, plan_run, validate_graph
 from .ports import PortType
 from .registry import Registry, default_registry
 from .report import RunReport
+from .sweep_runner import RunOutcome
+from .sweeps import SweepAxis, combine as combine_axes
 from .values import Conditioning, Embedding, ImageBatch, Latent, PromptWeights, Retrieved, RetrievedItem
 
 try:
@@ -57,13 +61,15 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
     __version__ = "0.0.0"
 
 __all__ = [
-    "Annotated", "Conditioning", "Embedding", "Engine", "Field", "Graph", "GraphBuilder", "GraphIssue",
-    "GraphValidationError", "ImageBatch", "Latent", "ModelEvicted", "ModelLoaded", "ModelManager",
-    "ModelNotFoundError", "ModelSource", "NodeCached", "NodeDefinitionError", "NodeExecutionError",
-    "NodeFailed", "NodeFinished", "NodeHandle", "NodeProgress", "NodeSpec", "NodeStarted", "OutputHandle",
-    "ParamHandle", "ParameterError", "Plan", "PluginError", "Port", "PortType", "PromptWeights", "Registry",
-    "Retrieved", "RetrievedItem", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError",
-    "RunFinished", "RunReport", "RunResult", "RunStarted", "SfumatoError", "default_registry",
-    "graph_json_schema", "hookimpl", "node", "plan_run", "spec_of", "validate_graph", "__version__",
-    "node_as_dict", "node_input_schema", "UnsafePathError", "path_inside", "write_atomically", "image_metadata", "png_info", "read_png_metadata",
+    "Annotated", "claim_new_file", "combine_axes", "Conditioning", "default_registry", "Embedding", "Engine",
+    "Field", "Graph", "graph_json_schema", "graph_to_svg", "GraphBuilder", "GraphIssue",
+    "GraphValidationError", "hookimpl", "image_metadata", "ImageBatch", "Latent", "ModelEvicted",
+    "ModelLoaded", "ModelManager", "ModelNotFoundError", "ModelSource", "node", "node_as_dict",
+    "node_input_schema", "NodeCached", "NodeDefinitionError", "NodeExecutionError", "NodeFailed",
+    "NodeFinished", "NodeHandle", "NodeProgress", "NodeSpec", "NodeStarted", "OutputHandle",
+    "ParameterError", "ParamHandle", "path_inside", "Plan", "plan_run", "PluginError", "png_info", "Port",
+    "PortType", "PromptWeights", "read_png_metadata", "Registry", "Retrieved", "RetrievedItem",
+    "RunCancelledError", "RunContext", "RunEvent", "RunFailedError", "RunFinished", "RunOutcome",
+    "RunReport", "RunResult", "RunStarted", "SfumatoError", "spec_of", "SweepAxis", "torch_dtype",
+    "UnsafePathError", "validate_graph", "write_atomically", "__version__",
 ]
