@@ -62,7 +62,7 @@ def _check_layout(name: str, path: Path | str) -> None:
 def load_diffusion_model(context: RunContext, name: str, *, attention_slicing: bool = False,
                          vae_tiling: bool = False, compile_unet: bool = False) -> DiffusionModel:
     """Load (once per process, through the model manager) the model called ``name``."""
-    from sfumato.devices import torch_dtype
+    from sfumato import torch_dtype
 
     path = context.models.resolve(name)
     _check_layout(name, path)

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from sfumato import ImageBatch, RunContext, image_metadata, node, path_inside, png_info, write_atomically
-from sfumato.files import claim_new_file
+from sfumato import claim_new_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sfumato import Graph, RunReport
-from sfumato.files import claim_new_file, path_inside, write_atomically
-from sfumato.sweep_runner import RunOutcome
+from sfumato import RunOutcome, claim_new_file, path_inside, write_atomically
 
 #: Ray's unix socket paths must stay short; longer temp folders fall back to /tmp.
 _MAX_TEMP_DIR = 60

@@ -31,7 +31,7 @@ from sfumato import (
     plan_run,
     read_png_metadata,
 )
-from sfumato.drawing import to_svg
+from sfumato import graph_to_svg as to_svg
 
 from .events import EventHub
 from .store import FINAL, JobStore

@@ -15,7 +15,7 @@ Family = Literal["auto", "sentence", "clip", "t5"]
 
 def get_encoder(context: RunContext, model: str, family: str = "auto") -> TextEncoder:
     """The encoder for ``model``, loaded once per process through the model manager."""
-    from sfumato.devices import torch_dtype
+    from sfumato import torch_dtype
 
     path = context.models.resolve(model)
     if family == "auto":
@@ -154,7 +154,7 @@ def expand_prompt(
     """
     import torch
 
-    from sfumato.devices import torch_dtype
+    from sfumato import torch_dtype
 
     path = context.models.resolve(model)
 
