@@ -1,22 +1,32 @@
 """The HTTP API and web page (FastAPI).
 
-Jobs are validated before they are queued (HTTP 400 with the same issue list
-as ``sfumato validate``), persisted in SQLite, and run one at a time by a
-single worker thread in this process, so models stay loaded between jobs.
-Progress streams as Server-Sent Events.
+Jobs are validated before they are queued, by the same engine planning that
+``sfumato run`` uses (HTTP 400 with the same issue list), persisted in SQLite,
+and run one at a time by a single worker thread in this process, so models
+stay loaded between jobs. Progress streams as Server-Sent Events.
+
+Everything a request makes the server compute (parsing, validation, planning,
+sweep expansion, PNG import) runs in a worker thread, never on the event loop,
+so one heavy request never stalls the others. The front door (host, origin,
+content type, token, body size) is :mod:`sfumato_server.guard`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import secrets
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator, Callable
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+import anyio
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParameter
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from sfumato import (
@@ -24,20 +34,24 @@ from sfumato import (
     Graph,
     GraphValidationError,
     ParameterError,
+    SfumatoError,
     default_registry,
+    graph_to_svg,
     node_as_dict,
     node_input_schema,
     path_inside,
-    plan_run,
     read_png_metadata,
 )
-from sfumato import graph_to_svg as to_svg
 
 from .events import EventHub
-from .store import FINAL, JobStore
+from .guard import Guard, GuardPolicy
+from .jobspec import JOB_FIELDS, RequestError, check_plain, parse_json, parse_priority, parse_sweep
+from .store import FINAL, JobStore, QueueDatabaseError
 from .worker import Worker
 
 STATIC = Path(__file__).resolve().parent / "static"
+#: Ids, offsets and limits in URLs are SQLite integers.
+MAX_ID = 2**63 - 1
 
 
 @dataclass
@@ -49,10 +63,14 @@ class ServerConfig:
     token: str | None = None
     device: str = "auto"
     dtype: str = "auto"
+    host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()
     max_body_bytes: int = 2 * 1024 * 1024
+    max_image_bytes: int = 20 * 1024 * 1024
     max_graph_nodes: int = 2000
     max_queued: int = 1000
     max_sweep_runs: int = 256
+    max_json_depth: int = 64
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -60,48 +78,68 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
+def _issues(error: SfumatoError) -> list[dict[str, Any]]:
+    if isinstance(error, GraphValidationError):
+        return [issue.as_dict() for issue in error.issues]
+    return [{"path": "params", "node": None, "message": str(error)}]
+
+
+def _swagger_assets() -> Path | None:
+    """The Swagger UI files shipped by the ``fastapi-offline`` package (no CDN)."""
+    try:
+        import fastapi_offline
+    except ImportError:
+        return None
+    folder = Path(fastapi_offline.__file__).resolve().parent / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
 def create_app(config: ServerConfig) -> FastAPI:
-    """The application: API under ``/api``, the page at ``/``."""
+    """The application: API under ``/api``, the page at ``/``.
+
+    Raises :class:`QueueDatabaseError` when the queue database is damaged or foreign.
+    """
     store = JobStore(config.data / "queue.sqlite3")
     recovered = store.recover()
     outputs = config.data / "outputs"
     outputs.mkdir(parents=True, exist_ok=True)
     hub = EventHub()
     engine = Engine(device=config.device, dtype=config.dtype, output_dir=outputs, previews=True)
-    worker = Worker(store, hub, outputs, engine)
-    app = FastAPI(title="sfumato", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
-    app.state.store, app.state.worker, app.state.recovered = store, worker, recovered
+    worker = Worker(store, hub, outputs, engine, max_sweep_runs=config.max_sweep_runs)
 
-    @app.on_event("startup")
-    async def start_worker() -> None:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         worker.start()
-
-    @app.on_event("shutdown")
-    async def stop_worker() -> None:
-        worker.stopping.set()
-        worker.wake.set()
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        public = request.url.path == "/" or request.url.path.startswith("/static/")
-        if config.token is not None and not public:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
-                or request.query_params.get("token", "")
-            if not secrets.compare_digest(given, config.token):
-                return _error(401, "this server needs a token: 'Authorization: Bearer TOKEN' or ?token=TOKEN")
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
-            return _error(413, f"request body is {length} bytes; the limit is {config.max_body_bytes}")
-        return await call_next(request)
-
-    async def read_json(request: Request) -> Any:
-        body = await request.body()
-        if len(body) > config.max_body_bytes:
-            raise HTTPException(413, f"request body is larger than {config.max_body_bytes} bytes")
+        watchdog = asyncio.create_task(_watch(worker))
         try:
-            return json.loads(body or b"{}")
-        except json.JSONDecodeError as error:
-            raise HTTPException(400, f"invalid JSON: {error.msg} (line {error.lineno}, column {error.colno})")
+            yield
+        finally:
+            watchdog.cancel()
+            worker.stop()
+
+    app = FastAPI(title="sfumato", version="1", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
+                  lifespan=lifespan)
+    app.state.store, app.state.worker, app.state.recovered = store, worker, recovered
+    app.add_middleware(Guard, policy=GuardPolicy(
+        served_host=config.host, allowed_hosts=config.allowed_hosts, token=config.token,
+        max_body_bytes=config.max_body_bytes, max_image_bytes=config.max_image_bytes))
+
+    @app.exception_handler(RequestError)
+    async def refused(_: Request, error: RequestError) -> JSONResponse:
+        return JSONResponse(error.as_dict(), status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's default 422 echoes the input; say which field is wrong instead.
+        problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in error.errors()]
+        return _error(400, "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(QueueDatabaseError)
+    async def database_unavailable(_: Request, error: QueueDatabaseError) -> JSONResponse:
+        return _error(503, str(error))
+
+    async def off_loop(function: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(function, *args)
 
     def graph_files() -> dict[str, Path]:
         return {p.stem: p for p in sorted(config.graphs.glob("*.json"))}
@@ -109,10 +147,22 @@ def create_app(config: ServerConfig) -> FastAPI:
     def load_named(name: str) -> Graph:
         path = graph_files().get(name)
         if path is None:
-            raise HTTPException(404, f"no graph named {name!r}; known: {', '.join(graph_files())}")
+            raise RequestError(404, f"no graph named {name!r}; known: {', '.join(graph_files())}")
         return Graph.load(path)
 
-    # -- catalogue -------------------------------------------------------------------
+    # -- catalogue (plain ``def``: FastAPI runs these in its thread pool) -------------------
+
+    @app.get("/api/health")
+    def health() -> dict[str, Any]:
+        """Whether the worker thread is alive, what it is doing, and the queue's size."""
+        worker.ensure_alive()
+        state = worker.health()
+        try:
+            queue: Any = {"queued": store.count("queued", patience=1.0), "running": store.count("running", patience=1.0)}
+        except QueueDatabaseError as error:
+            queue = {"error": str(error)}
+        ok = state["alive"] and not store.waiting_for_lock and "error" not in queue
+        return {"status": "ok" if ok else "degraded", "worker": state, "queue": queue}
 
     @app.get("/api/graphs")
     def list_graphs() -> list[dict[str, Any]]:
@@ -120,7 +170,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         for name, path in graph_files().items():
             try:
                 graph = Graph.load(path)
-            except GraphValidationError:
+            except SfumatoError:
                 continue
             result.append({"name": name, "description": graph.document.description,
                            "params": {k: v.model_dump(exclude_none=True) for k, v in graph.params.items()}})
@@ -129,7 +179,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/api/graphs/{name}")
     def get_graph(name: str) -> dict[str, Any]:
         graph = load_named(name)
-        return {"name": name, "document": graph.to_dict(), "svg": to_svg(graph)}
+        return {"name": name, "document": graph.to_dict(), "svg": graph_to_svg(graph)}
 
     @app.get("/api/models")
     def list_models() -> list[dict[str, Any]]:
@@ -143,69 +193,76 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     # -- jobs -----------------------------------------------------------------------
 
-    @app.post("/api/jobs", status_code=201)
-    async def submit(request: Request) -> Any:
-        body = await read_json(request)
-        if not isinstance(body, dict) or "graph" not in body:
-            return _error(400, "expected {\"graph\": NAME or a graph document, \"params\": {...}}")
-        try:
-            if isinstance(body["graph"], str):
-                graph = load_named(body["graph"])
-                name = body["graph"]
-            else:
-                graph = Graph.from_dict(body["graph"], source="<request>")
-                name = graph.name
-        except GraphValidationError as error:
-            return _error(400, "invalid graph", issues=[i.as_dict() for i in error.issues])
-        if len(graph.nodes) > config.max_graph_nodes:
-            return _error(413, f"the graph has {len(graph.nodes)} nodes; the limit is {config.max_graph_nodes}")
-        params = body.get("params") or {}
-        sweep = body.get("sweep")
-        if not isinstance(params, dict) or (sweep is not None and not isinstance(sweep, dict)):
-            return _error(400, "'params' must be an object and 'sweep' an object of axes")
-        text_params = {k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()}
-        try:
-            if sweep:
-                from sfumato.sweeps import combine, parse_axis
+    def validate(graph: Graph, param_sets: Any) -> None:
+        """The CLI's validation: the engine plans every run (raises on the first run with problems)."""
+        for params in param_sets:
+            engine.plan(graph, params, output_dir=outputs)
 
-                axes = [parse_axis(f"{k}={v}") for k, v in (sweep.get("axes") or {}).items()]
-                param_sets = combine(axes, zip_axes=bool(sweep.get("zip")), base=text_params)
-                if len(param_sets) > config.max_sweep_runs:
-                    return _error(413, f"the sweep makes {len(param_sets)} runs; the limit is {config.max_sweep_runs}")
-                for param_set in param_sets:
-                    plan_run(graph, default_registry(), param_set, params_from_text=True)
+    def prepare_and_queue(body: bytes) -> dict[str, Any]:
+        """Parse, check, validate and queue a job request (runs in a thread)."""
+        data = parse_json(body, max_depth=config.max_json_depth)
+        if not isinstance(data, dict) or "graph" not in data:
+            raise RequestError(400, "expected {\"graph\": NAME or a graph document, \"params\": {...}, "
+                                    "\"sweep\": {\"axes\": {...}}, \"priority\": 0}")
+        unknown = sorted(set(data) - set(JOB_FIELDS))
+        if unknown:
+            raise RequestError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; "
+                                    f"a job has {', '.join(JOB_FIELDS)}")
+        params = data.get("params") or {}
+        if not isinstance(params, dict):
+            raise RequestError(400, "'params' must be an object of parameter values")
+        priority = parse_priority(data.get("priority"))
+        sweep = parse_sweep(data.get("sweep"), max_runs=config.max_sweep_runs)
+        try:
+            if isinstance(data["graph"], str):
+                graph, name = load_named(data["graph"]), data["graph"]
+            elif isinstance(data["graph"], dict):
+                graph = Graph.from_dict(data["graph"], source="<request>")
+                name = graph.name
             else:
-                plan_run(graph, default_registry(), text_params, params_from_text=True)
+                raise RequestError(400, "'graph' must be the name of a graph or a graph document")
+            if len(graph.nodes) > config.max_graph_nodes:
+                raise RequestError(413, f"the graph has {len(graph.nodes)} nodes; "
+                                        f"the limit is {config.max_graph_nodes}")
+            validate(graph, sweep.param_sets(params) if sweep else [params])
         except GraphValidationError as error:
-            return _error(400, "invalid graph", issues=[i.as_dict() for i in error.issues])
+            raise RequestError(400, "invalid graph", _issues(error)) from None
         except ParameterError as error:
-            return _error(400, "invalid parameters", issues=[{"path": "params", "node": None, "message": str(error)}])
+            raise RequestError(400, "invalid parameters", _issues(error)) from None
+        except SfumatoError as error:
+            raise RequestError(400, str(error)) from None
         if store.count("queued") >= config.max_queued:
-            return _error(429, f"the queue is full ({config.max_queued} jobs); try again later")
-        job_id = store.add(name, graph.to_dict(), text_params, sweep, int(body.get("priority", 0)))
+            raise RequestError(429, f"the queue is full ({config.max_queued} jobs); try again later")
+        job_id = store.add(name, graph.to_dict(), params, sweep.as_json() if sweep else None, priority)
         worker.wake.set()
         hub.publish({"job": job_id, "type": "job_queued"})
-        return {"id": job_id, "status": "queued"}
+        return {"id": job_id, "status": "queued", "runs": sweep.size if sweep else 1}
+
+    @app.post("/api/jobs", status_code=201)
+    async def submit(request: Request) -> Any:
+        """Queue a job: ``{"graph": NAME or document, "params": {...}, "sweep": {"axes": {...}}, "priority": 0}``."""
+        return await off_loop(prepare_and_queue, await request.body())
 
     @app.get("/api/jobs")
-    def list_jobs(status: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    def list_jobs(status: str | None = None, limit: int = Query(50, ge=-MAX_ID, le=MAX_ID),
+                  offset: int = Query(0, ge=0, le=MAX_ID)) -> dict[str, Any]:
         if status is not None and status not in ("queued", "running", *FINAL):
-            raise HTTPException(400, f"unknown status {status!r}")
-        jobs, total = store.list(status, max(1, min(limit, 500)), max(0, offset))
+            raise RequestError(400, f"unknown status {status[:40]!r}; one of queued, running, {', '.join(FINAL)}")
+        jobs, total = store.list(status, max(1, min(limit, 500)), offset)
         return {"total": total, "jobs": [job.summary() for job in jobs]}
 
     @app.get("/api/jobs/{job_id}")
-    def get_job(job_id: int) -> dict[str, Any]:
+    def get_job(job_id: int = PathParameter(ge=0, le=MAX_ID)) -> dict[str, Any]:
         job = store.get(job_id)
         if job is None:
-            raise HTTPException(404, f"no job {job_id}")
+            raise RequestError(404, f"no job {job_id}")
         return job.detail()
 
     @app.post("/api/jobs/{job_id}/cancel")
-    def cancel(job_id: int) -> Any:
+    def cancel(job_id: int = PathParameter(ge=0, le=MAX_ID)) -> Any:
         job = store.get(job_id)
         if job is None:
-            raise HTTPException(404, f"no job {job_id}")
+            raise RequestError(404, f"no job {job_id}")
         if store.cancel_queued(job_id):
             hub.publish({"job": job_id, "type": "job_cancelled"})
             return {"id": job_id, "status": "cancelled"}
@@ -213,14 +270,19 @@ def create_app(config: ServerConfig) -> FastAPI:
             return {"id": job_id, "status": "cancelling"}
         return _error(409, f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
 
-    async def stream(job_id: int | None, request: Request) -> Any:
+    async def stream(job_id: int | None, request: Request) -> AsyncIterator[str]:
         queue = hub.subscribe(job_id)
         try:
             if job_id is not None:
-                job = store.get(job_id)
+                job = await off_loop(store.get, job_id)
                 if job is None:
                     return
-                yield f"data: {json.dumps({'job': job_id, 'type': 'status', 'status': job.status})}\n\n"
+                # A job that already ended says how (with its error): a page that starts
+                # listening after a job failed at once must not wait forever.
+                status = {"job": job_id, "type": "status", "status": job.status}
+                if job.status in FINAL:
+                    status["error"] = job.error
+                yield f"data: {json.dumps(status)}\n\n"
                 if job.status in FINAL:
                     return
             while not await request.is_disconnected():
@@ -236,9 +298,9 @@ def create_app(config: ServerConfig) -> FastAPI:
             hub.unsubscribe(queue)
 
     @app.get("/api/jobs/{job_id}/events")
-    async def job_events(job_id: int, request: Request) -> StreamingResponse:
-        if store.get(job_id) is None:
-            raise HTTPException(404, f"no job {job_id}")
+    async def job_events(request: Request, job_id: int = PathParameter(ge=0, le=MAX_ID)) -> StreamingResponse:
+        if await off_loop(store.get, job_id) is None:
+            raise RequestError(404, f"no job {job_id}")
         return StreamingResponse(stream(job_id, request), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
@@ -251,34 +313,73 @@ def create_app(config: ServerConfig) -> FastAPI:
     def get_file(relative: str) -> FileResponse:
         try:
             path = path_inside(outputs, relative)
-        except ValueError as error:
-            raise HTTPException(400, str(error))
-        if not path.is_file():
-            raise HTTPException(404, f"no file {relative}")
+            found = path.is_file()
+        except (ValueError, OSError) as error:
+            raise RequestError(400, f"not a file name inside the outputs folder ({type(error).__name__})") from None
+        if not found:
+            raise RequestError(404, "no such file")
         return FileResponse(path)
 
-    @app.post("/api/import-png")
-    async def import_png(request: Request) -> Any:
-        import tempfile
-
-        body = await request.body()
-        if len(body) > config.max_body_bytes:
-            return _error(413, f"the image is larger than {config.max_body_bytes} bytes")
+    def read_import(body: bytes) -> dict[str, Any]:
+        """The graph, parameters and seed stored in a PNG, checked as untrusted input (runs in a thread)."""
         with tempfile.NamedTemporaryFile(suffix=".png") as handle:
             handle.write(body)
             handle.flush()
             try:
                 data = read_png_metadata(handle.name)
-            except (OSError, ValueError, SyntaxError):
-                return _error(400, "this PNG holds no sfumato metadata (was it saved by sfumato?)")
-        name = data["graph"].get("name", "")
-        return {"graph": name if name in graph_files() else data["graph"], "graph_name": name,
-                "params": data.get("params", {}), "seed": data.get("seed")}
+            except Exception:  # noqa: BLE001 - any failure to decode an uploaded file is the file's fault
+                raise RequestError(400, "this file is not a PNG holding sfumato metadata "
+                                        "(was it saved by sfumato's image.save?)") from None
+        check_plain(data, max_depth=config.max_json_depth, where="metadata")
+        graph, params, seed = data.get("graph"), data.get("params", {}), data.get("seed")
+        if not isinstance(graph, dict) or not isinstance(params, dict) \
+                or not (seed is None or (isinstance(seed, int) and not isinstance(seed, bool))):
+            raise RequestError(400, "this PNG's sfumato metadata is damaged: expected a graph object, "
+                                    "a params object and an integer seed")
+        try:
+            name = Graph.from_dict(graph, source="PNG metadata").name
+        except GraphValidationError as error:
+            raise RequestError(400, "the graph stored in this PNG is invalid", _issues(error)) from None
+        except SfumatoError as error:
+            raise RequestError(400, f"the graph stored in this PNG is invalid: {error}") from None
+        return {"graph": name if name in graph_files() else graph, "graph_name": name, "params": params, "seed": seed}
+
+    @app.post("/api/import-png")
+    async def import_png(request: Request) -> Any:
+        """The workflow and settings stored in a PNG made by sfumato (body: the PNG bytes)."""
+        return await off_loop(read_import, await request.body())
+
+    # -- docs (served from a package, so they work offline) and the page -----------------
+
+    assets = _swagger_assets()
+    if assets is not None:
+        app.mount("/api/docs/assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/api/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        if assets is None:
+            return HTMLResponse("<p>The API description is at <a href='/api/openapi.json'>/api/openapi.json</a>; "
+                                "install fastapi-offline for the interactive page.</p>")
+        return get_swagger_ui_html(openapi_url="/api/openapi.json", title="sfumato API",
+                                   swagger_js_url="/api/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/api/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url="/static/favicon.svg")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/")
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+    @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
     return app
+
+
+async def _watch(worker: Worker) -> None:
+    """Restart the worker thread if it ever ends while the server runs."""
+    while True:
+        await asyncio.sleep(1.0)
+        worker.ensure_alive()

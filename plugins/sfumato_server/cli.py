@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +16,24 @@ def add_parsers(subparsers: Any) -> None:
     serve.add_argument("--token", default=None, help="require this token on every API request")
     serve.add_argument("--data", default="sfumato-data", help="queue database and outputs (default: ./sfumato-data)")
     serve.add_argument("--graphs", default="graphs", help="folder of graphs offered by name (default: ./graphs)")
+    serve.add_argument("--allowed-host", dest="allowed_hosts", action="append", default=[], metavar="NAME",
+                       help="another host name this server answers to (repeatable; '*' for any). "
+                            "localhost, 127.0.0.1, [::1] and --host are always allowed")
     serve.add_argument("--device", default="auto")
     serve.add_argument("--dtype", default="auto")
-    serve.add_argument("--max-queued", type=int, default=1000)
+    serve.add_argument("--max-queued", type=int, default=1000, help="most queued jobs (default: 1000)")
+    serve.add_argument("--max-sweep-runs", type=int, default=256, help="most runs in one sweep job (default: 256)")
+    serve.add_argument("--max-body-mb", type=float, default=2.0,
+                       help="largest JSON request body in MB (default: 2; PNG imports may be 10 times larger)")
     serve.set_defaults(handler=serve_command)
 
 
 def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the server on this machine."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -34,13 +42,27 @@ def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import ServerConfig, create_app
+    from .store import QueueDatabaseError
 
     if not is_loopback(args.host) and not args.token:
         print(f"error: binding to {args.host} exposes the server beyond this machine; give --token TOKEN")
         return 2
+    for name, value in (("--max-queued", args.max_queued), ("--max-sweep-runs", args.max_sweep_runs),
+                        ("--max-body-mb", args.max_body_mb)):
+        if value <= 0:
+            print(f"error: {name} must be positive, got {value}", file=sys.stderr)
+            return 2
+    body = int(args.max_body_mb * 1024 * 1024)
     config = ServerConfig(data=Path(args.data).resolve(), graphs=Path(args.graphs).resolve(), token=args.token,
-                          device=args.device, dtype=args.dtype, max_queued=args.max_queued)
-    app = create_app(config)
+                          device=args.device, dtype=args.dtype, host=args.host,
+                          allowed_hosts=tuple(args.allowed_hosts), max_queued=args.max_queued,
+                          max_sweep_runs=args.max_sweep_runs, max_body_bytes=body, max_image_bytes=10 * body)
+    try:
+        app = create_app(config)
+    except QueueDatabaseError as error:
+        print(f"error: {error}. Move the file away (or give another --data folder) to start with an empty queue.",
+              file=sys.stderr)
+        return 2
     if app.state.recovered:
         print(f"recovered {len(app.state.recovered)} interrupted job(s): {app.state.recovered}")
     print(f"sfumato serving on http://{args.host}:{args.port}/  (data in {config.data})", flush=True)

@@ -3,6 +3,11 @@
 A job is queued, running, then done, failed or cancelled. When the server
 starts, a job left ``running`` by a crash is re-queued once; if it was already
 retried, it is failed with the reason. Finished jobs are never run again.
+
+The database is shared with whatever else opens the file (a backup, a second
+reader), so every statement is retried while SQLite answers "database is
+locked", with a growing pause; a row that cannot be read back (damaged JSON,
+wrong types) is reported as damaged instead of raising.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -34,12 +39,26 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, priority DESC, id);
 """
+COLUMNS = ("id", "graph_name", "graph", "params", "sweep", "priority", "status", "attempts", "created", "started",
+           "finished", "error", "report", "outputs")
 FINAL = ("done", "failed", "cancelled")
 MAX_ATTEMPTS = 2
+#: How long one statement waits inside SQLite for a lock before our own retry loop takes over.
+BUSY_TIMEOUT_S = 0.5
+#: Largest pause between retries of a locked database.
+MAX_BACKOFF_S = 2.0
+
+T = TypeVar("T")
+
+
+class QueueDatabaseError(Exception):
+    """The queue database cannot be used (damaged file, foreign schema, still locked after retries)."""
 
 
 @dataclass
 class Job:
+    """One row of the queue; ``damaged`` says why a row could not be read back (then it cannot run)."""
+
     id: int
     graph_name: str
     graph: dict[str, Any]
@@ -54,6 +73,7 @@ class Job:
     error: str | None
     report: dict[str, Any] | None
     outputs: list[str]
+    damaged: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """What job listings show (without the graph document)."""
@@ -64,96 +84,189 @@ class Job:
                 "error": self.error, "outputs": self.outputs}
 
     def detail(self) -> dict[str, Any]:
+        """Everything about the job, with its report and graph document."""
         return {**self.summary(), "report": self.report, "graph_document": self.graph}
+
+
+def _is_locked(error: sqlite3.OperationalError) -> bool:
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
+def _json_field(name: str, text: Any, kind: type, *, optional: bool = False) -> Any:
+    """Decode one JSON column, raising ``ValueError`` naming the column when it is not the expected kind."""
+    if text is None and optional:
+        return None
+    if not isinstance(text, str):
+        raise ValueError(f"column {name} is {type(text).__name__}, not JSON text")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError(f"column {name} is not valid JSON") from None
+    if not isinstance(value, kind) and not (optional and value is None):
+        raise ValueError(f"column {name} holds {type(value).__name__}, not {kind.__name__}")
+    return value
 
 
 class JobStore:
     """Thread-safe access to the jobs table."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, lock_patience_s: float = 30.0) -> None:
+        self.path = path
+        #: How long a caller that cannot wait forever (a request) keeps retrying a locked database.
+        self.lock_patience_s = lock_patience_s
+        #: Set while a statement is waiting for a lock, for the health endpoint.
+        self.waiting_for_lock = False
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
-        self._connection.executescript(SCHEMA)
         self._lock = threading.Lock()
+        try:
+            self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                               timeout=BUSY_TIMEOUT_S)
+            self._retry(lambda: self._open(), patience=self.lock_patience_s)
+        except sqlite3.DatabaseError as error:
+            raise QueueDatabaseError(f"the queue database {path} cannot be used: {error}") from None
+
+    def _open(self) -> None:
+        connection = self._connection
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        check = connection.execute("PRAGMA quick_check").fetchall()
+        if check != [("ok",)]:
+            raise QueueDatabaseError(f"the queue database {self.path} is damaged: "
+                                     + "; ".join(str(row[0]) for row in check[:5]))
+        connection.executescript(SCHEMA)
+        found = tuple(row[1] for row in connection.execute("PRAGMA table_info(jobs)").fetchall())
+        if found != COLUMNS:
+            raise QueueDatabaseError(f"the queue database {self.path} has a 'jobs' table that is not sfumato's "
+                                     f"(columns {', '.join(found)})")
+
+    # -- retrying ----------------------------------------------------------------------
+
+    def _retry(self, action: Callable[[], T], *, patience: float | None = None) -> T:
+        """Run ``action`` under the store lock, retrying while the database is locked.
+
+        ``patience`` None retries forever (the worker: it has nothing better to do);
+        a number gives up after that many seconds with :class:`QueueDatabaseError`.
+        """
+        pause, started = 0.05, time.monotonic()
+        while True:
+            try:
+                with self._lock:
+                    return action()
+            except sqlite3.OperationalError as error:
+                if not _is_locked(error):
+                    raise
+                if patience is not None and time.monotonic() - started > patience:
+                    raise QueueDatabaseError(f"the queue database is locked by another program ({error}); "
+                                             "try again later") from None
+                self.waiting_for_lock = True
+                time.sleep(pause)
+                pause = min(pause * 2, MAX_BACKOFF_S)
+            else:
+                self.waiting_for_lock = False
+
+    def _read(self, action: Callable[[], T]) -> T:
+        return self._retry(action, patience=self.lock_patience_s)
+
+    # -- rows ----------------------------------------------------------------------------
 
     def _row(self, row: tuple[Any, ...]) -> Job:
+        """A row as a :class:`Job`; a row that cannot be decoded comes back marked ``damaged``."""
         (id_, name, graph, params, sweep, priority, status, attempts, created, started, finished, error,
          report, outputs) = row
-        return Job(id_, name, json.loads(graph), json.loads(params), json.loads(sweep) if sweep else None,
-                   priority, status, attempts, created, started, finished, error,
-                   json.loads(report) if report else None, json.loads(outputs) if outputs else [])
+        try:
+            return Job(int(id_), str(name), _json_field("graph", graph, dict), _json_field("params", params, dict),
+                       _json_field("sweep", sweep, dict, optional=True), int(priority), str(status), int(attempts),
+                       float(created), started, finished, error, _json_field("report", report, dict, optional=True),
+                       _json_field("outputs", outputs, list, optional=True) or [])
+        except (ValueError, TypeError) as problem:
+            return Job(int(id_), str(name), {}, {}, None, priority if isinstance(priority, int) else 0, str(status),
+                       attempts if isinstance(attempts, int) else 0,
+                       created if isinstance(created, float) else 0.0, started, finished,
+                       error if isinstance(error, str) else None, None, [], damaged=str(problem))
 
     def recover(self) -> list[int]:
         """After a restart: re-queue interrupted jobs once, fail those already retried."""
-        with self._lock:
+        def action() -> list[int]:
             rows = self._connection.execute("SELECT id, attempts FROM jobs WHERE status='running'").fetchall()
             for job_id, attempts in rows:
-                if attempts < MAX_ATTEMPTS:
+                if isinstance(attempts, int) and attempts < MAX_ATTEMPTS:
                     self._connection.execute("UPDATE jobs SET status='queued', started=NULL WHERE id=?", (job_id,))
                 else:
                     self._connection.execute(
                         "UPDATE jobs SET status='failed', finished=?, error=? WHERE id=?",
                         (time.time(), f"interrupted {attempts} times (server stopped while it ran)", job_id))
-        return [job_id for job_id, _ in rows]
+            return [job_id for job_id, _ in rows]
+        return self._read(action)
 
     def add(self, graph_name: str, graph: dict[str, Any], params: dict[str, Any], sweep: dict[str, Any] | None,
             priority: int = 0) -> int:
-        with self._lock:
+        """Queue a job; returns its id."""
+        row = (graph_name, json.dumps(graph), json.dumps(params), json.dumps(sweep) if sweep else None,
+               priority, time.time())
+
+        def action() -> int:
             cursor = self._connection.execute(
                 "INSERT INTO jobs (graph_name, graph, params, sweep, priority, status, created) "
-                "VALUES (?, ?, ?, ?, ?, 'queued', ?)",
-                (graph_name, json.dumps(graph), json.dumps(params), json.dumps(sweep) if sweep else None,
-                 priority, time.time()))
+                "VALUES (?, ?, ?, ?, ?, 'queued', ?)", row)
             return int(cursor.lastrowid)
+        return self._read(action)
 
     def claim_next(self) -> Job | None:
-        """Atomically move the next queued job to running."""
-        with self._lock:
+        """Atomically move the next queued job to running (waits as long as the database stays locked)."""
+        def action() -> Any:
             self._connection.execute("BEGIN IMMEDIATE")
             try:
                 row = self._connection.execute(
                     "SELECT id FROM jobs WHERE status='queued' ORDER BY priority DESC, id LIMIT 1").fetchone()
-                if row is None:
-                    self._connection.execute("COMMIT")
-                    return None
-                self._connection.execute(
-                    "UPDATE jobs SET status='running', attempts=attempts+1, started=? WHERE id=?",
-                    (time.time(), row[0]))
+                if row is not None:
+                    self._connection.execute(
+                        "UPDATE jobs SET status='running', attempts=attempts+1, started=? WHERE id=?",
+                        (time.time(), row[0]))
                 self._connection.execute("COMMIT")
             except BaseException:
                 self._connection.execute("ROLLBACK")
                 raise
-        return self.get(row[0])
+            return row
+        row = self._retry(action)
+        if row is None:
+            return None
+        found = self._retry(lambda: self._connection.execute("SELECT * FROM jobs WHERE id=?", (row[0],)).fetchone())
+        return self._row(found) if found else None
 
     def finish(self, job_id: int, status: str, *, error: str | None = None, report: dict[str, Any] | None = None,
                outputs: list[str] | None = None) -> None:
-        with self._lock:
-            self._connection.execute(
-                "UPDATE jobs SET status=?, finished=?, error=?, report=?, outputs=? WHERE id=?",
-                (status, time.time(), error, json.dumps(report, default=str) if report else None,
-                 json.dumps(outputs or []), job_id))
+        """Record a job's end (waits as long as the database stays locked: a result is never dropped)."""
+        values = (status, time.time(), error, json.dumps(report, default=str) if report else None,
+                  json.dumps(outputs or []), job_id)
+        self._retry(lambda: self._connection.execute(
+            "UPDATE jobs SET status=?, finished=?, error=?, report=?, outputs=? WHERE id=?", values))
 
     def cancel_queued(self, job_id: int) -> bool:
-        with self._lock:
-            cursor = self._connection.execute(
-                "UPDATE jobs SET status='cancelled', finished=? WHERE id=? AND status='queued'", (time.time(), job_id))
-            return cursor.rowcount == 1
+        """Cancel a job that has not started; False when it is not queued."""
+        return self._read(lambda: self._connection.execute(
+            "UPDATE jobs SET status='cancelled', finished=? WHERE id=? AND status='queued'",
+            (time.time(), job_id)).rowcount == 1)
 
     def get(self, job_id: int) -> Job | None:
-        with self._lock:
-            row = self._connection.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        """The job, or None."""
+        row = self._read(lambda: self._connection.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
         return self._row(row) if row else None
 
     def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
+        """Jobs newest first, and how many there are in all."""
         where, args = ("WHERE status=?", [status]) if status else ("", [])
-        with self._lock:
+
+        def action() -> tuple[Any, Any]:
             total = self._connection.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0]
             rows = self._connection.execute(f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ? OFFSET ?",
                                             [*args, limit, offset]).fetchall()
+            return total, rows
+        total, rows = self._read(action)
         return [self._row(r) for r in rows], int(total)
 
-    def count(self, status: str) -> int:
-        with self._lock:
-            return int(self._connection.execute("SELECT COUNT(*) FROM jobs WHERE status=?", (status,)).fetchone()[0])
+    def count(self, status: str, *, patience: float | None = None) -> int:
+        """How many jobs have this status (``patience``: seconds to wait out a lock, default the store's)."""
+        return int(self._retry(lambda: self._connection.execute(
+            "SELECT COUNT(*) FROM jobs WHERE status=?", (status,)).fetchone()[0],
+            patience=self.lock_patience_s if patience is None else patience))

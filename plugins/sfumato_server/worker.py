@@ -1,4 +1,12 @@
-"""The single worker: runs queued jobs in order in one long-lived engine (models stay loaded)."""
+"""The single worker: runs queued jobs in order in one long-lived engine (models stay loaded).
+
+The worker must never die silently, or jobs stay queued forever:
+
+- a job that fails (bad graph, failing node, damaged row) is finished as failed with its reason;
+- a locked database is waited out (the store retries with backoff) and shown on the health endpoint;
+- anything else that escapes the loop is recorded and the loop starts again after a pause;
+- if the thread itself ends anyway, :meth:`Worker.ensure_alive` (called by a watchdog) starts a new one.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import base64
 import io
 import shutil
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -13,20 +22,88 @@ from typing import Any
 from sfumato import Engine, Graph, RunCancelledError, RunEvent, SfumatoError
 
 from .events import EventHub
+from .jobspec import RequestError, parse_sweep
 from .store import Job, JobStore
 
+#: Longest pause before the loop starts again after an unexpected error.
+MAX_RESTART_PAUSE_S = 5.0
 
-class Worker(threading.Thread):
-    """Claims jobs one at a time; a job's failure never stops the worker."""
 
-    def __init__(self, store: JobStore, hub: EventHub, outputs: Path, engine: Engine) -> None:
-        super().__init__(name="sfumato-worker", daemon=True)
+class Worker:
+    """Claims jobs one at a time in a thread; a job's failure never stops the worker."""
+
+    def __init__(self, store: JobStore, hub: EventHub, outputs: Path, engine: Engine, *,
+                 max_sweep_runs: int = 256, run_options: dict[str, Any] | None = None) -> None:
         self.store, self.hub, self.outputs, self.engine = store, hub, outputs, engine
+        self.max_sweep_runs = max_sweep_runs
+        #: Extra keyword arguments for every ``Engine.run`` / ``run_many`` call.
+        self.run_options = dict(run_options or {})
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.current: tuple[int, threading.Event] | None = None
         self._job_id: int | None = None
+        self.thread: threading.Thread | None = None
+        #: What the worker is doing, for ``GET /api/health``.
+        self.state = "not started"
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.heartbeat = time.monotonic()
+        self._start_lock = threading.Lock()
         engine.observers.append(self._forward)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker thread (once; see :meth:`ensure_alive` for restarts)."""
+        with self._start_lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._loop, name="sfumato-worker", daemon=True)
+                self.thread.start()
+
+    def ensure_alive(self) -> bool:
+        """Start a new thread if the worker's thread has ended; True when it had to."""
+        if self.stopping.is_set() or self.thread is None or self.thread.is_alive():
+            return False
+        self.restarts += 1
+        self.state = "restarting"
+        self.start()
+        return True
+
+    def stop(self) -> None:
+        """Ask the thread to end after the current job."""
+        self.stopping.set()
+        self.wake.set()
+
+    def health(self) -> dict[str, Any]:
+        """The worker's state for the health endpoint."""
+        alive = self.thread is not None and self.thread.is_alive()
+        state = "waiting for the database (locked by another program)" if self.store.waiting_for_lock else self.state
+        return {"alive": alive, "state": state, "job": self._job_id, "restarts": self.restarts,
+                "last_error": self.last_error, "seconds_since_heartbeat": round(time.monotonic() - self.heartbeat, 3)}
+
+    def _loop(self) -> None:
+        pause = 0.1
+        while not self.stopping.is_set():
+            try:
+                self.heartbeat = time.monotonic()
+                self.state = "idle"
+                job = self.store.claim_next()
+                if job is None:
+                    self.wake.wait(timeout=0.5)
+                    self.wake.clear()
+                    continue
+                self.state = f"running job {job.id}"
+                self.execute(job)
+                pause = 0.1
+            except Exception as error:  # noqa: BLE001 - recorded, shown on /api/health, then the loop restarts
+                self.last_error = f"{type(error).__name__}: {error}"
+                self.restarts += 1
+                self.state = "restarting after an error"
+                self.stopping.wait(pause)
+                pause = min(pause * 2, MAX_RESTART_PAUSE_S)
+        self.state = "stopped"
+
+    # -- events ---------------------------------------------------------------------------
 
     def _forward(self, event: RunEvent) -> None:
         data: dict[str, Any] = {"job": self._job_id, "type": event.kind}
@@ -41,58 +118,61 @@ class Worker(threading.Thread):
         self.hub.publish(data)
 
     def cancel(self, job_id: int) -> bool:
+        """Ask the running job to stop; False when ``job_id`` is not the one running."""
         current = self.current
         if current is not None and current[0] == job_id:
             current[1].set()
             return True
         return False
 
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            job = self.store.claim_next()
-            if job is None:
-                self.wake.wait(timeout=0.5)
-                self.wake.clear()
-                continue
-            self.execute(job)
+    # -- running one job --------------------------------------------------------------------
 
     def execute(self, job: Job) -> None:
+        """Run one claimed job and record how it ended (always: done, failed or cancelled)."""
         folder = self.outputs / str(job.id)
-        # A job re-run after a crash starts from a clean folder: its outputs exist once.
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True, exist_ok=True)
         cancel = threading.Event()
         self.current, self._job_id = (job.id, cancel), job.id
-        self.hub.publish({"job": job.id, "type": "job_started", "attempt": job.attempts})
         try:
-            graph = Graph.from_dict(job.graph)
-            if job.sweep:
-                from sfumato.sweeps import combine, parse_axis
-
-                axes = [parse_axis(f"{name}={spec}") for name, spec in job.sweep.get("axes", {}).items()]
-                param_sets = combine(axes, zip_axes=bool(job.sweep.get("zip")), base=job.params)
-                outcomes = self.engine.run_many(graph, param_sets, output_dir=folder, params_from_text=True)
-                files = [f for o in outcomes for f in o.files]
-                report = {"runs": [o.as_dict() for o in outcomes]}
-                failed = [o for o in outcomes if o.status != "ok"]
-                status, error = ("failed", f"{len(failed)} of {len(outcomes)} runs failed") if failed else ("done", None)
-            else:
-                result = self.engine.run(graph, job.params, output_dir=folder, params_from_text=True,
-                                         cancel_event=cancel)
-                files, report, status, error = list(result.report.files), result.report.as_dict(), "done", None
-            self.store.finish(job.id, status, error=error, report=report, outputs=_relative(files, self.outputs))
-        except (RunCancelledError, KeyboardInterrupt):
-            self.store.finish(job.id, "cancelled", error="cancelled while running")
-        except SfumatoError as problem:
-            report = problem.report.as_dict() if getattr(problem, "report", None) is not None else None
-            self.store.finish(job.id, "failed", error=str(problem), report=report)
-        except Exception as problem:  # noqa: BLE001 - one bad job must not stop the worker
-            self.store.finish(job.id, "failed", error=f"{type(problem).__name__}: {problem}\n{traceback.format_exc()}")
+            if job.damaged:
+                self.store.finish(job.id, "failed", error=f"the queue row of this job is damaged ({job.damaged}); "
+                                                          "it cannot run")
+                return
+            # A job re-run after a crash starts from a clean folder: its outputs exist once.
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.hub.publish({"job": job.id, "type": "job_started", "attempt": job.attempts})
+            self._run(job, folder, cancel)
         finally:
             self.current, self._job_id = None, None
             final = self.store.get(job.id)
             self.hub.publish({"job": job.id, "type": f"job_{final.status if final else 'failed'}",
                               "error": final.error if final else None})
+
+    def _run(self, job: Job, folder: Path, cancel: threading.Event) -> None:
+        options = self.run_options
+        try:
+            graph = Graph.from_dict(job.graph, source=f"job {job.id}")
+            sweep = parse_sweep(job.sweep, max_runs=self.max_sweep_runs)
+            if sweep is not None:
+                param_sets = list(sweep.param_sets(job.params))
+                outcomes = self.engine.run_many(graph, param_sets, output_dir=folder, **options)
+                files = [f for o in outcomes for f in o.files]
+                report = {"runs": [o.as_dict() for o in outcomes]}
+                failed = [o for o in outcomes if o.status != "ok"]
+                status, error = ("failed", f"{len(failed)} of {len(outcomes)} runs failed") if failed else ("done", None)
+            else:
+                result = self.engine.run(graph, job.params, output_dir=folder, cancel_event=cancel, **options)
+                files, report, status, error = list(result.report.files), result.report.as_dict(), "done", None
+            self.store.finish(job.id, status, error=error, report=report, outputs=_relative(files, self.outputs))
+        except (RunCancelledError, KeyboardInterrupt):
+            self.store.finish(job.id, "cancelled", error="cancelled while running")
+        except RequestError as problem:
+            self.store.finish(job.id, "failed", error=problem.message)
+        except SfumatoError as problem:
+            report = problem.report.as_dict() if getattr(problem, "report", None) is not None else None
+            self.store.finish(job.id, "failed", error=str(problem), report=report)
+        except Exception as problem:  # noqa: BLE001 - one bad job must not stop the worker
+            self.store.finish(job.id, "failed", error=f"{type(problem).__name__}: {problem}\n{traceback.format_exc()}")
 
 
 def _relative(files: list[str], root: Path) -> list[str]:
