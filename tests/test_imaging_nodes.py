@@ -7,7 +7,13 @@ import pytest
 from PIL import Image
 
 from sfumato import Engine, Graph, ImageBatch, NodeExecutionError
+from sfumato.testing import make_context
 from sfumato_imaging import adjust, geometry, io, sheets
+
+
+def load(path, **options):
+    """``image.load`` called directly, with a run context (unrestricted paths)."""
+    return io.load_images(path, make_context(io.load_images), **options)
 
 
 def batch(*colours, size=(16, 8)):
@@ -23,22 +29,22 @@ def test_load_handles_16bit_rgba_grayscale_and_exif(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     rotated.save(tmp_path / "d_exif.jpg", exif=exif)
-    loaded = io.load_images(str(tmp_path))
+    loaded = load(str(tmp_path))
     assert loaded.labels == ("a16.png", "b_rgba.png", "c_gray.png", "d_exif.jpg")
     a16, rgba, gray, exif_image = loaded.images
     assert a16.mode == "RGB" and a16.getpixel((0, 0)) == (255, 255, 255)
     assert rgba.getpixel((0, 0)) == (255, 255, 255)  # transparent flattened on white
     assert gray.getpixel((0, 0)) == (100, 100, 100)
     assert exif_image.size == (10, 20)
-    kept = io.load_images(str(tmp_path / "b_rgba.png"), mode="keep")
+    kept = load(str(tmp_path / "b_rgba.png"), mode="keep")
     assert kept.images[0].mode == "RGBA"
 
 
 def test_load_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no images"):
-        io.load_images(str(tmp_path))
+        load(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no image file or folder"):
-        io.load_images(str(tmp_path / "missing"))
+        load(str(tmp_path / "missing"))
 
 
 def test_load_notices_changed_files_through_its_fingerprint(tmp_path, registry):

@@ -51,6 +51,8 @@ from .planning import Plan, plan_run, validate_graph
 from .ports import PortType
 from .registry import Registry, default_registry
 from .report import RunReport
+from .seeds import image_seed, image_seeds
+from .shipped import resolve_graph_path, shipped_graphs
 from .sweep_runner import RunOutcome
 from .sweeps import SweepAxis, combine as combine_axes
 from .values import Conditioning, Embedding, ImageBatch, Latent, PromptWeights, Retrieved, RetrievedItem
@@ -61,15 +63,15 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
     __version__ = "0.0.0"
 
 __all__ = [
-    "Annotated", "claim_new_file", "combine_axes", "Conditioning", "default_registry", "Embedding", "Engine",
-    "Field", "Graph", "graph_json_schema", "graph_to_svg", "GraphBuilder", "GraphIssue",
-    "GraphValidationError", "hookimpl", "image_metadata", "ImageBatch", "Latent", "ModelEvicted",
-    "ModelLoaded", "ModelManager", "ModelNotFoundError", "ModelSource", "node", "node_as_dict",
-    "node_input_schema", "NodeCached", "NodeDefinitionError", "NodeExecutionError", "NodeFailed",
-    "NodeFinished", "NodeHandle", "NodeProgress", "NodeSpec", "NodeStarted", "OutputHandle",
+    "Annotated", "claim_new_file", "combine_axes", "Conditioning", "default_registry", "Embedding",
+    "Engine", "Field", "Graph", "graph_json_schema", "graph_to_svg", "GraphBuilder", "GraphIssue",
+    "GraphValidationError", "hookimpl", "image_metadata", "image_seed", "image_seeds", "ImageBatch",
+    "Latent", "ModelEvicted", "ModelLoaded", "ModelManager", "ModelNotFoundError", "ModelSource", "node",
+    "node_as_dict", "node_input_schema", "NodeCached", "NodeDefinitionError", "NodeExecutionError",
+    "NodeFailed", "NodeFinished", "NodeHandle", "NodeProgress", "NodeSpec", "NodeStarted", "OutputHandle",
     "ParameterError", "ParamHandle", "path_inside", "Plan", "plan_run", "PluginError", "png_info", "Port",
-    "PortType", "PromptWeights", "read_png_metadata", "Registry", "Retrieved", "RetrievedItem",
-    "RunCancelledError", "RunContext", "RunEvent", "RunFailedError", "RunFinished", "RunOutcome",
-    "RunReport", "RunResult", "RunStarted", "SfumatoError", "spec_of", "SweepAxis", "torch_dtype",
-    "UnsafePathError", "validate_graph", "write_atomically", "__version__",
+    "PortType", "PromptWeights", "read_png_metadata", "Registry", "resolve_graph_path", "Retrieved",
+    "RetrievedItem", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError", "RunFinished",
+    "RunOutcome", "RunReport", "RunResult", "RunStarted", "SfumatoError", "shipped_graphs", "spec_of",
+    "SweepAxis", "torch_dtype", "UnsafePathError", "validate_graph", "write_atomically", "__version__"
 ]

@@ -3,7 +3,10 @@
 The disk cache stores each entry in its own folder, written to a temporary
 folder first and renamed into place, with a manifest holding the SHA-256 of
 every file. An entry that is partial, corrupt or unreadable is discarded and
-recomputed, never trusted.
+recomputed, never trusted. Nothing in an entry is followed or waited on: an
+entry, or a file in it, that is a symbolic link, a FIFO, a device or anything
+but a plain file (folder) is skipped and recomputed. Files are read once, into
+memory, and decoded from the bytes whose hash was checked.
 """
 
 from __future__ import annotations
@@ -12,16 +15,23 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from .codecs import Unencodable, decode_outputs, encode_outputs
+from .codecs import Unencodable, ValueCodec, decode_outputs, encode_outputs
 
 MANIFEST = "manifest.json"
 CACHE_FORMAT = 1
+#: Opening never follows a link and never waits for a FIFO's writer.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+class _NotAPlainFile(Exception):
+    """An entry holds a link, FIFO, device or socket where a plain file or folder belongs."""
 
 
 class MemoryCache:
@@ -66,12 +76,51 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _read_plain_file(path: Path) -> bytes:
+    """The bytes of ``path`` if it is a plain file (checked on the open handle, so no race)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):  # not even opened: opening a device can act
+            raise _NotAPlainFile(f"{path.name} is not a plain file")
+        descriptor = os.open(path, _OPEN_FLAGS)
+    except OSError as error:  # ELOOP: a symbolic link; ENXIO: a FIFO without writer; ...
+        raise _NotAPlainFile(f"{path.name}: {error.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise _NotAPlainFile(f"{path.name} is not a plain file")
+        os.set_blocking(descriptor, True)
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            return handle.read()
+    finally:
+        os.close(descriptor)
+
+
+def _is_plain_folder(path: Path) -> bool:
+    """Whether ``path`` exists as a real folder (not a link to one)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _remove(path: Path) -> None:
+    """Remove an entry without following it: a link or special file is unlinked, a folder deleted."""
+    try:
+        if _is_plain_folder(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 class DiskCache:
     """Node outputs stored across processes in safe formats (JSON, PNG, safetensors)."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, codecs: Mapping[str, ValueCodec] | None = None) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        #: Plugins' codecs by name (the registry's), for their own value types.
+        self.codecs: Mapping[str, ValueCodec] = codecs if codecs is not None else {}
         #: Signatures whose entries were found broken and removed (for reports and tests).
         self.discarded: list[str] = []
 
@@ -81,29 +130,40 @@ class DiskCache:
     def get(self, signature: str) -> dict[str, Any] | None:
         """The stored outputs, or ``None`` when absent or not trustworthy."""
         entry = self._entry(signature)
-        manifest_path = entry / MANIFEST
-        if not manifest_path.exists():
-            return None
         try:
-            manifest = json.loads(manifest_path.read_text())
+            os.lstat(entry)
+        except OSError:
+            return None  # absent: the common case
+        try:
+            if not _is_plain_folder(entry.parent) or not _is_plain_folder(entry):
+                raise _NotAPlainFile("the entry is not a plain folder")
+            manifest = json.loads(_read_plain_file(entry / MANIFEST))
             if manifest.get("format") != CACHE_FORMAT or manifest.get("signature") != signature:
                 raise ValueError("manifest does not match its entry")
+            files = {}
             for name, expected in manifest["sha256"].items():
-                if "/" in name or name.startswith(".") or _sha256(entry / name) != expected:
+                if "/" in name or "\\" in name or name.startswith("."):
+                    raise ValueError(f"unsafe file name {name!r}")
+                data = _read_plain_file(entry / name)
+                if hashlib.sha256(data).hexdigest() != expected:
                     raise ValueError(f"file {name} is damaged")
-            return decode_outputs(manifest["outputs"], entry)
+                files[name] = data
+            return decode_outputs(manifest["outputs"], files, self.codecs)
         except Exception:  # noqa: BLE001 - anything wrong with an entry means: recompute
             self.discarded.append(signature)
-            shutil.rmtree(entry, ignore_errors=True)
+            if _is_plain_folder(entry.parent):
+                _remove(entry)
             return None
 
     def put(self, signature: str, outputs: dict[str, Any]) -> bool:
         """Store outputs; returns False (and stores nothing) when they have no safe form."""
         entry = self._entry(signature)
         entry.parent.mkdir(parents=True, exist_ok=True)
+        if not _is_plain_folder(entry.parent):
+            return False  # a planted link where a prefix folder belongs: write nothing through it
         staging = Path(tempfile.mkdtemp(prefix=f".{signature[:8]}-", dir=entry.parent))
         try:
-            encoded, files = encode_outputs(outputs, staging)
+            encoded, files = encode_outputs(outputs, staging, self.codecs)
             manifest = {
                 "format": CACHE_FORMAT,
                 "signature": signature,
@@ -111,11 +171,11 @@ class DiskCache:
                 "sha256": {name: _sha256(staging / name) for name in files},
             }
             (staging / MANIFEST).write_text(json.dumps(manifest))
-            if entry.exists():
-                shutil.rmtree(entry, ignore_errors=True)
+            if os.path.lexists(entry):
+                _remove(entry)
             os.replace(staging, entry)
             return True
-        except Unencodable:
+        except (Unencodable, RecursionError):  # no safe form, or nested too deep for JSON
             return False
         finally:
             if staging.exists():

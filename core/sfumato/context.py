@@ -8,10 +8,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import RunCancelledError
+from .errors import NodeDefinitionError, RunCancelledError
+from .paths import PathNotAllowedError, PathPolicy
 
 if TYPE_CHECKING:
     from .models import ModelManager
+
+
+class UndeclaredContextReadError(NodeDefinitionError):
+    """A node read a run setting (seed, params, ...) that its ``context_keys`` do not declare.
+
+    Cache signatures are computed before anything runs, from what each node
+    declares; a result that depends on an undeclared setting would be served
+    stale for another value of it, so the read is refused instead.
+    """
 
 
 @dataclass
@@ -33,6 +43,8 @@ class RunSettings:
     registry: Any = None
     #: Someone watches this run live (a server page): nodes may send preview images with progress.
     previews: bool = False
+    #: Where nodes may read and write files (see :mod:`sfumato.paths`).
+    paths: PathPolicy = field(default_factory=PathPolicy)
     _resolved: tuple[str, str] | None = None
     _document: dict[str, Any] | None = None
 
@@ -60,6 +72,13 @@ class RunContext:
 
     A node receives one by declaring a parameter annotated ``RunContext``; that
     parameter is not a port and does not appear in the graph file.
+
+    Reading a run setting (``seed``, ``params``, ``output_dir``, the graph,
+    ``device``, ``dtype``) that the node type does not list in its
+    ``context_keys`` raises :class:`UndeclaredContextReadError` the first time:
+    the setting is not part of the node's cache signature, so its result would
+    otherwise be reused, stale, for another value. Volatile nodes (never
+    cached) and contexts made outside the engine may read everything.
     """
 
     node_id: str
@@ -68,39 +87,58 @@ class RunContext:
     models: "ModelManager"
     _emit_progress: Callable[[str, str, int, int, str, Any], None]
     _record_file: Callable[[str, Path], None]
+    #: The run settings this node's signature includes; ``None`` allows every read.
+    _context_keys: frozenset[str] | None = None
+
+    def _reading(self, key: str, what: str) -> None:
+        keys = self._context_keys
+        if keys is not None and key not in keys:
+            declared = ", ".join(repr(k) for k in sorted(keys)) or "none"
+            wanted = ", ".join(f'"{k}"' for k in sorted(keys | {key}))
+            raise UndeclaredContextReadError(
+                f"node {self.node_id!r} ({self.node_type}) reads the run's {what} through its context, but its "
+                f"context_keys do not declare {key!r} (declared: {declared}); its cached results would be reused "
+                f"for another {what}. Declare it: @node(..., context_keys=({wanted}))")
 
     @property
     def device(self) -> str:
         """The resolved device (``cpu``, ``cuda:0``, ``mps``)."""
+        self._reading("device", "device")
         return self.settings.resolved_device()[0]
 
     @property
     def dtype(self) -> str:
         """The resolved dtype name (``float32``, ``float16``, ``bfloat16``)."""
+        self._reading("dtype", "dtype")
         return self.settings.resolved_device()[1]
 
     @property
     def seed(self) -> int:
         """The run's seed (``--seed``); nodes with their own seed input should prefer it."""
+        self._reading("seed", "seed")
         return self.settings.seed
 
     @property
     def output_dir(self) -> Path:
         """The folder this run writes into; nodes must not write outside it."""
+        self._reading("output_dir", "output folder")
         return self.settings.output_dir
 
     @property
     def graph_name(self) -> str:
+        self._reading("graph", "graph")
         return self.settings.graph_name
 
     @property
     def graph_document(self) -> dict[str, Any]:
         """The graph file being run, as a JSON-able dict (for image metadata)."""
+        self._reading("graph", "graph")
         return self.settings.document()
 
     @property
     def params(self) -> dict[str, Any]:
         """The resolved graph parameters of this run."""
+        self._reading("params", "parameters")
         return self.settings.params
 
     @property
@@ -108,8 +146,33 @@ class RunContext:
         """Whether preview images sent with :meth:`progress` are shown to anyone (skip the work if not)."""
         return self.settings.previews
 
+    @property
+    def path_policy(self) -> PathPolicy:
+        """Where this run may read and write files."""
+        return self.settings.paths
+
+    def readable_path(self, path: str | Path) -> Path:
+        """``path`` (``~`` expanded) if this run may read it; else :class:`PathNotAllowedError`.
+
+        Inputs declared :data:`sfumato.ReadablePath` are checked by the engine;
+        call this for paths a node finds by itself (files in a folder, paths in
+        a manifest or an index) before opening them.
+        """
+        return self._checked(path, "read")
+
+    def writable_path(self, path: str | Path) -> Path:
+        """``path`` (``~`` expanded) if this run may write it; else :class:`PathNotAllowedError`."""
+        return self._checked(path, "write")
+
+    def _checked(self, path: str | Path, access: str) -> Path:
+        try:
+            return self.settings.paths.check(path, access)  # type: ignore[arg-type]
+        except PathNotAllowedError as error:
+            raise PathNotAllowedError(f"node {self.node_id!r} ({self.node_type}): {error}") from None
+
     def node_seed(self, salt: str = "") -> int:
         """A seed derived from the run seed and this node's id, stable across runs."""
+        self._reading("seed", "seed")
         digest = hashlib.sha256(f"{self.settings.seed}:{self.node_id}:{salt}".encode()).digest()
         return int.from_bytes(digest[:4], "little")
 
@@ -138,8 +201,10 @@ class RunContext:
             port = self.settings.registry.ports.get(spec.inputs[name].port)
             arguments[name] = spec.inputs[name].validate_literal(value) if port.literal else value
         if spec.context_param:
+            # The calling node's signature is what gets cached, so its declared keys govern.
             arguments[spec.context_param] = RunContext(self.node_id, spec.id, self.settings, self.models,
-                                                       self._emit_progress, self._record_file)
+                                                       self._emit_progress, self._record_file,
+                                                       self._context_keys)
         return spec.make_callable()(**arguments)
 
     def record_file(self, path: Path) -> None:

@@ -430,13 +430,13 @@ class RunState:
         started = self.start(node)
         try:
             result = self.engine.node_callable(node)(**self.inputs_for(node))
-            self.finish(node, result, time.perf_counter() - started)
+            self.finish(node, result, self.engine.models.seconds_without_loads(started))
         except (KeyboardInterrupt, RunCancelledError):
             record = self.report.nodes[node.id]
             record.status, record.error = FAILED, "cancelled"
             raise
         except Exception as error:  # noqa: BLE001 - every node failure is reported the same way
-            self.fail(node, error, time.perf_counter() - started)
+            self.fail(node, error, self.engine.models.seconds_without_loads(started))
             return False
         return True
 

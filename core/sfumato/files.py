@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Callable
 
@@ -26,12 +26,12 @@ def path_inside(folder: Path, relative: str) -> Path:
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
 
-    A crash never leaves a half-written file under the final name.
+    A crash never leaves a half-written file under the final name. The file
+    gets the permissions of any file the user creates (``0o666`` less the
+    umask), not the owner-only ``0o600`` of a ``mkstemp`` file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
+    tmp = _create_new(lambda: path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -49,8 +49,24 @@ def claim_new_file(path: Path) -> Path:
     candidate, counter = path, 1
     while True:
         try:
-            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _FILE_MODE))
             return candidate
         except FileExistsError:
             candidate = path.with_name(f"{path.stem}-{counter}{path.suffix}")
             counter += 1
+
+
+#: The mode new files are created with; the kernel takes the user's umask off it.
+_FILE_MODE = 0o666
+
+
+def _create_new(name: Callable[[], Path], attempts: int = 100) -> Path:
+    """Create an empty file under a fresh name from ``name()`` (O_EXCL, so never someone else's file)."""
+    for _ in range(attempts):
+        candidate = name()
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _FILE_MODE))
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {candidate}")

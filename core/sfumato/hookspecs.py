@@ -21,9 +21,11 @@ import pluggy
 if TYPE_CHECKING:
     import argparse
 
+    from .codecs import ValueCodec
     from .events import RunEvent
     from .models import ModelSource
     from .ports import PortType
+    from .requirements import Requirement
 
 PROJECT = "sfumato"
 
@@ -39,8 +41,10 @@ def sfumato_port_types() -> "list[PortType]":
     """Return the port types this plugin defines.
 
     Called once at load, before node types are registered, so that this
-    plugin's nodes (and other plugins' nodes) can use them. A name already
-    defined by another plugin is an error naming both plugins.
+    plugin's nodes (and other plugins' nodes) can use them. A name defined by
+    two plugins follows the rule for node ids: neither wins, both plugins are
+    reported, that type (and the nodes using it) is unavailable, and the rest
+    of each plugin loads. Redefining a built-in type is reported the same way.
     """
 
 
@@ -79,6 +83,30 @@ def sfumato_executors() -> "dict[str, Any]":
     ``factory(**options)`` returns an object with
     ``run_many(engine, graph, param_sets, **options) -> list[RunOutcome]``.
     ``sfumato run --executor NAME`` selects one.
+    """
+
+
+@hookspec
+def sfumato_value_codecs() -> "list[ValueCodec]":
+    """Return codecs for this plugin's own value types, so the disk cache can store them.
+
+    Each :class:`sfumato.ValueCodec` turns a value into parts the cache
+    stores itself (JSON values, tuples, arrays, tensors, images, sfumato's
+    value classes) and back; ``ValueCodec.for_dataclass(cls)`` covers a plain
+    dataclass. Without one, values of the type are kept in memory only. A codec
+    name or class claimed by two plugins is unavailable (both are reported).
+    """
+
+
+@hookspec
+def sfumato_requirements() -> "list[Requirement]":
+    """Return this plugin's optional dependencies (:class:`sfumato.Requirement`).
+
+    Checked at load without importing them. When one is missing the plugin
+    still loads, ``sfumato plugins`` lists it as "needs extra NAME" with the
+    ``pip install`` line, its executors and commands refuse to start with that
+    line, and a node failing to import the module reports it instead of a
+    traceback.
     """
 
 

@@ -65,6 +65,10 @@ def module_bytes(model: Any) -> int:
     return total
 
 
+#: Loads remembered per thread for :meth:`ModelManager.seconds_without_loads` (a node loads a few at most).
+_LOADS_KEPT = 32
+
+
 @dataclass
 class _Entry:
     model: Any
@@ -115,6 +119,26 @@ class ModelManager:
     offload_to_cpu: bool = True
     _entries: "OrderedDict[tuple[str, str, str], _Entry]" = field(default_factory=OrderedDict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    #: Per thread: ``(started, seconds)`` of its recent loads, so node times can leave them out.
+    _loads: threading.local = field(default_factory=threading.local)
+
+    def _note_load(self, started: float, seconds: float) -> None:
+        loads = getattr(self._loads, "items", None)
+        if loads is None:
+            loads = self._loads.items = []
+        loads.append((started, seconds))
+        del loads[:-_LOADS_KEPT]
+
+    def seconds_without_loads(self, started: float) -> float:
+        """Seconds since ``started`` (a ``time.perf_counter()``), less this thread's model loads since then.
+
+        The engine times nodes with it: a model load is reported as a load
+        (a ModelLoaded event, the report's ``models``), not charged to
+        whichever node happened to need the model first.
+        """
+        now = time.perf_counter()
+        loading = sum(seconds for begun, seconds in getattr(self._loads, "items", ()) if begun >= started)
+        return max(0.0, now - started - loading)
 
     def resolve(self, name_or_path: str) -> Path | str:
         """A model source name or a local folder to a path; a hub id is returned as is.
@@ -152,15 +176,18 @@ class ModelManager:
                     started = time.perf_counter()
                     move_model(entry.model, device)
                     entry.offloaded = False
-                    self.emit(ModelLoaded(self.run_id, f"{key} [{device}, {dtype}] (back from CPU)",
-                                          time.perf_counter() - started, entry.bytes))
+                    seconds = time.perf_counter() - started
+                    self._note_load(started, seconds)
+                    self.emit(ModelLoaded(self.run_id, f"{key} [{device}, {dtype}] (back from CPU)", seconds, entry.bytes))
                     self._evict_over_budget(device.split(":")[0], keep=cache_key)
                 return entry.model
             started = time.perf_counter()
             model = loader()
             size = module_bytes(model)
+            seconds = time.perf_counter() - started
+            self._note_load(started, seconds)
             self._entries[cache_key] = _Entry(model, size, device)
-            self.emit(ModelLoaded(self.run_id, f"{key} [{device}, {dtype}]", time.perf_counter() - started, size))
+            self.emit(ModelLoaded(self.run_id, f"{key} [{device}, {dtype}]", seconds, size))
             self._evict_over_budget(device.split(":")[0], keep=cache_key)
             return model
 

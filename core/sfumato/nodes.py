@@ -27,6 +27,7 @@ from pydantic.fields import FieldInfo
 
 from .context import RunContext
 from .errors import NodeDefinitionError
+from .paths import PathInput
 
 NODE_ATTRIBUTE = "__sfumato_node__"
 _ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -62,6 +63,9 @@ class InputSpec:
     port: str = ""
     #: The Python type of literal values (``str`` for ``Literal["a", "b"]``).
     literal_type: Any = None
+    #: ``"read"`` or ``"write"`` for a file path input (:data:`sfumato.ReadablePath`), checked
+    #: against the run's path policy; ``""`` for other inputs.
+    path_access: str = ""
     _adapter: TypeAdapter | None = field(default=None, repr=False)
 
     @property
@@ -225,6 +229,21 @@ def _unwrap(annotation: Any) -> tuple[Any, FieldInfo | None, str | None, bool]:
     return annotation, field_info, port_name, optional
 
 
+def _path_access(annotation: Any) -> str:
+    """``read``/``write`` when the annotation carries :class:`PathInput` (also inside ``Optional``)."""
+    if get_origin(annotation) is Annotated:
+        for extra in get_args(annotation)[1:]:
+            if isinstance(extra, PathInput):
+                return extra.access
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        for member in get_args(annotation):
+            found = _path_access(member)
+            if found:
+                return found
+    return ""
+
+
 def _literal_base(annotation: Any) -> tuple[Any, tuple[Any, ...] | None]:
     if get_origin(annotation) is Literal:
         choices = get_args(annotation)
@@ -254,6 +273,7 @@ def _input_from_parameter(parameter: inspect.Parameter, annotation: Any, docs: d
         optional=optional,
         port=port_name or "",
         literal_type=base_type,
+        path_access=_path_access(annotation),
     )
 
 

@@ -265,6 +265,10 @@ def _plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = 
     if seed is None:
         seed = int(resolved["seed"]) if isinstance(resolved.get("seed"), int) else 0
     issues, planned, dag = _analyse(graph, registry, resolved)
+    # Path policy (sfumato/paths.py; one delimited edit): literal paths the run may not use.
+    from .paths import path_issues
+
+    issues.extend(path_issues(planned, (run_context or {}).get("path_policy")))
     if issues:
         raise GraphValidationError(issues, graph.source)
     targets = _targets(graph, planned, dag)

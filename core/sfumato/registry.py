@@ -7,6 +7,7 @@ error, and the rest load. ``SFUMATO_DISABLE_PLUGINS=a,b`` turns plugins off.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import threading
@@ -18,10 +19,12 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from . import hookspecs
+from .codecs import ValueCodec
 from .errors import NodeDefinitionError, PluginError
 from .models import ModelSource
 from .nodes import NodeSpec, spec_of
 from .ports import PortType, PortTypeRegistry
+from .requirements import MissingExtraError, Requirement
 
 ENTRY_POINT_GROUP = "sfumato"
 DISABLE_ENV = "SFUMATO_DISABLE_PLUGINS"
@@ -35,17 +38,34 @@ class PluginRecord:
     module: str
     distribution: str = ""
     version: str = ""
-    status: str = "ok"  # ok | failed | disabled
+    status: str = "ok"  # ok | needs-extra | failed | disabled
     error: str = ""
     node_ids: list[str] = field(default_factory=list)
     detail: str = ""
+    #: Declared optional dependencies that are not installed.
+    missing: list[Requirement] = field(default_factory=list)
+
+    @property
+    def needs(self) -> str:
+        """"needs extra X (pip install ...)" for each missing optional dependency, or ""."""
+        return "; ".join(f"needs extra {r.extra}" + (f" for {r.feature}" if r.feature else "") + f": {r.install}"
+                         for r in self.missing)
+
+    def add_error(self, message: str) -> None:
+        """Mark the plugin failed with ``message`` (kept loaded: what works of it stays available)."""
+        self.status = "failed"
+        self.error = f"{self.error}; {message}" if self.error else message
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name, "module": self.module, "distribution": self.distribution,
             "version": self.version, "status": self.status, "error": self.error,
             "nodes": len(self.node_ids),
         }
+        if self.missing:
+            data["needs"] = [{"module": r.module, "extra": r.extra, "feature": r.feature, "install": r.install}
+                             for r in self.missing]
+        return data
 
 
 def _one_line(error: BaseException) -> str:
@@ -69,7 +89,14 @@ class Registry:
         self.plugins: dict[str, PluginRecord] = {}
         #: node ids provided by more than one plugin: id -> plugin names.
         self.conflicts: dict[str, list[str]] = {}
-        self._event_listeners: list[Callable[[Any], None]] | None = None
+        #: port type names defined by more than one plugin (or redefining a built-in): name -> owners.
+        self.port_conflicts: dict[str, list[str]] = {}
+        #: node ids left out because a port type they use is unavailable: id -> reason.
+        self.unavailable: dict[str, str] = {}
+        #: Plugins' disk-cache codecs for their own value types, by codec name.
+        self.codecs: dict[str, ValueCodec] = {}
+        self._conflicted_classes: dict[type, str] = {}
+        self._event_listeners: list[tuple[str, Callable[..., Any]]] | None = None
 
     # -- loading -------------------------------------------------------------
 
@@ -134,14 +161,7 @@ class Registry:
         return [(impl.plugin_name, impl.function) for impl in hook.get_hookimpls()]
 
     def _register_everything(self) -> None:
-        for name, function in self._each_impl("sfumato_port_types"):
-            try:
-                for port in function() or ():
-                    if not isinstance(port, PortType):
-                        raise PluginError(f"sfumato_port_types returned {port!r}, not a PortType")
-                    self.ports.register(port, owner=name)
-            except Exception as error:  # noqa: BLE001
-                self._quarantine(name, error)
+        self._register_port_types()
         for name, function in self._each_impl("sfumato_port_conversions"):
             try:
                 for source, target, convert in function() or ():
@@ -152,7 +172,16 @@ class Registry:
         staged: dict[str, list[NodeSpec]] = {}
         for name, function in self._each_impl("sfumato_node_types"):
             try:
-                specs = [self._resolve(spec_of(item), name) for item in function() or ()]
+                specs = []
+                for item in function() or ():
+                    spec = spec_of(item)
+                    reason = self._unavailable_port(spec)
+                    if reason:
+                        # Like a node id conflict: this node is out, the rest of the plugin stays.
+                        self.unavailable[spec.id] = reason
+                        self.plugins[name].add_error(f"node {spec.id!r} is unavailable: {reason}")
+                        continue
+                    specs.append(self._resolve(spec, name))
             except Exception as error:  # noqa: BLE001
                 self._quarantine(name, error)
                 continue
@@ -185,11 +214,115 @@ class Registry:
                     self.models[source.name] = source
             except Exception as error:  # noqa: BLE001
                 self._quarantine(name, error)
+        self._check_requirements()
         for name, function in self._each_impl("sfumato_executors"):
             try:
-                self.executors.update(function() or {})
+                executors = dict(function() or {})
+                missing = self.plugins[name].missing
+                if missing:
+                    executors = {key: _refusing(factory, missing, name) for key, factory in executors.items()}
+                self.executors.update(executors)
             except Exception as error:  # noqa: BLE001
                 self._quarantine(name, error)
+        self._register_codecs()
+
+    def _register_port_types(self) -> None:
+        """Register port types; a name claimed twice is unavailable and reported on both plugins."""
+        staged: dict[str, list[PortType]] = {}
+        owners: dict[str, list[str]] = {}
+        for name, function in self._each_impl("sfumato_port_types"):
+            try:
+                ports = list(function() or ())
+                for port in ports:
+                    if not isinstance(port, PortType):
+                        raise PluginError(f"sfumato_port_types returned {port!r}, not a PortType")
+            except Exception as error:  # noqa: BLE001
+                self._quarantine(name, error)
+                continue
+            staged[name] = ports
+            for port in ports:
+                if name not in owners.setdefault(port.name, []):
+                    owners[port.name].append(name)
+        for name, ports in staged.items():
+            for port in ports:
+                claimants = owners[port.name]
+                builtin = self.ports.owners.get(port.name) == "sfumato"
+                if len(claimants) > 1 or builtin:
+                    self.port_conflicts[port.name] = (["sfumato"] if builtin else []) + claimants
+                    others = [repr(o) for o in self.port_conflicts[port.name] if o != name]
+                    self.plugins[name].add_error(f"port type {port.name!r} is also defined by "
+                                                 f"{' and '.join(others)}; it is unavailable")
+                    continue
+                self.ports.register(port, owner=name)
+        self._conflicted_classes = {
+            port.python_type: port.name for ports in staged.values() for port in ports
+            if port.name in self.port_conflicts and isinstance(port.python_type, type)
+        }
+
+    def _unavailable_port(self, spec: NodeSpec) -> str:
+        """Why ``spec`` cannot load because it uses a conflicting port type, or ""."""
+        for kind, items in (("input", spec.inputs.values()), ("output", spec.outputs.values())):
+            for item in items:
+                name = item.port or (self._conflicted_classes.get(item.annotation, "")
+                                     if isinstance(item.annotation, type) else "")
+                if name in self.port_conflicts:
+                    owners = " and ".join(repr(o) for o in self.port_conflicts[name])
+                    return (f"its {kind} {item.name or '(return)'!r} has port type {name!r}, which {owners} "
+                            f"both define; disable one with {DISABLE_ENV}=name")
+        return ""
+
+    def _check_requirements(self) -> None:
+        """Note each plugin's missing optional dependencies (found without importing them)."""
+        for name, function in self._each_impl("sfumato_requirements"):
+            record = self.plugins[name]
+            try:
+                requirements = list(function() or ())
+                for requirement in requirements:
+                    if not isinstance(requirement, Requirement):
+                        raise PluginError(f"sfumato_requirements returned {requirement!r}, not a Requirement")
+            except Exception as error:  # noqa: BLE001
+                self._quarantine(name, error)
+                continue
+            for requirement in requirements:
+                if not requirement.distribution:
+                    requirement = dataclasses.replace(requirement, distribution=record.distribution or "sfumato")
+                if not requirement.is_installed():
+                    record.missing.append(requirement)
+            if record.missing and record.status == "ok":
+                record.status = "needs-extra"
+
+    def _register_codecs(self) -> None:
+        staged: list[tuple[str, ValueCodec]] = []
+        for name, function in self._each_impl("sfumato_value_codecs"):
+            try:
+                codecs = list(function() or ())
+                for codec in codecs:
+                    if not isinstance(codec, ValueCodec):
+                        raise PluginError(f"sfumato_value_codecs returned {codec!r}, not a ValueCodec")
+            except Exception as error:  # noqa: BLE001
+                self._quarantine(name, error)
+                continue
+            staged.extend((name, codec) for codec in codecs)
+        claims: dict[Any, list[str]] = {}
+        for name, codec in staged:
+            for key in (codec.name, codec.python_type):
+                claims.setdefault(key, []).append(name)
+        for name, codec in staged:
+            clash = next((claims[key] for key in (codec.name, codec.python_type) if len(claims[key]) > 1), None)
+            if clash:
+                others = " and ".join(repr(o) for o in clash if o != name) or repr(name)
+                self.plugins[name].add_error(f"value codec {codec.name!r} is also defined by {others}; "
+                                             "its values are kept in memory only")
+                continue
+            self.codecs[codec.name] = codec
+
+    def install_hint(self, plugin: str, error: BaseException) -> MissingExtraError | None:
+        """The error naming the ``pip install`` line when ``error`` is a missing optional dependency of ``plugin``."""
+        record = self.plugins.get(plugin)
+        for requirement in record.missing if record else ():
+            if requirement.matches(error):
+                return requirement.error(plugin)
+        return None
 
     def _resolve(self, spec: NodeSpec, plugin: str) -> NodeSpec:
         """Attach port type names to the spec's inputs and outputs."""
@@ -227,6 +360,8 @@ class Registry:
             raise KeyError(self.unknown_node_message(node_id)) from None
 
     def unknown_node_message(self, node_id: str) -> str:
+        if node_id in self.unavailable:
+            return f"node type {node_id!r} is unavailable: {self.unavailable[node_id]}"
         if node_id in self.conflicts:
             owners = " and ".join(repr(o) for o in self.conflicts[node_id])
             return (f"node type {node_id!r} is defined by plugins {owners}; disable one with "
@@ -243,21 +378,41 @@ class Registry:
 
     # -- events --------------------------------------------------------------
 
-    def event_listeners(self) -> list[Callable[[Any], None]]:
-        """The plugins' event hook functions (computed once)."""
+    def event_listeners(self) -> list[tuple[str, Callable[..., Any]]]:
+        """The plugins' event hook functions with their plugin names (computed once)."""
         if self._event_listeners is None:
-            self._event_listeners = [function for _, function in self._each_impl("sfumato_run_event")]
+            self._event_listeners = self._each_impl("sfumato_run_event")
         return self._event_listeners
 
     def add_cli_commands(self, subparsers: Any) -> list[tuple[str, str]]:
         """Let plugins add subcommands; returns (plugin, error) for those that failed."""
         failures = []
         for name, function in self._each_impl("sfumato_cli_commands"):
+            before = set(subparsers.choices)
             try:
                 function(subparsers=subparsers)
             except Exception as error:  # noqa: BLE001
                 failures.append((name, _one_line(error)))
+            missing = self.plugins[name].missing if name in self.plugins else []
+            for command in set(subparsers.choices) - before if missing else ():
+                # The command is listed, and refuses to start with the line that installs what it needs.
+                parser = subparsers.choices[command]
+                handler = parser.get_default("handler")
+                if handler is not None:
+                    parser.set_defaults(handler=_refusing(handler, missing, name))
         return failures
+
+
+def _refusing(function: Callable[..., Any], missing: list[Requirement], plugin: str) -> Callable[..., Any]:
+    """``function``, but raising :class:`MissingExtraError` while a requirement is still missing."""
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        for requirement in missing:
+            if not requirement.is_installed():
+                raise requirement.error(plugin)
+        return function(*args, **kwargs)
+
+    guarded.__wrapped__ = function  # type: ignore[attr-defined]
+    return guarded
 
 
 _default: Registry | None = None

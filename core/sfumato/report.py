@@ -80,9 +80,11 @@ def summarize_value(value: Any) -> Any:
     """A JSON-able stand-in for a graph output in a report."""
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float, bool)) for v in value):
+    # None counts as a scalar: a score with nothing to score ("background": None) is still a value.
+    scalar = (str, int, float, bool, type(None))
+    if isinstance(value, (list, tuple)) and all(isinstance(v, scalar) for v in value):
         return list(value)
-    if isinstance(value, dict) and all(isinstance(v, (str, int, float, bool)) for v in value.values()):
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, scalar) for k, v in value.items()):
         return dict(value)
     length = f" x{len(value)}" if hasattr(value, "__len__") else ""
     return f"<{type(value).__name__}{length}>"

@@ -171,7 +171,7 @@ def _run_batch(engine: "Engine", groups: list[list[tuple[RunOutcome, "RunState",
         results = spec.batch(arguments)  # type: ignore[misc]
         if len(results) != len(arguments):
             raise TypeError(f"{spec.id}'s batch function returned {len(results)} results for {len(arguments)} calls")
-        seconds = (time.perf_counter() - min(started)) / len(firsts)
+        seconds = engine.models.seconds_without_loads(min(started)) / len(firsts)
         for (_, state, node), result in zip(firsts, results):
             state.finish(node, result, seconds)
     except (KeyboardInterrupt, RunCancelledError):

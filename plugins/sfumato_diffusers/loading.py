@@ -7,6 +7,7 @@ components (zoo models) names the text encoder the UNet was trained with.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,8 +76,12 @@ def load_diffusion_model(context: RunContext, name: str, *, attention_slicing: b
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
         source = str(path)
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype)
+        # With accelerate (a dependency) weights load without a second copy in memory. Saying so
+        # explicitly keeps diffusers from warning, twice per model, in an environment without it.
+        low_memory = importlib.util.find_spec("accelerate") is not None
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype,
+                                                    low_cpu_mem_usage=low_memory)
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, low_cpu_mem_usage=low_memory)
         scheduler_config = _scheduler_config(path)
         if unet.config.addition_embed_type == "text_time":
             raise ValueError(f"model {name!r} is an SDXL-style UNet (added text/time embeddings), "

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from sfumato import Conditioning, Field, ImageBatch, Latent, RunContext, node
+from sfumato import Conditioning, Field, ImageBatch, Latent, RunContext, image_seeds, node
 
 from .loading import DiffusionModel, load_diffusion_model, read_model_info
 from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, preview_image, sample_latents
 from .schedulers import SCHEDULER_NAMES, make_scheduler
+from .vocabulary import check_prompts_in_vocabulary
 
 DEFAULT_MODEL = "tiny-shapes-diffusion"
 SchedulerName = Literal[SCHEDULER_NAMES]  # type: ignore[valid-type]
@@ -109,8 +110,9 @@ def generate(
 
     Conditioning comes from ``encode.text`` (or, for Stable Diffusion folders,
     from ``prompt`` through the pipeline's own text encoder). Each image has
-    its own seed, ``seed + index``, so images are identical whether made one by
-    one or in a batch. Precision follows the run's ``--dtype``.
+    its own seed, ``sfumato.image_seed(seed, index)`` (``seed`` itself for the
+    first), so images are identical whether made one by one or in a batch, and
+    batches of different seeds never share an image. Precision follows the run's ``--dtype``.
 
     Args:
         conditioning: prompts encoded by ``encode.text``; one or more prompts.
@@ -153,6 +155,7 @@ def _prepare_request(diffusion: DiffusionModel, conditioning: Conditioning | Non
             raise ValueError("give either 'conditioning' (from encode.text) or 'prompt'")
         conditioning = _prompt_conditioning(diffusion, [prompt])
     _check_conditioning(diffusion, conditioning, "conditioning")
+    check_prompts_in_vocabulary(diffusion.name, diffusion.info, conditioning.texts)
     if negative is not None:
         _check_conditioning(diffusion, negative, "negative")
         if len(negative) not in (1, len(conditioning)):
@@ -170,7 +173,7 @@ def _prepare_request(diffusion: DiffusionModel, conditioning: Conditioning | Non
         states=_repeat(conditioning.states, batch_size), pooled=_repeat(conditioning.pooled, batch_size),
         negative_states=_repeat(negative.states, batch_size) if negative is not None else None,
         negative_pooled=_repeat(negative.pooled, batch_size) if negative is not None else None,
-        seeds=[seed + i for i in range(count)], steps=steps, guidance=guidance, height=height, width=width,
+        seeds=image_seeds(seed, count), steps=steps, guidance=guidance, height=height, width=width,
     )
     if init_images is not None:
         images = list(init_images.images)

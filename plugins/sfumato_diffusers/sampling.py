@@ -1,6 +1,6 @@
 """The denoising loop, written out like a diffusers pipeline so it can be read top to bottom.
 
-Each image has its own seed (``seed + index``) and its own random generator,
+Each image has its own seed (``sfumato.image_seed(seed, index)``) and its own random generator,
 for the initial noise and for any noise a scheduler adds while stepping. So an
 image comes out the same whether it is made alone or inside a batch.
 """

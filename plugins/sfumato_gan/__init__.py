@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import sfumato
-from sfumato import Conditioning, Field, ImageBatch, RunContext, node
+from sfumato import Conditioning, Field, ImageBatch, RunContext, image_seeds, node
 
 
 @node("gan.generate", category="generate", output="images")
@@ -23,7 +23,7 @@ def generate(
         conditioning: prompts from ``encode.text`` (the pooled sentence embedding is used).
         model: a model name or a folder with config.json + model.safetensors.
         batch_size: images per prompt.
-        seed: the first image's seed (each image uses ``seed + index``).
+        seed: the first image's seed (image i uses ``sfumato.image_seed(seed, i)``).
         truncation: scales the noise; below 1 trades variety for fidelity.
     """
     import torch
@@ -32,7 +32,7 @@ def generate(
 
     generator = load_generator(context, model, "conditional-gan")
     vectors = check_conditioning(generator, conditioning, model).repeat_interleave(batch_size, dim=0).to(context.device)
-    seeds = [seed + i for i in range(len(vectors))]
+    seeds = image_seeds(seed, len(vectors))
     z = latent_noise(seeds, generator.config["z_dim"]).to(context.device) * truncation
     with torch.inference_mode():
         pixels = generator(z, vectors)

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from sfumato import ImageBatch, RunContext, image_metadata, node, path_inside, png_info, write_atomically
+from sfumato import ImageBatch, ReadablePath, RunContext, image_metadata, node, path_inside, png_info, write_atomically
 from sfumato import claim_new_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -63,7 +63,8 @@ def to_8bit_mode(image: Image.Image, mode: str) -> Image.Image:
 
 @node("image.load", category="image", output="images", fingerprint=_files_fingerprint)
 def load_images(
-    path: str,
+    path: ReadablePath,
+    context: RunContext,
     recursive: bool = False,
     mode: Literal["RGB", "RGBA", "L", "keep"] = "RGB",
 ) -> ImageBatch:
@@ -72,16 +73,19 @@ def load_images(
     EXIF orientation is applied; 16-bit images are scaled to 8 bits; with
     ``mode="RGB"`` transparency is flattened onto white. Labels are the file
     names. The cache notices changed files by size and modification time.
+    Every file read is checked against the run's path policy (a link inside
+    an allowed folder that points outside it is refused).
 
     Args:
         path: an image file or a folder of images.
         recursive: also look in sub-folders.
         mode: the colour mode of the result (``keep`` keeps RGB, RGBA or L).
     """
-    root = Path(path).expanduser()
+    root = context.readable_path(path)
     files = _image_files(root, recursive)
     images = []
     for file in files:
+        context.readable_path(file)
         try:
             with Image.open(file) as image:
                 image.load()
@@ -134,7 +138,7 @@ def save_images(
                                node=context.node_id, label=label)
         if not name.lower().endswith(".png"):
             name += ".png"
-        target = path_inside(folder, name)
+        target = context.writable_path(path_inside(folder, name))
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists() and if_exists == "error":
             raise FileExistsError(f"{target} exists; set if_exists to 'increment' or 'overwrite'")

@@ -26,18 +26,48 @@ def add_parsers(subparsers: Any) -> None:
     query.set_defaults(handler=query_command)
 
 
-def _run_node(node_type: str, output: str, **inputs: Any) -> Any:
+def _run_node(node_type: str, output: str, observers: tuple[Any, ...] = (), **inputs: Any) -> Any:
     from sfumato import Engine, GraphBuilder
 
     builder = GraphBuilder("index")
     handle = builder.add(node_type, "node", **inputs)
     builder.output("out", handle[output])
-    return Engine(device="cpu", cache=False).run(builder.build())["out"]
+    return Engine(device="cpu", cache=False, observers=observers).run(builder.build())["out"]
+
+
+class ProgressBars:
+    """Shows a node's progress events as bars on stderr (one bar per message: reading, embedding)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.display = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, event: Any) -> None:
+        from sfumato import NodeProgress
+
+        if not isinstance(event, NodeProgress) or not event.total:
+            return
+        task = self.tasks.get(event.message)
+        if task is None:
+            task = self.tasks[event.message] = self.display.add_task(event.message or "working", total=event.total)
+        self.display.update(task, completed=event.current, total=event.total)
+
+    def __enter__(self) -> "ProgressBars":
+        self.display.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.display.stop()
 
 
 def build_command(args: argparse.Namespace) -> int:
-    summary = _run_node("retrieve.build", "summary", folder=str(Path(args.folder).resolve()),
-                        index=str(Path(args.out).resolve()), model=args.model)
+    with ProgressBars() as bars:
+        summary = _run_node("retrieve.build", "summary", observers=(bars,), folder=str(Path(args.folder).resolve()),
+                            index=str(Path(args.out).resolve()), model=args.model)
     print(f"indexed {summary['items']} images into {summary['index']} "
           f"({summary['embedded']} embedded, the rest unchanged)")
     return 0

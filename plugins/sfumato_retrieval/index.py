@@ -17,6 +17,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+#: Checks a path before it is read (a run context's ``readable_path``); returns it, or raises.
+PathCheck = Callable[[Path], Path]
+#: Reports progress: ``(done, total, message)``.
+Progress = Callable[[int, int, str], None]
+
+
+def _any_path(path: Path) -> Path:
+    return path
+
+
+def _no_progress(done: int, total: int, message: str) -> None:
+    return None
+
+
+#: Captions embedded per encoder call while building, so progress can be shown between calls.
+EMBED_BATCH = 64
+
 import numpy as np
 
 INDEX_FORMAT = 1
@@ -60,7 +77,8 @@ class RetrievalIndex:
         return path if path.is_absolute() else (self.folder / path).resolve()
 
     @classmethod
-    def load(cls, folder: str | Path) -> "RetrievalIndex":
+    def load(cls, folder: str | Path, readable: PathCheck = _any_path) -> "RetrievalIndex":
+        """Read the index at ``folder``; ``readable`` checks each file before it is read."""
         from safetensors.numpy import load_file
 
         folder = Path(folder)
@@ -68,11 +86,11 @@ class RetrievalIndex:
         if not meta_file.exists():
             raise FileNotFoundError(f"no retrieval index at {folder} (expected index.json and vectors.safetensors; "
                                     "build one with 'sfumato index build FOLDER --out INDEX')")
-        meta = json.loads(meta_file.read_text())
+        meta = json.loads(readable(meta_file).read_text())
         if meta.get("format") != INDEX_FORMAT:
             raise ValueError(f"index {folder} has format {meta.get('format')!r}; this sfumato reads {INDEX_FORMAT}")
         items = [IndexItem(**item) for item in meta["items"]]
-        vectors = load_file(str(folder / "vectors.safetensors"))["vectors"] if items else \
+        vectors = load_file(str(readable(folder / "vectors.safetensors")))["vectors"] if items else \
             np.zeros((0, meta["dimension"]), dtype=np.float32)
         if len(vectors) != len(items):
             raise ValueError(f"index {folder} is damaged: {len(vectors)} vectors for {len(items)} items")
@@ -92,13 +110,19 @@ class RetrievalIndex:
         write_atomically(self.folder / "index.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
 
 
-def collect_captioned_images(folder: Path) -> list[tuple[Path, str]]:
-    """Images with captions: a ``manifest.json`` / ``manifest.csv`` (path, caption), else sidecar ``.txt`` files."""
+def collect_captioned_images(folder: Path, readable: PathCheck = _any_path) -> list[tuple[Path, str]]:
+    """Images with captions: a ``manifest.json`` / ``manifest.csv`` (path, caption), else sidecar ``.txt`` files.
+
+    ``readable`` checks every file (manifest, sidecar, image) before it is read
+    or listed, so a manifest entry or a link pointing outside the allowed
+    folders is refused.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no folder at {folder}")
     for manifest in (folder / "manifest.json", folder / "manifest.csv"):
         if manifest.exists():
+            readable(manifest)
             if manifest.suffix == ".json":
                 rows = json.loads(manifest.read_text())
             else:
@@ -108,13 +132,13 @@ def collect_captioned_images(folder: Path) -> list[tuple[Path, str]]:
             for number, row in enumerate(rows, 1):
                 if "path" not in row or "caption" not in row:
                     raise ValueError(f"{manifest}: entry {number} needs 'path' and 'caption'")
-                pairs.append(((folder / row["path"]).resolve(), str(row["caption"])))
+                pairs.append((readable((folder / row["path"]).resolve()), str(row["caption"])))
             return pairs
     pairs = []
     for image in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
         sidecar = image.with_suffix(".txt")
         if sidecar.exists():
-            pairs.append((image.resolve(), sidecar.read_text(encoding="utf-8").strip()))
+            pairs.append((readable(image.resolve()), readable(sidecar).read_text(encoding="utf-8").strip()))
     if not pairs:
         raise FileNotFoundError(f"{folder} holds no captioned images (sidecar .txt files, or manifest.json/.csv)")
     return pairs
@@ -129,8 +153,13 @@ def _stored_path(image: Path, index_folder: Path) -> str:
 
 
 def build_index(pairs: Sequence[tuple[Path, str]], out: Path, model: str,
-                embed: Callable[[list[str]], np.ndarray]) -> tuple[RetrievalIndex, int]:
-    """Build or update the index at ``out``; returns it and how many captions were embedded."""
+                embed: Callable[[list[str]], np.ndarray], progress: Progress = _no_progress
+                ) -> tuple[RetrievalIndex, int]:
+    """Build or update the index at ``out``; returns it and how many captions were embedded.
+
+    ``progress(done, total, message)`` is called while images are hashed and
+    while captions are embedded (in batches of :data:`EMBED_BATCH`).
+    """
     out = Path(out)
     previous: dict[str, tuple[IndexItem, np.ndarray]] = {}
     if (out / "index.json").exists():
@@ -138,8 +167,10 @@ def build_index(pairs: Sequence[tuple[Path, str]], out: Path, model: str,
         if old.model == model:
             previous = {item.path: (item, vector) for item, vector in zip(old.items, old.vectors)}
     items, vectors, to_embed = [], [], []
-    for image, caption in pairs:
+    for number, (image, caption) in enumerate(pairs, 1):
         data = image.read_bytes()
+        if number % EMBED_BATCH == 0 or number == len(pairs):
+            progress(number, len(pairs), "reading images")
         # Content hashes, not modification times: a fresh clone re-uses every vector.
         item = IndexItem(_stored_path(image, out), caption, len(data), hashlib.sha256(data).hexdigest()[:32])
         items.append(item)
@@ -149,10 +180,12 @@ def build_index(pairs: Sequence[tuple[Path, str]], out: Path, model: str,
         else:
             vectors.append(None)
             to_embed.append(len(items) - 1)
-    if to_embed:
-        fresh = embed([items[i].caption for i in to_embed])
-        for row, index in enumerate(to_embed):
+    for start in range(0, len(to_embed), EMBED_BATCH):
+        batch = to_embed[start:start + EMBED_BATCH]
+        fresh = embed([items[i].caption for i in batch])
+        for row, index in enumerate(batch):
             vectors[index] = fresh[row]
+        progress(start + len(batch), len(to_embed), "embedding captions")
     dimension = int(vectors[0].shape[0]) if vectors else 0
     matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dimension), np.float32)
     index = RetrievalIndex(out, model, dimension, items, matrix)

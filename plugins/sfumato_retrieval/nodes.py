@@ -6,7 +6,8 @@ import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from sfumato import Embedding, Field, ImageBatch, Retrieved, RetrievedItem, RunContext, node
+from sfumato import (Embedding, Field, ImageBatch, ReadablePath, Retrieved, RetrievedItem, RunContext, WritablePath,
+                     node)
 
 from .index import RetrievalIndex, build_index, collect_captioned_images, search
 
@@ -31,7 +32,7 @@ def _folder_fingerprint(inputs: dict[str, Any]) -> str:
 
 
 @node("retrieve.build", category="retrieve", output="summary", output_node=True, fingerprint=_folder_fingerprint)
-def build(folder: str, index: str, context: RunContext, model: str = DEFAULT_MODEL) -> dict:
+def build(folder: ReadablePath, index: WritablePath, context: RunContext, model: str = DEFAULT_MODEL) -> dict:
     """Build (or update) a retrieval index from a folder of captioned images.
 
     Captions come from sidecar ``.txt`` files or a ``manifest.json``/``.csv``
@@ -42,13 +43,14 @@ def build(folder: str, index: str, context: RunContext, model: str = DEFAULT_MOD
         index: the index folder to write.
         model: the sentence encoder for the captions.
     """
-    pairs = collect_captioned_images(Path(folder).expanduser())
-    built, embedded = build_index(pairs, Path(index).expanduser(), model, embed_with(context, model))
+    pairs = collect_captioned_images(context.readable_path(folder), context.readable_path)
+    built, embedded = build_index(pairs, context.writable_path(index), model, embed_with(context, model),
+                                  progress=lambda done, total, message: context.progress(done, total, message))
     return {"index": str(built.folder), "items": len(built.items), "embedded": embedded, "model": model}
 
 
 @node("retrieve.add_images", category="retrieve", output="summary", output_node=True)
-def add_images(images: ImageBatch, index: str, context: RunContext, model: str = DEFAULT_MODEL) -> dict:
+def add_images(images: ImageBatch, index: WritablePath, context: RunContext, model: str = DEFAULT_MODEL) -> dict:
     """Index a batch of images produced by a graph, captioned by their labels.
 
     The images are written into ``index/images/`` (named by content hash) and
@@ -61,10 +63,10 @@ def add_images(images: ImageBatch, index: str, context: RunContext, model: str =
     """
     from sfumato import write_atomically
 
-    folder = Path(index).expanduser()
+    folder = context.writable_path(index)
     if not images.labels or not all(images.labels):
         raise ValueError("every image needs a label to serve as its caption")
-    stored = folder / "images"
+    stored = context.writable_path(folder / "images")
     stored.mkdir(parents=True, exist_ok=True)
     for image, caption in zip(images.images, images.labels):
         digest = hashlib.sha256(image.tobytes() + caption.encode()).hexdigest()[:16]
@@ -72,7 +74,8 @@ def add_images(images: ImageBatch, index: str, context: RunContext, model: str =
         if not target.exists():
             write_atomically(target, lambda tmp, image=image: image.save(tmp, format="PNG"))
             target.with_suffix(".txt").write_text(caption, encoding="utf-8")
-    built, embedded = build_index(collect_captioned_images(stored), folder, model, embed_with(context, model))
+    built, embedded = build_index(collect_captioned_images(stored, context.readable_path), folder, model,
+                                  embed_with(context, model))
     return {"index": str(built.folder), "items": len(built.items), "embedded": embedded, "model": model}
 
 
@@ -84,7 +87,7 @@ def _index_fingerprint(inputs: dict[str, Any]) -> str:
 
 @node("retrieve.query", category="retrieve", output="retrieved", fingerprint=_index_fingerprint)
 def query(
-    index: str,
+    index: ReadablePath,
     context: RunContext,
     texts: list[str] | None = None,
     embedding: Embedding | None = None,
@@ -105,7 +108,7 @@ def query(
         threshold: drop hits scoring below this.
         backend: exact (NumPy) or faiss (needs faiss-cpu; same results on small indexes).
     """
-    loaded = RetrievalIndex.load(Path(index).expanduser())
+    loaded = RetrievalIndex.load(context.readable_path(index), context.readable_path)
     if embedding is not None:
         if embedding.model != loaded.model or embedding.dimension != loaded.dimension:
             raise ValueError(f"the index {index} was built with {loaded.model!r} ({loaded.dimension}-d); "
@@ -122,9 +125,11 @@ def query(
 
 
 @node("retrieve.images", category="retrieve", output="images")
-def hit_images(retrieved: Retrieved, query_index: Annotated[int, Field(ge=0)] = 0,
+def hit_images(retrieved: Retrieved, context: RunContext, query_index: Annotated[int, Field(ge=0)] = 0,
                with_scores: bool = True) -> ImageBatch:
     """Load the hit images of one query, best first, labelled with caption (and score).
+
+    The paths come from an index, so each is checked against the run's path policy.
 
     Args:
         retrieved: results of ``retrieve.query``.
@@ -137,7 +142,7 @@ def hit_images(retrieved: Retrieved, query_index: Annotated[int, Field(ge=0)] = 
         raise ValueError(f"query_index {query_index} but there are {len(retrieved.hits)} queries")
     images, labels = [], []
     for hit in retrieved.hits[query_index]:
-        with Image.open(hit.path) as image:
+        with Image.open(context.readable_path(hit.path)) as image:
             images.append(image.convert("RGB"))
         labels.append(f"{hit.caption} ({hit.score:.2f})" if with_scores else hit.caption)
     if not images:

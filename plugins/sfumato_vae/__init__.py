@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import sfumato
-from sfumato import Conditioning, Field, ImageBatch, RunContext, node
+from sfumato import Conditioning, Field, ImageBatch, RunContext, image_seeds, node
 
 
 @node("vae.generate", category="generate", output="images")
@@ -19,8 +19,8 @@ def generate(
 ) -> ImageBatch:
     """Decode random latent codes under the prompt's conditioning with a conditional VAE.
 
-    Each image's code comes from its own seed (``seed + index``), so batches
-    and single images agree.
+    Each image's code comes from its own seed (:func:`sfumato.image_seed` of
+    ``seed`` and its index), so batches and single images agree.
 
     Args:
         conditioning: prompts from ``encode.text`` (the pooled sentence embedding is used).
@@ -36,7 +36,7 @@ def generate(
 
     vae = load_generator(context, model, "conditional-vae")
     vectors = check_conditioning(vae, conditioning, model).repeat_interleave(batch_size, dim=0).to(context.device)
-    seeds = [seed + i for i in range(len(vectors))]
+    seeds = image_seeds(seed, len(vectors))
     z = latent_noise(seeds, vae.config["z_dim"]).to(context.device) * temperature
     with torch.inference_mode():
         pixels = vae.decode(z, vectors)

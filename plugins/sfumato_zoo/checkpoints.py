@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,34 @@ def load_generator(context: RunContext, name: str, expected_kind: str) -> Any:
         else:
             module = networks.ConditionalGenerator(**arguments)
         module.load_state_dict(load_file(str(weights_file)))
+        module.vocabulary = _read_vocabulary(Path(path))
         return module.eval().to(context.device)
 
     return context.models.get(f"{expected_kind}:{name}", context.device, "float32", load)
 
 
+def _read_vocabulary(folder: Path) -> dict[str, list[str]]:
+    info_file = folder / "sfumato.json"
+    return json.loads(info_file.read_text()).get("vocabulary", {}) if info_file.exists() else {}
+
+
+def check_vocabulary(module: Any, prompts: tuple[str, ...], name: str) -> None:
+    """Refuse a prompt that uses no word the model knows (it would draw an unrelated picture)."""
+    vocabulary = getattr(module, "vocabulary", None) or {}
+    known = {word for words in vocabulary.values() for word in words}
+    for prompt in prompts if known else ():
+        words = set(re.findall(r"[a-z]+", prompt.lower()))
+        if words and not words & known:  # an empty prompt is the unconditional image
+            kinds = "; ".join(f"{kind}: {', '.join(words)}" for kind, words in vocabulary.items())
+            raise ValueError(
+                f"the prompt {prompt!r} is outside the vocabulary of model {name!r}, which only knows "
+                f"{kinds}; it would draw an unrelated picture. Describe one of those, or use a model "
+                f"trained on your subject (--set model=FOLDER)")
+
+
 def check_conditioning(module: Any, conditioning: Conditioning, name: str) -> Any:
-    """The pooled embedding (N, dim) after checking its width."""
+    """The pooled embedding (N, dim) after checking its width and that its prompts are in the vocabulary."""
+    check_vocabulary(module, conditioning.texts, name)
     cond_dim = module.config["cond_dim"]
     vectors = conditioning.pooled if conditioning.pooled is not None else conditioning.states[:, 0]
     if int(vectors.shape[-1]) != cond_dim:

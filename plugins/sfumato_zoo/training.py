@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import networks
-from .dataset import TRAIN_TEMPLATES, all_specs, images_to_array, iter_samples
+from .dataset import BACKGROUNDS, COLOURS, SHAPES, TRAIN_TEMPLATES, all_specs, images_to_array, iter_samples
 
 KINDS = ("diffusion", "vae", "gan")
 CHECKPOINT_SECONDS = 60.0
@@ -353,10 +353,19 @@ def train(kind: str, out: Path, budget: Budget, seed: int, encode: Callable[[lis
     else:
         record["gan"] = _summary(train_gan(data, out, budget, seed, **options))
     config = {"kind": f"tiny-shapes-{kind}", "family": kind, "encoder": "all-MiniLM-L6-v2",
-              "embedding_dim": 384, "image_size": 32, "unconditional": "zeros"}
+              "embedding_dim": 384, "image_size": 32, "unconditional": "zeros", "vocabulary": vocabulary()}
     (out / "sfumato.json").write_text(json.dumps(config, indent=2) + "\n")
     write_record(out, record)
     return record
+
+
+def vocabulary() -> dict[str, list[str]]:
+    """The words a zoo model knows, written into its ``sfumato.json``.
+
+    Generators refuse a prompt that names none of them: the model would draw
+    an unrelated shape for it, silently.
+    """
+    return {"shapes": list(SHAPES), "colours": list(COLOURS), "backgrounds": list(BACKGROUNDS)}
 
 
 def _summary(progress: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..events import (
@@ -55,9 +56,10 @@ class ProgressDisplay:
                 task = self._steps[event.node_id] = progress.add_task(f"  {event.node_id} steps", total=event.total)
             progress.update(task, completed=event.current, total=event.total)
         elif isinstance(event, ModelLoaded):
-            progress.console.print(f"[dim]loaded model {event.key} in {event.seconds:.2f}s[/]")
+            # A line of its own: load time is not part of any node's time in the table.
+            progress.console.print(f"[dim]model load: {escape(event.key)} in {event.seconds:.2f}s[/]")
         elif isinstance(event, ModelEvicted):
-            progress.console.print(f"[dim]evicted model {event.key}: {event.reason}[/]")
+            progress.console.print(f"[dim]evicted model {escape(event.key)}: {escape(event.reason)}[/]")
 
 
 class SweepProgress:

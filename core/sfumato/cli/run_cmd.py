@@ -89,7 +89,9 @@ def load_graph_argument(path_text: str) -> tuple[Graph, dict[str, Any], int | No
             raise GraphValidationError([GraphIssue("$", str(error))], str(path)) from None
         graph = Graph.from_dict(data["graph"], source=f"{path} (stored graph)")
         return graph, dict(data.get("params", {})), data.get("seed")
-    return Graph.load(path), {}, None
+    from ..shipped import resolve_graph_path  # a path, else a shipped graph's name
+
+    return Graph.load(resolve_graph_path(path_text)), {}, None
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -102,6 +104,9 @@ def run_command(args: argparse.Namespace) -> int:
     graph, stored_params, stored_seed = load_graph_argument(args.graph)
     sets = parse_sets(args.sets)
     params: dict[str, Any] = {**stored_params, **sets}
+    from ..shipped import check_example_paths
+
+    check_example_paths(graph, params)  # shipped graphs' examples/ data is in the repository only
     if "seed" in sets:
         stored_seed = None  # a new seed parameter means a new run seed, not the stored one
     engine = Engine(cache=not args.no_cache, cache_dir=None if args.no_cache else args.cache_dir,
