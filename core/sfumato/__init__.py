@@ -13,7 +13,8 @@ from pydantic import Field
 
 from .builder import GraphBuilder, NodeHandle, OutputHandle, ParamHandle
 from .catalog import node_as_dict, node_input_schema
-from .context import RunContext
+from .codecs import ValueCodec
+from .context import RunContext, UndeclaredContextReadError
 from .devices import torch_dtype
 from .drawing import to_svg as graph_to_svg
 from .engine import Engine, RunResult
@@ -47,9 +48,11 @@ from .metadata import image_metadata, png_info, read_png_metadata
 from .hookspecs import hookimpl
 from .models import ModelManager, ModelSource
 from .nodes import NodeSpec, Port, node, spec_of
+from .paths import PathInput, PathNotAllowedError, PathPolicy, ReadablePath, WritablePath
 from .planning import Plan, plan_run, validate_graph
 from .ports import PortType
 from .registry import Registry, default_registry
+from .requirements import MissingExtraError, Requirement
 from .report import RunReport
 from .seeds import image_seed, image_seeds
 from .shipped import resolve_graph_path, shipped_graphs
@@ -66,12 +69,14 @@ __all__ = [
     "Annotated", "claim_new_file", "combine_axes", "Conditioning", "default_registry", "Embedding",
     "Engine", "Field", "Graph", "graph_json_schema", "graph_to_svg", "GraphBuilder", "GraphIssue",
     "GraphValidationError", "hookimpl", "image_metadata", "image_seed", "image_seeds", "ImageBatch",
-    "Latent", "ModelEvicted", "ModelLoaded", "ModelManager", "ModelNotFoundError", "ModelSource", "node",
-    "node_as_dict", "node_input_schema", "NodeCached", "NodeDefinitionError", "NodeExecutionError",
-    "NodeFailed", "NodeFinished", "NodeHandle", "NodeProgress", "NodeSpec", "NodeStarted", "OutputHandle",
-    "ParameterError", "ParamHandle", "path_inside", "Plan", "plan_run", "PluginError", "png_info", "Port",
-    "PortType", "PromptWeights", "read_png_metadata", "Registry", "resolve_graph_path", "Retrieved",
-    "RetrievedItem", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError", "RunFinished",
-    "RunOutcome", "RunReport", "RunResult", "RunStarted", "SfumatoError", "shipped_graphs", "spec_of",
-    "SweepAxis", "torch_dtype", "UnsafePathError", "validate_graph", "write_atomically", "__version__"
+    "Latent", "MissingExtraError", "ModelEvicted", "ModelLoaded", "ModelManager", "ModelNotFoundError",
+    "ModelSource", "node", "node_as_dict", "node_input_schema", "NodeCached", "NodeDefinitionError",
+    "NodeExecutionError", "NodeFailed", "NodeFinished", "NodeHandle", "NodeProgress", "NodeSpec",
+    "NodeStarted", "OutputHandle", "ParameterError", "ParamHandle", "path_inside", "PathInput",
+    "PathNotAllowedError", "PathPolicy", "Plan", "plan_run", "PluginError", "png_info", "Port", "PortType",
+    "PromptWeights", "read_png_metadata", "ReadablePath", "Registry", "Requirement", "resolve_graph_path",
+    "Retrieved", "RetrievedItem", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError",
+    "RunFinished", "RunOutcome", "RunReport", "RunResult", "RunStarted", "SfumatoError", "shipped_graphs",
+    "spec_of", "SweepAxis", "torch_dtype", "UndeclaredContextReadError", "UnsafePathError",
+    "validate_graph", "ValueCodec", "WritablePath", "write_atomically", "__version__",
 ]

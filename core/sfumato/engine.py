@@ -8,10 +8,12 @@ node at a time or, with ``jobs > 1``, as soon as its inputs are ready.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
 import uuid
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from .errors import NodeExecutionError, RunCancelledError, RunFailedError
 from .events import ModelLoaded, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeStarted, RunEvent, RunFinished, RunStarted
 from .graph import Graph
 from .models import ModelManager
+from .paths import PathNotAllowedError, PathPolicy, path_inputs
 from .planning import Plan, PlannedNode, plan_run
 from .registry import Registry, default_registry
 from .sweep_runner import RunOutcome
@@ -56,7 +59,14 @@ class Engine:
         max_memory: model memory budget per device kind, in bytes (``{"cpu": ..., "cuda": ...}``).
         observers: callables that receive every :class:`RunEvent`.
         previews: ask nodes for preview images with their progress events (for live displays).
+        path_policy: where nodes may read and write files (:class:`PathPolicy`). The default
+            allows everything, as on the user's own machine; a server passes
+            ``PathPolicy.confined(read=[...], write=[data_folder])``. Literal paths outside it
+            are validation issues from :meth:`plan`; paths arriving at run time fail their node.
     """
+
+    #: How many observer and plugin event-hook errors :attr:`event_errors` keeps (the newest).
+    MAX_EVENT_ERRORS = 100
 
     def __init__(
         self,
@@ -71,15 +81,17 @@ class Engine:
         max_memory: dict[str, int] | None = None,
         observers: Iterable[Callable[[RunEvent], None]] = (),
         previews: bool = False,
+        path_policy: PathPolicy | None = None,
     ) -> None:
         self.registry = registry or default_registry()
         self.memory = MemoryCache() if cache else None
-        self.disk = DiskCache(cache_dir) if cache and cache_dir else None
+        self.disk = DiskCache(cache_dir, codecs=self.registry.codecs) if cache and cache_dir else None
         self.device = check_device_name(device)
         self.dtype = check_dtype_name(dtype)
         self.output_dir = Path(output_dir)
         self.jobs = max(1, int(jobs))
         self.previews = previews
+        self.path_policy = path_policy or PathPolicy()
         self.observers: list[Callable[[RunEvent], None]] = list(observers)
         self.models = ModelManager(sources=self.registry.models, max_bytes=dict(max_memory or {}),
                                    emit=self._model_event)
@@ -87,22 +99,32 @@ class Engine:
         self.current_report: RunReport | None = None
         self._callables: dict[str, Callable[..., Any]] = {}
         self._callables_lock = threading.Lock()
-        self.event_errors: list[str] = []
+        #: The newest errors raised by observers and plugins' event hooks ("source: error").
+        self.event_errors: deque[str] = deque(maxlen=self.MAX_EVENT_ERRORS)
 
     # -- events ----------------------------------------------------------------
 
-    def emit(self, event: RunEvent) -> None:
-        """Deliver an event to observers and plugins; their errors never stop a run."""
+    def emit(self, event: RunEvent) -> list[tuple[str, str]]:
+        """Deliver an event to observers and plugins; their errors never stop a run.
+
+        Returns the errors raised, as ``(source, error)`` pairs (the source names
+        the plugin), so that the run they belong to can report them.
+        """
+        errors: list[tuple[str, str]] = []
         for observer in self.observers:
             try:
                 observer(event)
             except Exception as error:  # noqa: BLE001
-                self.event_errors.append(f"{getattr(observer, '__qualname__', observer)}: {error}")
-        for hook in self.registry.event_listeners():
+                errors.append((f"observer {getattr(observer, '__qualname__', observer)}",
+                               f"{type(error).__name__}: {error}"))
+        for plugin, hook in self.registry.event_listeners():
             try:
                 hook(event=event)
             except Exception as error:  # noqa: BLE001
-                self.event_errors.append(f"{getattr(hook, '__qualname__', hook)}: {error}")
+                errors.append((f"plugin {plugin!r} (sfumato_run_event)", f"{type(error).__name__}: {error}"))
+        for source, message in errors:
+            self.event_errors.append(f"{source}: {message}")
+        return errors
 
     def _model_event(self, event: RunEvent) -> None:
         report = self.current_report
@@ -111,15 +133,22 @@ class Engine:
             entry.update({"seconds": round(event.seconds, 3), "bytes": event.bytes} if isinstance(event, ModelLoaded)
                          else {"reason": event.reason})  # type: ignore[attr-defined]
             report.models.append(entry)
-        self.emit(event)
+        errors = self.emit(event)
+        if report is not None:
+            for source, message in errors:
+                report.add_event_error(source, message)
 
     # -- running -----------------------------------------------------------------
 
     def plan(self, graph: Graph, params: dict[str, Any] | None = None, *, params_from_text: bool = False,
              seed: int | None = None, output_dir: str | Path | None = None) -> Plan:
-        """Validate and plan ``graph`` (raises GraphValidationError / ParameterError)."""
+        """Validate and plan ``graph`` (raises GraphValidationError / ParameterError).
+
+        Literal paths that the engine's path policy refuses are validation issues.
+        """
         run_context = {"device": self.device, "dtype": self.dtype,
-                       "output_dir": str(Path(output_dir or self.output_dir).resolve())}
+                       "output_dir": str(Path(output_dir or self.output_dir).resolve()),
+                       "path_policy": self.path_policy}
         return plan_run(graph, self.registry, params, params_from_text=params_from_text, seed=seed,
                         run_context=run_context)
 
@@ -148,6 +177,7 @@ class Engine:
     def execute(self, plan: Plan, *, keep_going: bool = False, output_dir: str | Path | None = None,
                 cancel_event: threading.Event | None = None) -> RunResult:
         """Run an already made plan (made with the same ``output_dir``)."""
+        self.check_output_dir(output_dir)
         run = RunState(self, plan, plan.seed, keep_going, Path(output_dir) if output_dir else self.output_dir,
                        cancel_event or threading.Event())
         return run.go()
@@ -165,6 +195,13 @@ class Engine:
 
         return run_sweep(self, graph, param_sets, batch_size=batch_size, seed=seed, output_dir=output_dir,
                          params_from_text=params_from_text)
+
+    def check_output_dir(self, output_dir: str | Path | None = None) -> None:
+        """Raise :class:`PathNotAllowedError` when the path policy forbids writing the output folder."""
+        if self.path_policy.restricted:
+            problem = self.path_policy.problem(output_dir or self.output_dir, "write")
+            if problem:
+                raise PathNotAllowedError(f"output folder: {problem}")
 
     def node_callable(self, node: PlannedNode) -> Callable[..., Any]:
         """The function that runs a node; class nodes keep one instance per engine."""
@@ -192,7 +229,7 @@ class RunState:
         self.keep_going = keep_going
         self.run_id = uuid.uuid4().hex[:12]
         self.settings = RunSettings(engine.device, engine.dtype, seed, output_dir, plan.graph, plan.params,
-                                    cancel_event, engine.registry, engine.previews)
+                                    cancel_event, engine.registry, engine.previews, engine.path_policy)
         self.report = RunReport(self.run_id, plan.graph.name, plan.params, seed)
         self.values: dict[str, dict[str, Any]] = {}
         self.failures: list[NodeExecutionError] = []
@@ -201,8 +238,14 @@ class RunState:
 
     # -- helpers -------------------------------------------------------------------
 
+    def emit(self, event: RunEvent) -> None:
+        """Deliver an event; errors of observers and plugin hooks go into this run's report."""
+        for source, message in self.engine.emit(event):
+            with self._lock:
+                self.report.add_event_error(source, message)
+
     def _progress(self, node_id: str, node_type: str, current: int, total: int, message: str, preview: Any) -> None:
-        self.engine.emit(NodeProgress(self.run_id, node_id, node_type, current, total, message, preview))
+        self.emit(NodeProgress(self.run_id, node_id, node_type, current, total, message, preview))
 
     def _record_file(self, node_id: str, path: Path) -> None:
         with self._lock:
@@ -248,7 +291,7 @@ class RunState:
             if cached is not None:
                 self.values[node_id] = cached
                 self.report.nodes[node_id].status = CACHED
-                self.engine.emit(NodeCached(self.run_id, node_id, node.spec.id))
+                self.emit(NodeCached(self.run_id, node_id, node.spec.id))
                 continue
             to_run.add(node_id)
             stack.extend(source for _, source, _, _ in node.links)
@@ -269,7 +312,7 @@ class RunState:
                 record.reason = "feeds no output"
             self.report.nodes[node_id] = record
         self.engine.current_report = self.report
-        self.engine.emit(RunStarted(self.run_id, plan.graph.name, len(plan.order)))
+        self.emit(RunStarted(self.run_id, plan.graph.name, len(plan.order)))
         return self._select()
 
     def end(self, status: str | None = None) -> RunResult | None:
@@ -278,7 +321,7 @@ class RunState:
         self.report.status = status or ("failed" if self.failures else "ok")
         if self.engine.current_report is self.report:
             self.engine.current_report = None
-        self.engine.emit(RunFinished(self.run_id, self.report.status, self.report.seconds))
+        self.emit(RunFinished(self.run_id, self.report.status, self.report.seconds))
         if self.report.status != "ok":
             return None
         outputs = {name: self.values[node][output] for name, (node, output) in self.plan.outputs.items()}
@@ -381,16 +424,29 @@ class RunState:
             if problem:
                 raise TypeError(f"input {name!r} from {source}.{output}: {problem}")
             kwargs[name] = value
+        if self.settings.paths.restricted:
+            self._check_paths(node, kwargs)
         if spec.context_param:
+            # Volatile nodes are never cached, so they may read any run setting.
+            keys = None if spec.volatile else frozenset(spec.context_keys)
             kwargs[spec.context_param] = RunContext(node.id, spec.id, self.settings, self.engine.models,
-                                                    self._progress, self._record_file)
+                                                    self._progress, self._record_file, keys)
         return kwargs
+
+    def _check_paths(self, node: PlannedNode, kwargs: dict[str, Any]) -> None:
+        """Check declared path inputs, whose values may only arrive now (over a link)."""
+        for name, access in path_inputs(node.spec):
+            value = kwargs.get(name)
+            if isinstance(value, (str, os.PathLike)) and value != "":
+                problem = self.settings.paths.problem(value, access)
+                if problem:
+                    raise PathNotAllowedError(f"input {name!r}: {problem}")
 
     def start(self, node: PlannedNode) -> float:
         """Mark a node as started (cancellation check, event); returns the start time."""
         if self.settings.cancel_event.is_set():
             raise RunCancelledError(f"run cancelled before node {node.id!r}")
-        self.engine.emit(NodeStarted(self.run_id, node.id, node.spec.id))
+        self.emit(NodeStarted(self.run_id, node.id, node.spec.id))
         return time.perf_counter()
 
     def finish(self, node: PlannedNode, result: Any, seconds: float) -> None:
@@ -401,16 +457,19 @@ class RunState:
         record = self.report.nodes[node.id]
         record.status = RAN
         record.seconds = seconds
-        self.engine.emit(NodeFinished(self.run_id, node.id, node.spec.id, seconds))
+        self.emit(NodeFinished(self.run_id, node.id, node.spec.id, seconds))
 
     def use_cached(self, node: PlannedNode, outputs: dict[str, Any]) -> None:
         """Take a result another run of the same sweep just computed."""
         self.values[node.id] = outputs
         self.report.nodes[node.id].status = CACHED
-        self.engine.emit(NodeCached(self.run_id, node.id, node.spec.id))
+        self.emit(NodeCached(self.run_id, node.id, node.spec.id))
 
     def fail(self, node: PlannedNode, error: BaseException, seconds: float) -> NodeExecutionError:
         """Record a node failure; raises unless the run keeps going."""
+        if isinstance(error, ImportError):
+            # A plugin's declared optional dependency is missing: say which pip line fixes it.
+            error = self.engine.registry.install_hint(node.spec.plugin, error) or error
         record = self.report.nodes[node.id]
         record.status = FAILED
         record.seconds = seconds
@@ -418,7 +477,7 @@ class RunState:
         failure = NodeExecutionError(node.id, node.spec.id, error, self.report)
         failure.__cause__ = error
         failure.traceback = traceback.format_exc()  # type: ignore[attr-defined]
-        self.engine.emit(NodeFailed(self.run_id, node.id, node.spec.id, record.error))
+        self.emit(NodeFailed(self.run_id, node.id, node.spec.id, record.error))
         if not self.keep_going:
             raise failure from error
         with self._lock:

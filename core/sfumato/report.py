@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: How many distinct event-hook errors one report keeps (a hook failing on every progress event
+#: is one entry with a count, not thousands).
+MAX_EVENT_ERRORS = 20
+
 #: Node statuses in a report.
 RAN, CACHED, SKIPPED, FAILED, BLOCKED = "ran", "cached", "skipped", "failed", "blocked"
 
@@ -43,6 +47,18 @@ class RunReport:
     models: list[dict[str, Any]] = field(default_factory=list)
     #: Graph outputs: JSON values as they are, other values summarised.
     outputs: dict[str, Any] = field(default_factory=dict)
+    #: Errors raised by observers and plugins' ``sfumato_run_event`` hooks during this run:
+    #: ``{"source": "plugin 'name' (sfumato_run_event)", "error": "...", "count": n}``.
+    event_errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_event_error(self, source: str, error: str) -> None:
+        """Note an event-hook error; repeats of the same one only raise its count."""
+        for entry in self.event_errors:
+            if entry["source"] == source and entry["error"] == error:
+                entry["count"] += 1
+                return
+        if len(self.event_errors) < MAX_EVENT_ERRORS:
+            self.event_errors.append({"source": source, "error": error, "count": 1})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunReport":
@@ -55,13 +71,14 @@ class RunReport:
         report.files = list(data.get("files", []))
         report.models = list(data.get("models", []))
         report.outputs = dict(data.get("outputs", {}))
+        report.event_errors = [dict(entry) for entry in data.get("event_errors", [])]
         return report
 
     def count(self, status: str) -> int:
         return sum(1 for record in self.nodes.values() if record.status == status)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "run_id": self.run_id,
             "graph": self.graph,
             "status": self.status,
@@ -74,6 +91,9 @@ class RunReport:
             "outputs": self.outputs,
             "counts": {s: self.count(s) for s in (RAN, CACHED, SKIPPED, FAILED, BLOCKED)},
         }
+        if self.event_errors:
+            data["event_errors"] = [dict(entry) for entry in self.event_errors]
+        return data
 
 
 def summarize_value(value: Any) -> Any:
