@@ -44,7 +44,8 @@ from .events import (
 )
 from .files import UnsafePathError, claim_new_file, path_inside, write_atomically
 from .graph import Graph, graph_json_schema
-from .metadata import image_metadata, png_info, read_png_metadata
+from .limits import LimitExceededError, Limits, current_limits, limits_scope, set_limits
+from .metadata import MetadataError, image_metadata, png_info, read_png_metadata
 from .hookspecs import hookimpl
 from .models import ModelManager, ModelSource
 from .nodes import NodeSpec, Port, node, spec_of
@@ -66,17 +67,20 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
     __version__ = "0.0.0"
 
 __all__ = [
-    "Annotated", "claim_new_file", "combine_axes", "Conditioning", "default_registry", "Embedding",
+    "Annotated", "claim_new_file", "combine_axes", "Conditioning", "current_limits", "default_registry",
+    "Embedding",
     "Engine", "Field", "Graph", "graph_json_schema", "graph_to_svg", "GraphBuilder", "GraphIssue",
     "GraphValidationError", "hookimpl", "image_metadata", "image_seed", "image_seeds", "ImageBatch",
-    "Latent", "MissingExtraError", "ModelEvicted", "ModelLoaded", "ModelManager", "ModelNotFoundError",
+    "Latent", "LimitExceededError", "Limits", "limits_scope", "MetadataError", "MissingExtraError",
+    "ModelEvicted", "ModelLoaded", "ModelManager", "ModelNotFoundError",
     "ModelSource", "node", "node_as_dict", "node_input_schema", "NodeCached", "NodeDefinitionError",
     "NodeExecutionError", "NodeFailed", "NodeFinished", "NodeHandle", "NodeProgress", "NodeSpec",
     "NodeStarted", "OutputHandle", "ParameterError", "ParamHandle", "path_inside", "PathInput",
     "PathNotAllowedError", "PathPolicy", "Plan", "plan_run", "PluginError", "png_info", "Port", "PortType",
     "PromptWeights", "read_png_metadata", "ReadablePath", "Registry", "Requirement", "resolve_graph_path",
     "Retrieved", "RetrievedItem", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError",
-    "RunFinished", "RunOutcome", "RunReport", "RunResult", "RunStarted", "SfumatoError", "shipped_graphs",
+    "RunFinished", "RunOutcome", "RunReport", "RunResult", "RunStarted", "set_limits", "SfumatoError",
+    "shipped_graphs",
     "spec_of", "SweepAxis", "torch_dtype", "UndeclaredContextReadError", "UnsafePathError",
     "validate_graph", "ValueCodec", "WritablePath", "write_atomically", "__version__",
 ]

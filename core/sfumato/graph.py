@@ -20,13 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .collector import collector_paused
 from .errors import GraphIssue, GraphValidationError
+from .jsontext import JSONTextError, json_problems, parse_json
 
 FORMAT_VERSION = 1
 PARAM_TYPES = ("str", "int", "float", "bool", "list[str]", "list[int]", "list[float]", "json")
+NUMERIC_PARAM_TYPES = ("int", "float", "list[int]", "list[float]")
+#: Graph files larger than this are refused before they are read.
+MAX_GRAPH_BYTES = 64 * 2**20
 
 
 class ParamDeclaration(BaseModel):
@@ -43,6 +47,15 @@ class ParamDeclaration(BaseModel):
     minimum: float | None = None
     maximum: float | None = None
     required: bool = Field(False, description="the caller must set it (implied when there is no default)")
+
+    @model_validator(mode="after")
+    def _bounds_need_numbers(self) -> "ParamDeclaration":
+        # A bound on a text is meaningless, and comparing one later raises TypeError.
+        if (self.minimum is not None or self.maximum is not None) and self.type not in NUMERIC_PARAM_TYPES:
+            raise ValueError(f"minimum and maximum apply to numbers only, not to a {self.type} parameter")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"minimum {self.minimum:g} is above maximum {self.maximum:g}")
+        return self
 
 
 class NodeEntry(BaseModel):
@@ -151,28 +164,37 @@ def _line_of_second(text: str, key: str) -> int:
     return text.count("\n", 0, second if second >= 0 else max(first, 0)) + 1
 
 
-def _pydantic_issues(error: ValidationError) -> list[GraphIssue]:
+def _node_of(path: str) -> str | None:
+    """The node id a JSON path (``nodes.ID...``) points into."""
+    if not path.startswith("nodes."):
+        return None
+    return path[len("nodes."):].split(".", 1)[0].split("[", 1)[0] or None
+
+
+def _pydantic_issues(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[GraphIssue]:
     issues = []
-    for item in error.errors():
-        location = [str(part) for part in item["loc"]]
+    for item in error.errors(include_url=False, include_input=False):
+        location = [*prefix, *(str(part) for part in item["loc"])]
         node = location[1] if len(location) > 1 and location[0] == "nodes" else None
-        issues.append(GraphIssue(".".join(location) or "$", item["msg"], node))
+        message = item["msg"].removeprefix("Value error, ")
+        issues.append(GraphIssue(".".join(location) or "$", message, node))
     return issues
 
 
 def parse_graph_text(text: str, source: str = "<graph>") -> "Graph":
     """Parse a graph from JSON text; raises :class:`GraphValidationError` on bad structure."""
     try:
-        data = json.loads(text, object_pairs_hook=_reject_duplicates)
+        data = parse_json(text, object_pairs_hook=_reject_duplicates)
     except _DuplicateKey as duplicate:
         line = _line_of_second(text, duplicate.key)
         raise GraphValidationError(
-            [GraphIssue(f"line {line}", f"key {duplicate.key!r} appears twice in the same object; "
+            [GraphIssue(f"line {line}", f"key {duplicate.key!r:.80} appears twice in the same object; "
                                          "node ids and keys must be unique")], source) from None
-    except json.JSONDecodeError as error:
-        raise GraphValidationError(
-            [GraphIssue(f"line {error.lineno}, column {error.colno}", f"invalid JSON: {error.msg}")], source
-        ) from None
+    except JSONTextError as error:
+        message = error.message
+        if error.where == "$" and not text.strip():
+            message = 'the graph file is empty; a graph file is a JSON object: {"version": 1, "nodes": {...}}'
+        raise GraphValidationError([GraphIssue(error.where, message)], source) from None
     return Graph.from_dict(data, source=source)
 
 
@@ -188,25 +210,44 @@ class Graph:
     inputs: dict[str, dict[str, InputRef]]
     source: str = "<graph>"
     input_errors: tuple[GraphIssue, ...] = ()
+    #: Parameters and nodes whose own entry is malformed (already in ``input_errors``);
+    #: validation skips them rather than report their consequences again.
+    broken_params: frozenset[str] = frozenset()
+    broken_nodes: frozenset[str] = frozenset()
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<graph>") -> "Graph":
-        """Parse a graph document (a dict as read from JSON); structure errors raise."""
+        """Parse a graph document (a dict as read from JSON).
+
+        Raises :class:`GraphValidationError` when the document as a whole is
+        unusable (not an object, not JSON data, a bad top-level key). A
+        malformed parameter or node entry does not stop parsing: its problems
+        are kept in ``input_errors`` so that validation reports them beside
+        every other problem of the graph.
+        """
         with collector_paused():
             return cls._from_dict(data, source)
 
     @classmethod
     def _from_dict(cls, data: Any, source: str) -> "Graph":
-        if isinstance(data, dict) and data.get("version") not in (None, FORMAT_VERSION):
+        if not isinstance(data, dict):
+            raise GraphValidationError([GraphIssue(
+                "$", f'a graph is a JSON object {{"version": 1, "nodes": {{...}}}}, not a {_json_type(data)}')], source)
+        unsafe = json_problems(data)
+        if unsafe:
+            raise GraphValidationError([GraphIssue(path, problem, _node_of(path)) for path, problem in unsafe], source)
+        if data.get("version") not in (None, FORMAT_VERSION):
             raise GraphValidationError([GraphIssue(
                 "version", f"graph format version {data.get('version')!r} is not supported; this sfumato reads version {FORMAT_VERSION}"
             )], source)
+        entry_issues: list[GraphIssue] = []
+        broken: dict[str, set[str]] = {"params": set(), "nodes": set()}
         try:
             document = GraphDocument.model_validate(data)
         except ValidationError as error:
-            raise GraphValidationError(_pydantic_issues(error), source) from None
+            document, entry_issues = _validate_entries(data, error, broken, source)
         inputs: dict[str, dict[str, InputRef]] = {}
-        errors: list[GraphIssue] = []
+        errors: list[GraphIssue] = list(entry_issues)
         for node_id, entry in document.nodes.items():
             parsed: dict[str, InputRef] = {}
             for name, raw in entry.inputs.items():
@@ -216,18 +257,31 @@ class Graph:
                 else:
                     parsed[name] = ref
             inputs[node_id] = parsed
-        return cls(document, inputs, source, tuple(errors))
+        return cls(document, inputs, source, tuple(errors), frozenset(broken["params"]), frozenset(broken["nodes"]))
 
     @classmethod
     def load(cls, path: str | Path) -> "Graph":
         """Read a graph file (``.json``)."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            if path.is_dir():
+                found = sorted(p.name for p in path.glob("*.json"))[:5]
+                hint = f" (graph files in it: {', '.join(found)})" if found else ""
+                raise GraphValidationError([GraphIssue("$", f"{path} is a folder, not a graph file{hint}")], str(path))
+            size = path.stat().st_size
+            if size > MAX_GRAPH_BYTES:
+                raise GraphValidationError([GraphIssue(
+                    "$", f"{path} is {size:,} bytes; graph files are at most {MAX_GRAPH_BYTES:,} bytes")], str(path))
+            # utf-8-sig: a byte-order mark some editors write is not an error.
+            text = path.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise GraphValidationError([GraphIssue("$", f"no graph file at {path}")], str(path)) from None
         except UnicodeDecodeError as error:
-            raise GraphValidationError([GraphIssue("$", f"not UTF-8 text: {error}")], str(path)) from None
+            raise GraphValidationError([GraphIssue(
+                "$", f"not UTF-8 text: byte {error.start} cannot be decoded; save the file as UTF-8")], str(path)) from None
+        except OSError as error:
+            raise GraphValidationError([GraphIssue("$", f"cannot read {path}: {error.strerror or error}")],
+                                       str(path)) from None
         graph = parse_graph_text(text, source=str(path))
         if not graph.document.name:
             graph.document.name = path.stem
@@ -279,6 +333,43 @@ class Graph:
             for name, ref in refs.items()
             if isinstance(ref, Link)
         ]
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+_PLACEHOLDERS: dict[str, dict[str, Any]] = {"params": {"type": "json"}, "nodes": {"type": ""}}
+
+
+def _validate_entries(data: dict[str, Any], error: ValidationError, broken: dict[str, set[str]],
+                      source: str) -> tuple[GraphDocument, list[GraphIssue]]:
+    """Keep parsing past malformed parameter and node entries.
+
+    Each malformed entry's problems become issues and the entry is replaced by
+    a placeholder (remembered in ``broken``), so a misspelt key in one node
+    does not hide the rest of the graph's problems. Problems at the top level
+    still raise, with every entry problem found.
+    """
+    issues = _pydantic_issues(error)
+    patched = dict(data)
+    top_level = []
+    for issue in issues:
+        section, _, rest = issue.path.partition(".")
+        key = rest.split(".", 1)[0]
+        if section in _PLACEHOLDERS and rest and isinstance(data.get(section), dict) and key in data[section]:
+            if key not in broken[section]:
+                broken[section].add(key)
+                patched[section] = {**patched[section], key: _PLACEHOLDERS[section]}
+        else:
+            top_level.append(issue)
+    if top_level:
+        raise GraphValidationError(issues, source) from None
+    try:
+        return GraphDocument.model_validate(patched), issues
+    except ValidationError as second:  # pragma: no cover - placeholders are valid entries
+        raise GraphValidationError(issues + _pydantic_issues(second), source) from None
 
 
 def graph_json_schema() -> dict[str, Any]:

@@ -14,9 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from .context import RunContext
+from .errors import SfumatoError
+from .jsontext import JSONTextError, describe_problems, json_problems, parse_json
 
 PNG_KEY = "sfumato"
 METADATA_FORMAT = 1
+#: The longest ``sfumato`` text chunk read (decompressed); a graph with its
+#: parameters is a few kilobytes, so a larger chunk is refused, not parsed.
+MAX_METADATA_CHARS = 8 * 2**20
 _LIBRARIES = ("torch", "diffusers", "transformers", "pillow", "numpy")
 
 
@@ -63,16 +68,79 @@ def png_info(data: dict[str, Any]) -> Any:
     return info
 
 
-def read_png_metadata(path: str | Path) -> dict[str, Any]:
-    """The sfumato metadata of a PNG; ``ValueError`` when it has none."""
-    from PIL import Image
+class MetadataError(SfumatoError, ValueError):
+    """A PNG holds no sfumato metadata, or metadata that is damaged or crafted.
 
-    with Image.open(path) as image:
-        text = getattr(image, "text", {}) or image.info
-        raw = text.get(PNG_KEY)
-    if raw is None:
-        raise ValueError(f"{path} holds no sfumato metadata (was it saved by sfumato's image.save?)")
-    data = json.loads(raw)
-    if not isinstance(data, dict) or "graph" not in data:
-        raise ValueError(f"{path}: the sfumato metadata is damaged")
+    Also a ``ValueError`` for callers written against earlier versions.
+    """
+
+
+#: Field -> (accepted types, description) for the optional fields of the metadata.
+_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "format": ((int,), "an integer"),
+    "params": ((dict,), "an object"),
+    "seed": ((int, type(None)), "an integer"),
+    "node": ((str, type(None)), "a string"),
+    "index": ((int, type(None)), "an integer"),
+    "versions": ((dict,), "an object"),
+    "plugins": ((dict,), "an object"),
+}
+
+
+def check_metadata(data: Any, where: str = "the metadata") -> dict[str, Any]:
+    """Check decoded metadata is what sfumato writes; raise :class:`MetadataError` if not.
+
+    PNG metadata is untrusted: anyone can write a text chunk. The result has a
+    ``graph`` object, ``params``/``versions``/``plugins`` objects, an integer
+    (or null) ``seed`` and ``index``, and only safe JSON values inside.
+    """
+    if not isinstance(data, dict):
+        raise MetadataError(f"{where} is damaged: expected a JSON object, got {type(data).__name__}")
+    unsafe = json_problems(data, limit=3)
+    if unsafe:
+        raise MetadataError(f"{where} is damaged: {describe_problems(unsafe)}")
+    if not isinstance(data.get("graph"), dict):
+        raise MetadataError(f"{where} is damaged: 'graph' must be a graph object")
+    for name, (types, text) in _FIELDS.items():
+        if name in data and (not isinstance(data[name], types) or isinstance(data[name], bool)):
+            raise MetadataError(f"{where} is damaged: {name!r} must be {text}, "
+                                f"not {type(data[name]).__name__}")
+    for name in ("versions", "plugins"):
+        if not all(isinstance(value, str) for value in data.get(name, {}).values()):
+            raise MetadataError(f"{where} is damaged: the values of {name!r} must be strings")
+    if isinstance(data.get("index"), int) and data["index"] < 0:
+        raise MetadataError(f"{where} is damaged: 'index' must not be negative")
     return data
+
+
+def read_png_metadata(path: str | Path) -> dict[str, Any]:
+    """The sfumato metadata of a PNG, checked by :func:`check_metadata`.
+
+    Raises :class:`MetadataError` (a ``ValueError``) when the file is no
+    readable PNG, has no metadata, or has metadata that is damaged or crafted.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            # Only the chunks before the pixel data, which is where image.save puts
+            # them: reading ``image.text`` would decode every pixel of a crafted
+            # 20000x20000 file first. Pillow refuses text chunks over its
+            # MAX_TEXT_CHUNK (1 MB, also after decompression) as it reads them.
+            raw = image.info.get(PNG_KEY)
+    except (UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, OSError, ValueError) as error:
+        raise MetadataError(f"{path}: cannot read it as a PNG: {error}") from None
+    if raw is None:
+        raise MetadataError(f"{path} holds no sfumato metadata (was it saved by sfumato's image.save?)")
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="replace")
+    if not isinstance(raw, str):
+        raise MetadataError(f"{path}: the sfumato metadata is damaged: not text")
+    if len(raw) > MAX_METADATA_CHARS:
+        raise MetadataError(f"{path}: the sfumato metadata is {len(raw):,} characters; "
+                            f"at most {MAX_METADATA_CHARS:,} are read")
+    try:
+        data = parse_json(raw)
+    except JSONTextError as error:
+        raise MetadataError(f"{path}: the sfumato metadata is damaged: {error}") from None
+    return check_metadata(data, f"{path}: the sfumato metadata")

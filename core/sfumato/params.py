@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -10,6 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from .errors import GraphIssue, ParameterError
 from .graph import Graph, ParamDeclaration
+from .jsontext import JSONTextError, describe_problems, json_problems, parse_json
 
 _PYTHON_TYPES: dict[str, Any] = {
     "str": str, "int": int, "float": float, "bool": bool,
@@ -28,21 +29,47 @@ def _adapter(type_name: str) -> TypeAdapter:
     return TypeAdapter(_PYTHON_TYPES[type_name])
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _numbers(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
 def check_value(declaration: ParamDeclaration, value: Any) -> Any:
-    """Validate ``value`` against a declaration; raise ``ValueError`` with the reason."""
+    """Validate ``value`` against a declaration; raise ``ValueError`` with the reason.
+
+    The value may come from anyone (a command line, a server request), so it
+    is first checked to be safe JSON data: no deep nesting, no integers past
+    64 bits, no NaN, no lone surrogates.
+    """
+    unsafe = json_problems(value, limit=3)
+    if unsafe:
+        raise ValueError(describe_problems(unsafe))
     if declaration.type in ("int", "float") and isinstance(value, bool):
         raise ValueError(f"expected {declaration.type}, got a bool")
     try:
         value = _adapter(declaration.type).validate_python(value, strict=declaration.type != "float")
     except ValidationError as error:
-        raise ValueError("; ".join(e["msg"] for e in error.errors())) from None
-    if declaration.choices is not None and value not in declaration.choices:
-        raise ValueError(f"{value!r} is not one of {declaration.choices}")
-    if declaration.minimum is not None and value < declaration.minimum:
-        raise ValueError(f"{value!r} is below the minimum {declaration.minimum:g}")
-    if declaration.maximum is not None and value > declaration.maximum:
-        raise ValueError(f"{value!r} is above the maximum {declaration.maximum:g}")
+        raise ValueError("; ".join(e["msg"] for e in error.errors(include_url=False))) from None
+    if declaration.type in ("float", "list[float]") and not all(math.isfinite(v) for v in _numbers(value)):
+        raise ValueError(f"{_short(value)} is not a finite number")
+    if declaration.choices is not None and not any(_same(value, choice) for choice in declaration.choices):
+        raise ValueError(f"{_short(value)} is not one of {_short(declaration.choices)}")
+    if declaration.type in ("int", "float", "list[int]", "list[float]"):
+        for number in _numbers(value):
+            if declaration.minimum is not None and number < declaration.minimum:
+                raise ValueError(f"{_short(number)} is below the minimum {declaration.minimum:g}")
+            if declaration.maximum is not None and number > declaration.maximum:
+                raise ValueError(f"{_short(number)} is above the maximum {declaration.maximum:g}")
     return value
+
+
+def _same(value: Any, choice: Any) -> bool:
+    # ``1 == True`` and ``1 == 1.0`` in Python; a choice of true is not the number 1.
+    return value == choice and isinstance(value, bool) == isinstance(choice, bool)
 
 
 def parse_text_value(declaration: ParamDeclaration, text: str) -> Any:
@@ -51,41 +78,49 @@ def parse_text_value(declaration: ParamDeclaration, text: str) -> Any:
         return text
     if declaration.type.startswith("list[") and not text.lstrip().startswith("["):
         items = [item.strip() for item in text.split(",") if item.strip()]
-        return items if declaration.type == "list[str]" else [json.loads(item) for item in items]
+        if declaration.type == "list[str]":
+            return items
+        try:
+            return [parse_json(item) for item in items]
+        except JSONTextError as error:
+            raise ValueError(f"{_short(text)} is not a valid {declaration.type}: {error.message}") from None
     if declaration.type == "bool" and text.lower() in ("true", "false", "yes", "no", "1", "0", "on", "off"):
         return text.lower() in ("true", "yes", "1", "on")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        if declaration.type == "json":
+        return parse_json(text)
+    except JSONTextError as error:
+        if declaration.type == "json" and error.kind == "syntax":
             return text
-        raise ValueError(f"{text!r} is not a valid {declaration.type}") from None
+        raise ValueError(f"{_short(text)} is not a valid {declaration.type}: {error.message}") from None
 
 
 def declaration_issues(graph: Graph) -> list[GraphIssue]:
     """Problems in the graph's own parameter declarations (bad defaults, choices)."""
     issues = []
     for name, declaration in graph.params.items():
-        if declaration.default is None:
+        if declaration.default is None or name in graph.broken_params:
             continue
         try:
             check_value(declaration, declaration.default)
         except ValueError as error:
-            issues.append(GraphIssue(f"params.{name}.default", f"default {declaration.default!r} is invalid: {error}"))
+            issues.append(GraphIssue(f"params.{name}.default",
+                                     f"default {_short(declaration.default)} is invalid: {error}"))
     return issues
 
 
-def resolve_params(graph: Graph, given: dict[str, Any], *, from_text: bool = False) -> dict[str, Any]:
-    """Merge caller values over defaults; raise :class:`ParameterError` listing every problem.
+def param_problems(graph: Graph, given: dict[str, Any], *, from_text: bool = False
+                   ) -> tuple[dict[str, Any], list[GraphIssue]]:
+    """Caller values merged over defaults, and a :class:`GraphIssue` for every problem.
 
     With ``from_text`` the given values are command-line strings to parse.
     """
-    problems: list[str] = []
+    problems: list[GraphIssue] = []
     resolved: dict[str, Any] = {}
     for name in given:
         if name not in graph.params:
             known = ", ".join(sorted(graph.params)) or "none"
-            problems.append(f"unknown parameter {name!r} (this graph's parameters: {known})")
+            problems.append(GraphIssue(f"params.{name}",
+                                       f"unknown parameter {name!r} (this graph's parameters: {known})"))
     for name, declaration in graph.params.items():
         if name in given:
             value = given[name]
@@ -94,11 +129,21 @@ def resolve_params(graph: Graph, given: dict[str, Any], *, from_text: bool = Fal
                     value = parse_text_value(declaration, value)
                 resolved[name] = check_value(declaration, value)
             except ValueError as error:
-                problems.append(f"parameter {name!r} ({declaration.type}): {error}")
+                problems.append(GraphIssue(f"params.{name}", f"parameter {name!r} ({declaration.type}): {error}"))
         elif declaration.default is not None and not declaration.required:
             resolved[name] = declaration.default
         else:
-            problems.append(f"parameter {name!r} ({declaration.type}) is required; set it with --set {name}=...")
+            problems.append(GraphIssue(f"params.{name}", f"parameter {name!r} ({declaration.type}) is required; "
+                                                         f"set it with --set {name}=..."))
+    return resolved, problems
+
+
+def resolve_params(graph: Graph, given: dict[str, Any], *, from_text: bool = False) -> dict[str, Any]:
+    """Merge caller values over defaults; raise :class:`ParameterError` listing every problem.
+
+    With ``from_text`` the given values are command-line strings to parse.
+    """
+    resolved, problems = param_problems(graph, given, from_text=from_text)
     if problems:
-        raise ParameterError("; ".join(problems))
+        raise ParameterError("; ".join(problem.message for problem in problems))
     return resolved

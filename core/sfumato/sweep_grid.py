@@ -5,16 +5,47 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .errors import ParameterError
+from .limits import current_limits
 from .sweep_runner import RunOutcome
+from .sweeps import SweepAxis
+
+#: The side of one grid cell, in pixels.
+CELL = 128
 
 
-def labelled_grid(outcomes: list[RunOutcome], x_axis: str, y_axis: str, path: Path, cell: int = 128) -> Path:
+def grid_axes(grid: str, axes: list[SweepAxis], cell: int = CELL) -> tuple[str, str]:
+    """Check ``--grid X,Y`` against the sweep's axes before anything runs; return ``(X, Y)``.
+
+    Both must be swept, and differ; the grid they make must fit the image
+    limits. Raises :class:`ParameterError` naming the axes that were swept.
+    """
+    x_axis, _, y_axis = (part.strip() for part in grid.partition(","))
+    if not x_axis or not y_axis:
+        raise ParameterError(f"--grid expects two sweep axes: X,Y (got {grid!r:.60})")
+    lengths = {axis.name: len(axis.values) for axis in axes}
+    swept = ", ".join(lengths) or "none"
+    for name in (x_axis, y_axis):
+        if name not in lengths:
+            raise ParameterError(f"--grid axis {name!r:.60} was not swept (swept: {swept}); "
+                                 f"add --sweep {name}=... or pick two of the swept axes")
+    if x_axis == y_axis:
+        raise ParameterError(f"--grid needs two different axes, got {x_axis!r} twice")
+    width, height = (lengths[x_axis] + 2) * cell, (lengths[y_axis] + 1) * cell
+    if width * height > current_limits().max_image_pixels:
+        raise ParameterError(f"--grid {x_axis},{y_axis}: a {lengths[x_axis]} x {lengths[y_axis]} grid of "
+                             f"{cell}-pixel cells is larger than the image limit "
+                             f"({current_limits().max_image_pixels:,} pixels, Limits.max_image_pixels)")
+    return x_axis, y_axis
+
+
+def labelled_grid(outcomes: list[RunOutcome], x_axis: str, y_axis: str, path: Path, cell: int = CELL) -> Path:
     """Compose the first image of each run into a grid: columns by ``x_axis``, rows by ``y_axis``."""
     from PIL import Image, ImageDraw, ImageFont
 
     def value(outcome: RunOutcome, axis: str) -> str:
         if axis not in outcome.params:
-            raise ValueError(f"--grid axis {axis!r} is not a parameter of this sweep")
+            raise ParameterError(f"--grid axis {axis!r} is not a parameter of this sweep")
         return str(outcome.params[axis])
 
     xs = list(dict.fromkeys(value(o, x_axis) for o in outcomes))

@@ -15,9 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ParameterError
+from .limits import current_limits
 
-_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?$")
+# At most 19 digits per bound: any larger is no 64-bit integer (and a longer
+# digit string would first meet Python's int/str conversion limit).
+_RANGE = re.compile(r"^(-?\d{1,19})\.\.(-?\d{1,19})(?:\.\.(-?\d{1,19}))?$")
+#: The default most runs in a sweep (see :class:`sfumato.Limits` to change it).
 MAX_RUNS = 100_000
+
+
+def _check_runs(runs: int, what: str) -> None:
+    limit = current_limits().max_sweep_runs
+    if runs > limit:
+        raise ParameterError(f"{what} makes {runs:,} runs, more than the limit of {limit:,} "
+                             "(Limits.max_sweep_runs)")
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,7 @@ def parse_axis(text: str, base_dir: Path | None = None) -> SweepAxis:
         values = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
         if not values:
             raise ParameterError(f"--sweep {name}: {path} holds no values")
+        _check_runs(len(values), f"--sweep {name}")
         return SweepAxis(name, values)
     match = _RANGE.match(spec)
     if match:
@@ -58,13 +70,15 @@ def parse_axis(text: str, base_dir: Path | None = None) -> SweepAxis:
         step = int(match.group(3)) if match.group(3) else (1 if stop >= start else -1)
         if step == 0 or (stop - start) * step < 0:
             raise ParameterError(f"--sweep {name}: range {spec!r} is empty or its step has the wrong sign")
-        values = tuple(str(v) for v in range(start, stop + (1 if step > 0 else -1), step))
-        if len(values) > MAX_RUNS:
-            raise ParameterError(f"--sweep {name}: {len(values)} values is more than {MAX_RUNS}")
-        return SweepAxis(name, values)
+        numbers = range(start, stop + (1 if step > 0 else -1), step)
+        # len() of a range is arithmetic: 0..20000000 is refused without making a value.
+        _check_runs(len(numbers), f"--sweep {name}={spec}")
+        return SweepAxis(name, tuple(str(v) for v in numbers))
+    if spec.count(",") >= current_limits().max_sweep_runs:
+        _check_runs(spec.count(",") + 1, f"--sweep {name}")
     values = tuple(part.strip() for part in spec.split(","))
     if any(not v for v in values):
-        raise ParameterError(f"--sweep {name}: empty value in list {spec!r}")
+        raise ParameterError(f"--sweep {name}: empty value in list {spec[:60]!r}")
     return SweepAxis(name, values)
 
 
@@ -83,12 +97,13 @@ def combine(axes: list[SweepAxis], *, zip_axes: bool = False, base: dict[str, An
         if len(set(lengths.values())) > 1:
             detail = ", ".join(f"{n}: {k}" for n, k in lengths.items())
             raise ParameterError(f"--zip needs axes of equal length ({detail})")
+        _check_runs(len(axes[0].values), "the zipped sweep")
         rows = zip(*(axis.values for axis in axes))
     else:
         total = 1
         for axis in axes:
             total *= len(axis.values)
-        if total > MAX_RUNS:
-            raise ParameterError(f"the sweep makes {total} runs, more than {MAX_RUNS}")
+        # The product of the lengths, checked before a single combination is made.
+        _check_runs(total, "the sweep (" + " x ".join(str(len(axis.values)) for axis in axes) + ")")
         rows = itertools.product(*(axis.values for axis in axes))
     return [{**base, **dict(zip(names, row))} for row in rows]

@@ -1,12 +1,18 @@
-"""Resizing, upscaling, cropping and padding."""
+"""Resizing, upscaling, cropping and padding.
+
+Each node checks the size of what it will make against the resource limits
+(:func:`sfumato.current_limits`) before allocating it: at validation, through
+``describe_outputs``, when the size follows from literal inputs alone; when it
+runs, from the actual input sizes.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Any, Annotated, Literal
 
 from PIL import Image, ImageOps
 
-from sfumato import Field, ImageBatch, node
+from sfumato import Field, ImageBatch, current_limits, node
 
 RESAMPLING = {
     "lanczos": Image.Resampling.LANCZOS,
@@ -20,7 +26,21 @@ Method = Literal["lanczos", "bicubic", "bilinear", "box", "hamming", "nearest"]
 Size = Annotated[int, Field(ge=1, le=16384)]
 
 
-@node("image.resize", category="image")
+def check_output_sizes(node_id: str, sizes: list[tuple[int, int]]) -> None:
+    """Refuse a batch of output sizes over the limits (``LimitExceededError``), before allocating."""
+    current_limits().check_batch(sizes, node_id)
+
+
+def _describe_box(inputs: dict[str, Any], node_id: str) -> dict[str, dict[str, Any]]:
+    """Output size from literal ``width`` and ``height`` (each image at most that); refused over the limit."""
+    width, height = inputs.get("width"), inputs.get("height")
+    if not isinstance(width, int) or not isinstance(height, int) or not width or not height:
+        return {}  # linked, or taken from each image at run time
+    current_limits().check_image(width, height, f"{node_id} width x height")
+    return {"images": {"max_width": width, "max_height": height}}
+
+
+@node("image.resize", category="image", describe_outputs=lambda inputs: _describe_box(inputs, "image.resize"))
 def resize(
     images: ImageBatch,
     width: Size = 512,
@@ -38,6 +58,7 @@ def resize(
         fit: stretch to the size, contain (fit inside, keep aspect) or cover (fill and crop).
     """
     size, resample = (width, height), RESAMPLING[method]
+    check_output_sizes("image.resize", [size] * len(images))
     if fit == "contain":
         return images.map(lambda im: ImageOps.contain(im, size, method=resample))
     if fit == "cover":
@@ -58,14 +79,14 @@ def upscale(
         factor: the scale factor.
         method: resampling filter.
     """
-    def scale(image: Image.Image) -> Image.Image:
-        size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
-        return image.resize(size, RESAMPLING[method])
+    def target(image: Image.Image) -> tuple[int, int]:
+        return max(1, round(image.width * factor)), max(1, round(image.height * factor))
 
-    return images.map(scale)
+    check_output_sizes(f"image.upscale factor {factor:g}", [target(image) for image in images])
+    return images.map(lambda image: image.resize(target(image), RESAMPLING[method]))
 
 
-@node("image.crop", category="image")
+@node("image.crop", category="image", describe_outputs=lambda inputs: _describe_box(inputs, "image.crop"))
 def crop(
     images: ImageBatch,
     left: Annotated[int, Field(ge=0)] = 0,
@@ -119,6 +140,7 @@ def pad(
     try:
         fill = ImageColor.getrgb(colour)
     except ValueError:
-        raise ValueError(f"unknown colour {colour!r}; use #rrggbb or a name such as 'white'") from None
+        raise ValueError(f"unknown colour {colour!r:.40}; use #rrggbb or a name such as 'white'") from None
+    check_output_sizes("image.pad", [(im.width + left + right, im.height + top + bottom) for im in images])
     return images.map(lambda im: ImageOps.expand(im, (left, top, right, bottom),
                                                   fill=fill if im.mode != "L" else fill[0]))

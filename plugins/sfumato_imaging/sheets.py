@@ -8,7 +8,7 @@ from typing import Annotated
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
-from sfumato import Field, ImageBatch, node
+from sfumato import Field, ImageBatch, current_limits, node
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -54,6 +54,7 @@ def grid(
     title_height = font_size * 2 if title else 0
     width = cols * cell + (cols + 1) * padding
     height = title_height + rows * (cell + caption_height) + (rows + 1) * padding
+    current_limits().check_image(width, height, f"image.grid of {count} images in {cols} columns")
     sheet = Image.new("RGB", (width, height), ImageColor.getrgb(background))
     draw = ImageDraw.Draw(sheet)
     ink = (0, 0, 0) if sum(ImageColor.getrgb(background)) > 382 else (255, 255, 255)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from sfumato import Field, PromptWeights, node
+from sfumato import Field, PromptWeights, current_limits, node
 
 from .stopwords import STOPWORDS
 from .weighting import parse_weighted_prompt
@@ -62,7 +62,52 @@ def normalize(
     return cleaned
 
 
-@node("text.template", category="text")
+_NUMBER = re.compile(r"\d+")
+
+
+def template_length(template: str, available: dict[str, str]) -> int:
+    """The most characters ``template.format(**available)`` can have, computed without formatting.
+
+    Each slot takes the longer of its value and the widths in its format spec
+    (``{subject:>40}`` pads to 40); slots without a known value count as their
+    width alone. Raises ``ValueError`` for a malformed template.
+    """
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise ValueError(f"template {template[:80]!r} is malformed: {error}") from None
+    total = 0
+    for literal, name, spec, _ in parts:
+        total += len(literal)
+        if name is None:
+            continue
+        if spec and "{" in spec:
+            raise ValueError(f"template slot {{{name}:{spec[:40]}}} has a slot inside its format; "
+                             "write the width as a number")
+        # Any number in a spec (width, precision) bounds what the slot can add; a
+        # 30-digit one is no width anyone means, and too long to convert safely.
+        widths = [int(n) if len(n) <= 18 else 10**18 for n in _NUMBER.findall(spec or "")]
+        total += max([len(available.get(name, "")), *widths])
+    return total
+
+
+def _describe_template(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """At validation: refuse a literal template whose result would be over the text limit."""
+    text = inputs.get("template")
+    if not isinstance(text, str):
+        return {}
+    values = inputs.get("values") if isinstance(inputs.get("values"), dict) else {}
+    known = {**{k: str(v) for k, v in values.items()},
+             **{k: inputs[k] for k in ("subject", "style") if isinstance(inputs.get(k), str)}}
+    try:
+        length = template_length(text, known)
+    except ValueError:
+        return {}  # a malformed template is reported when the node runs, with its reason
+    current_limits().check_text_length(length, "input 'template' (the text it makes)")
+    return {"text": {"max_length": length}}
+
+
+@node("text.template", category="text", describe_outputs=_describe_template)
 def template(
     template: str,
     subject: str = "",
@@ -82,10 +127,9 @@ def template(
         values: values of other slots, e.g. ``{"colour": "red"}``.
     """
     available = {**{k: str(v) for k, v in values.items()}, "subject": subject, "style": style}
-    try:
-        slots = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as error:
-        raise ValueError(f"template {template!r} is malformed: {error}") from None
+    # The size is known before anything is built: {x:>999999999} is refused, not allocated.
+    current_limits().check_text_length(template_length(template, available), "input 'template' (the text it makes)")
+    slots = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     for slot in slots:
         if not slot.isidentifier():
             raise ValueError(f"template slot {{{slot}}} is not a plain name")

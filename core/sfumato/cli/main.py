@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from ..errors import GraphValidationError, ParameterError, SfumatoError
+from ..limits import LimitExceededError
 from . import draw_cmd, info_cmds, run_cmd
 from .output import print_error, print_graph_issues
 
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GraphValidationError as error:
         print_graph_issues(error)
         return EXIT_INVALID
-    except ParameterError as error:
+    except (ParameterError, LimitExceededError) as error:
         print_error(str(error))
         return EXIT_INVALID
     except KeyboardInterrupt:

@@ -1,0 +1,183 @@
+"""Untrusted JSON: parsing it with errors a person can act on, and checking what came out.
+
+Graph files, ``--set`` values, server requests and PNG metadata all arrive as
+JSON someone else wrote. Python's parser and everything after it have edges
+that end in a traceback rather than an error: nesting deep enough to exhaust
+the stack, integers over 4,300 digits, lone surrogates (``"\\ud800"``) that
+parse fine and fail when the text is encoded to be saved, ``NaN`` and
+``1e999``. :func:`parse_json` and :func:`json_problems` turn each into a
+sentence naming where it is; neither recurses, so neither can overflow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+#: Deepest nesting of lists and objects accepted anywhere in a document.
+MAX_DEPTH = 64
+#: Integers must fit in 64 bits (signed or unsigned): seeds, sizes, counts.
+INTEGER_BITS = 64
+#: Digits of an integer literal above which it cannot fit in 64 bits.
+_MAX_INTEGER_DIGITS = 20
+_MAX_KEY_IN_PATH = 40
+
+
+class JSONTextError(ValueError):
+    """Text that is not acceptable JSON; ``where`` is ``line L, column C`` or ``$``.
+
+    ``kind`` is ``syntax`` (not JSON at all: includes an empty text and a
+    trailing comma) or ``limit`` (JSON, but nested too deeply or a number too long).
+    """
+
+    def __init__(self, where: str, message: str, kind: str = "syntax") -> None:
+        self.where = where
+        self.message = message
+        self.kind = kind
+        super().__init__(f"{where}: {message}")
+
+
+class _HugeInteger(ValueError):
+    def __init__(self, digits: str) -> None:
+        self.digits = digits
+        super().__init__(digits)
+
+
+def _parse_int(text: str) -> int:
+    # Checked before int() so that a 5,000-digit number never meets the
+    # interpreter's int/str conversion limit (a ValueError without a position).
+    if len(text.lstrip("-")) > _MAX_INTEGER_DIGITS:
+        raise _HugeInteger(text)
+    return int(text)
+
+
+def _position(text: str, index: int) -> str:
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def _trailing_comma(text: str, index: int) -> int | None:
+    """The index of a comma just before a closing bracket at ``index``, if that is the error."""
+    closing = index
+    while closing < len(text) and text[closing] in " \t\r\n":
+        closing += 1
+    if closing >= len(text) or text[closing] not in "}]":
+        return None
+    before = index - 1
+    while before >= 0 and text[before] in " \t\r\n":
+        before -= 1
+    return before if before >= 0 and text[before] == "," else None
+
+
+def parse_json(text: str, **hooks: Any) -> Any:
+    """Parse JSON text; raise :class:`JSONTextError` naming the problem and its position.
+
+    ``hooks`` pass on to :func:`json.loads` (``object_pairs_hook``). An empty
+    text, a trailing comma, nesting deeper than the parser can follow and
+    integers too long to be a number are named as such.
+    """
+    if not text.strip():
+        raise JSONTextError("$", "the text is empty; expected a JSON value such as an object {...}")
+    try:
+        return json.loads(text, parse_int=_parse_int, **hooks)
+    except _HugeInteger as error:
+        index = text.find(error.digits)
+        where = _position(text, index) if index >= 0 else "$"
+        raise JSONTextError(where, f"an integer of {len(error.digits.lstrip('-'))} digits; integers must fit "
+                                   f"in {INTEGER_BITS} bits", "limit") from None
+    except RecursionError:
+        raise JSONTextError("$", f"lists or objects nested too deeply (the most is {MAX_DEPTH} levels)",
+                            "limit") from None
+    except json.JSONDecodeError as error:
+        comma = _trailing_comma(text, error.pos)
+        if comma is not None:
+            raise JSONTextError(_position(text, comma), "trailing comma before a closing bracket; "
+                                                        "JSON allows no comma after the last item") from None
+        raise JSONTextError(f"line {error.lineno}, column {error.colno}", f"invalid JSON: {error.msg}") from None
+
+
+def _join(path: str, key: Any) -> str:
+    if path.endswith("..."):
+        return path
+    if len(path) > 100:  # a path 1,000 levels deep says no more than its first 100 characters
+        return path + "..."
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    text = str(key)
+    if len(text) > _MAX_KEY_IN_PATH:
+        text = text[:_MAX_KEY_IN_PATH] + "..."
+    return f"{path}.{text}" if path else text
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a UTF-16 surrogate on its own (it cannot be written as UTF-8)."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def text_problem(text: str) -> str | None:
+    """Why a string cannot be used as text, or ``None``."""
+    if has_lone_surrogate(text):
+        return "holds a lone surrogate (\\ud800-\\udfff), which is not Unicode text and cannot be saved"
+    return None
+
+
+def json_problems(value: Any, path: str = "", *, max_depth: int = MAX_DEPTH, limit: int = 20
+                  ) -> list[tuple[str, str]]:
+    """``(path, problem)`` for what makes ``value`` unsafe as JSON data, at most ``limit`` of them.
+
+    Problems: nesting deeper than ``max_depth``, integers beyond 64 bits,
+    floats that are not finite, lone surrogates in strings or keys, keys that
+    are not strings, and values that are no JSON type (tuples count as lists).
+    Walks with an explicit stack, so any depth is safe to check.
+    """
+    problems: list[tuple[str, str]] = []
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack and len(problems) < limit:
+        item, where, depth = stack.pop()
+        if item is None or isinstance(item, bool):
+            continue
+        if isinstance(item, str):
+            problem = text_problem(item)
+            if problem:
+                problems.append((where or "$", f"the text {problem}"))
+        elif isinstance(item, int):
+            if item.bit_length() > INTEGER_BITS:
+                problems.append((where or "$", f"an integer of {item.bit_length()} bits; integers must fit in "
+                                               f"{INTEGER_BITS} bits"))
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                problems.append((where or "$", f"{item!r} is not a finite number (JSON has no NaN or infinity)"))
+        elif isinstance(item, (dict, list, tuple)):
+            if depth >= max_depth:
+                problems.append((where or "$", f"nested more than {max_depth} levels deep"))
+                continue
+            if isinstance(item, dict):
+                children: list[tuple[Any, str]] = []
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        problems.append((where or "$", f"key {key!r:.40} is not a string"))
+                        continue
+                    if has_lone_surrogate(key):
+                        problems.append((_join(where, key.encode("utf-8", "replace").decode()),
+                                         "the key holds a lone surrogate, which is not Unicode text"))
+                        continue
+                    children.append((child, _join(where, key)))
+            else:
+                children = [(child, _join(where, index)) for index, child in enumerate(item)]
+            stack.extend((child, child_path, depth + 1) for child, child_path in reversed(children))
+        else:
+            problems.append((where or "$", f"a {type(item).__name__} is not a JSON value"))
+    return problems
+
+
+def describe_problems(problems: list[tuple[str, str]]) -> str:
+    """The problems of :func:`json_problems` as one sentence."""
+    return "; ".join(f"{path}: {problem}" if path and path != "$" else problem for path, problem in problems)
