@@ -11,8 +11,10 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import GraphIssue, GraphValidationError, NodeExecutionError, ParameterError, RunFailedError
+from ..devices import check_device_available, check_device_name, check_dtype_name
+from ..errors import GraphIssue, GraphValidationError, NodeExecutionError, ParameterError, RunFailedError, SfumatoError
 from ..graph import Graph
+from ..limits import LimitExceededError
 from ..report import RunReport
 from .output import print_error, print_graph_issues, print_json, stderr, stdout
 
@@ -94,15 +96,28 @@ def load_graph_argument(path_text: str) -> tuple[Graph, dict[str, Any], int | No
     return Graph.load(resolve_graph_path(path_text)), {}, None
 
 
+def check_run_settings(args: argparse.Namespace) -> None:
+    """Settings that are wrong whatever the graph: refused before anything is read or loaded."""
+    check_device_name(args.device)
+    check_dtype_name(args.dtype)
+    if getattr(args, "jobs", 1) < 1:
+        raise ParameterError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.seed is not None and not 0 <= args.seed < 2**64:
+        raise ParameterError(f"--seed must be between 0 and 2**64 - 1, got {args.seed}")
+
+
 def run_command(args: argparse.Namespace) -> int:
     from ..engine import Engine
 
+    check_run_settings(args)
     if args.sweeps or args.executor != "local":
         from .sweep_cmd import sweep_command
 
         return sweep_command(args)
     graph, stored_params, stored_seed = load_graph_argument(args.graph)
     sets = parse_sets(args.sets)
+    # A GPU that is not there is found now, not after the first models have loaded.
+    check_device_available(args.device)
     params: dict[str, Any] = {**stored_params, **sets}
     from ..shipped import check_example_paths
 
@@ -126,7 +141,8 @@ def run_command(args: argparse.Namespace) -> int:
             result = engine.execute(plan, keep_going=args.keep_going)
         report = result.report
     except NodeExecutionError as error:
-        report, code = error.report, 1
+        # A node refusing a size over the limits is bad input (2), not a failed run (1).
+        report, code = error.report, 2 if isinstance(error.original, LimitExceededError) else 1
         print_error(str(error))
     except RunFailedError as error:
         report, code = error.report, 1
@@ -177,6 +193,8 @@ def validate_command(args: argparse.Namespace) -> int:
         issues = error.issues
     except ParameterError as error:
         issues = [GraphIssue("params", str(error))]
+    except SfumatoError as error:  # any other refusal of the input (a limit, damaged PNG metadata)
+        issues = [GraphIssue("$", str(error))]
     if args.json:
         print_json({"valid": not issues, "issues": [i.as_dict() for i in issues]})
     elif issues:
