@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sfumato import Graph, RunReport
 from sfumato import RunOutcome, claim_new_file, path_inside, write_atomically
@@ -121,8 +121,14 @@ class RayExecutor:
     # -- running ---------------------------------------------------------------
 
     def run_many(self, graph: Graph, param_sets: list[dict[str, Any]], *, output_dir: str | Path,
-                 seed: int | None = None, batch_size: int = 8, params_from_text: bool = False) -> list[RunOutcome]:
-        """Run every parameter set on the workers; results saved under ``output_dir``."""
+                 seed: int | None = None, batch_size: int = 8, params_from_text: bool = False,
+                 on_outcome: Callable[[RunOutcome], None] | None = None) -> list[RunOutcome]:
+        """Run every parameter set on the workers; results saved under ``output_dir``.
+
+        ``on_outcome`` is called with each run's outcome as soon as it is final
+        (done, or failed after its retries), so a caller can show progress.
+        """
+        report_outcome = on_outcome or (lambda outcome: None)
         import ray
         from ray.exceptions import RayActorError
 
@@ -164,12 +170,14 @@ class RayExecutor:
                             outcomes[index].status = "failed"
                             outcomes[index].error = f"worker died {attempts[index]} times: {error}"
                             outcomes[index].attempts = attempts[index]
+                            report_outcome(outcomes[index])
                     if retry:
                         queue.insert(0, retry)
                     continue
                 idle.append(actor)
                 for index, result in zip(indices, results):
                     self._save(outcomes[index], result, output_dir, attempts[index])
+                    report_outcome(outcomes[index])
             return outcomes
         finally:
             for actor in self.actors:

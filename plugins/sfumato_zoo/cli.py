@@ -68,11 +68,51 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+class EvalProgress:
+    """Live progress of ``zoo eval`` on stderr: the stage, and the sampler's steps over all images."""
+
+    def __init__(self, model: str, n: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.model, self.n = model, n
+        self.console = Console(stderr=True, highlight=False)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=self.console, transient=True)
+        self.task = self.progress.add_task(f"zoo eval {model}: loading models", total=None)
+        self.runs = 0
+
+    def __enter__(self) -> "EvalProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: Any) -> None:
+        from rich.markup import escape
+
+        from sfumato import ModelLoaded, NodeProgress, NodeStarted, RunStarted
+
+        if isinstance(event, RunStarted):
+            self.runs += 1
+            stage = "warming up" if self.runs == 1 else f"{self.n} images"
+            self.progress.update(self.task, description=f"zoo eval {self.model}: {stage}", completed=0, total=None)
+        elif isinstance(event, NodeStarted):
+            self.progress.update(self.task, description=f"zoo eval {self.model}: {event.node_id}"
+                                 + ("" if self.runs == 1 else f" ({self.n} images)"))
+        elif isinstance(event, NodeProgress):
+            self.progress.update(self.task, completed=event.current, total=event.total)
+        elif isinstance(event, ModelLoaded):
+            self.progress.console.print(f"[dim]model load: {escape(event.key)} in {event.seconds:.2f}s[/]")
+
+
 def eval_command(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
 
-    scores = evaluate(args.model, n=args.n, steps=args.steps, scheduler=args.scheduler, guidance=args.guidance,
-                      seed=args.seed)
+    with EvalProgress(args.model, args.n) as progress:
+        scores = evaluate(args.model, n=args.n, steps=args.steps, scheduler=args.scheduler,
+                          guidance=args.guidance, seed=args.seed, observers=[progress])
     if args.json:
         print(json.dumps(scores, indent=2))
     else:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable, Iterable
 
-from sfumato import Engine, GraphBuilder, ImageBatch
+from sfumato import Engine, GraphBuilder, ImageBatch, RunEvent
 
 from .dataset import ATTRIBUTES, ShapeSpec, evaluation_prompts
 from .judge import judge_image
@@ -31,9 +31,15 @@ def score_against(images: ImageBatch, specs: list[ShapeSpec]) -> dict[str, float
 
 
 def evaluate(model: str, *, n: int = 96, steps: int = 20, scheduler: str = "dpm++", guidance: float = 3.0,
-             seed: int = 0, engine: Engine | None = None) -> dict[str, Any]:
-    """Per-attribute accuracy, ``all`` and seconds per image on ``n`` held-out prompts."""
+             seed: int = 0, engine: Engine | None = None,
+             observers: Iterable[Callable[[RunEvent], None]] = ()) -> dict[str, Any]:
+    """Per-attribute accuracy, ``all`` and seconds per image on ``n`` held-out prompts.
+
+    ``observers`` receive the run events (model loads, nodes, sampler steps) of
+    both runs, the warm-up and the measured one, to show progress.
+    """
     engine = engine or Engine(device="cpu", cache=False)
+    engine.observers.extend(observers)
     pairs = evaluation_prompts(n)
     prompts, specs = [p for p, _ in pairs], [s for _, s in pairs]
     # Warm up: load the encoder and the model, so the timing measures generation.

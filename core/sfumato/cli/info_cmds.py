@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from typing import Any
 
 from rich.markup import escape
@@ -35,6 +36,10 @@ def add_parsers(subparsers: Any) -> None:
     inspect.add_argument("image")
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(handler=inspect_command)
+
+    graphs = subparsers.add_parser("graphs", help="list the graphs that ship with sfumato (run them by name)")
+    graphs.add_argument("--json", action="store_true")
+    graphs.set_defaults(handler=graphs_command)
 
 
 def nodes_markdown(specs: list[NodeSpec]) -> str:
@@ -167,5 +172,60 @@ def inspect_command(args: argparse.Namespace) -> int:
         stdout.print(f"  {name} = {escape(json.dumps(value))}")
     stdout.print("versions: " + ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items()))
     stdout.print("plugins: " + ", ".join(f"{k} {v}" for k, v in data.get("plugins", {}).items()))
-    stdout.print(f"[dim]run it again: sfumato run {escape(args.image)}[/]")
+    for line in remake_commands(args.image, data):
+        stdout.print(escape(line))
+    return 0
+
+
+def _quoted(text: str) -> str:
+    return shlex.quote(text)
+
+
+def remake_commands(image: str, data: dict[str, Any]) -> list[str]:
+    """The commands that make this image again: alone (by its own seed) and with its whole batch.
+
+    Image ``i`` of a batch made with seed ``s`` used the seed ``image_seed(s, i)``,
+    and an image is the same alone or in a batch, so a graph with ``seed`` and
+    ``batch_size`` parameters remakes exactly this one image with those two set.
+    """
+    params = data.get("params", {}) or {}
+    index = data.get("index")
+    rerun = f"sfumato run {_quoted(image)}"
+    seed, batch_size = params.get("seed"), params.get("batch_size")
+    if not isinstance(index, int) or not isinstance(seed, int) or not isinstance(batch_size, int):
+        return [f"remake it (the run that made it; it is image {index} of that run's output):  {rerun}"]
+    if batch_size == 1:
+        return [f"remake exactly this image:  {rerun}"]
+    from ..seeds import image_seed
+
+    return [
+        f"remake exactly this image (image {index} of a batch of {batch_size} made with seed {seed}):  "
+        f"{rerun} --set seed={image_seed(seed, index)} --set batch_size=1",
+        f"remake its whole batch:  {rerun}",
+    ]
+
+
+def graphs_command(args: argparse.Namespace) -> int:
+    """List the graphs that ship with sfumato (run one by name from any folder)."""
+    from ..graph import Graph
+    from ..shipped import missing_example_paths, shipped_graphs
+
+    rows = []
+    for name, path in shipped_graphs().items():
+        graph = Graph.load(path)
+        needs = [issue.path.split(".")[1] for issue in missing_example_paths(graph)]
+        rows.append({"name": name, "path": str(path), "description": graph.document.description,
+                     "params": sorted(graph.params), "needs": needs})
+    if args.json:
+        print_json(rows)
+        return 0
+    table = Table(title="shipped graphs: sfumato run NAME (from any folder)", title_justify="left")
+    for column in ("name", "what it does", "parameters"):
+        table.add_column(column)
+    for row in rows:
+        params = ", ".join(row["params"])
+        if row["needs"]:
+            params += "\n[yellow]outside a clone of the repository, set: " + ", ".join(row["needs"]) + "[/]"
+        table.add_row(row["name"], escape(row["description"]), params)
+    stdout.print(table)
     return 0

@@ -65,10 +65,10 @@ class ProgressDisplay:
 class SweepProgress:
     """A run bar for sweeps (runs finished of total)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, description: str = "sweep runs") -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=stderr, transient=True)
-        self.task = self.progress.add_task("sweep runs", total=total)
+        self.task = self.progress.add_task(description, total=total)
 
     def __enter__(self) -> "SweepProgress":
         self.progress.start()
@@ -76,6 +76,12 @@ class SweepProgress:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+
+    def run_done(self, outcome: Any) -> None:
+        """Advance by one finished run of an executor (which sends outcomes, not events)."""
+        where = f" on {outcome.worker}" if getattr(outcome, "worker", "") else ""
+        self.progress.update(self.task, description=f"sweep runs (run {outcome.index} {outcome.status}{where})")
+        self.progress.advance(self.task)
 
     def __call__(self, event: RunEvent) -> None:
         if event.kind == "run_finished":

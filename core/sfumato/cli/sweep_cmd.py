@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
@@ -54,8 +55,15 @@ def sweep_command(args: argparse.Namespace) -> int:
             known = ", ".join(["local", *sorted(default_registry().executors)])
             raise ParameterError(f"unknown executor {args.executor!r} (known: {known})")
         executor = factory(address=args.address, workers=args.workers, device=args.device, dtype=args.dtype)
-        outcomes = executor.run_many(graph, param_sets, output_dir=output_dir, seed=seed,
-                                     batch_size=args.batch_size, params_from_text=True)
+        from .progress import SweepProgress
+
+        with SweepProgress(len(param_sets), f"sweep runs on {args.executor} (starting workers)") as progress:
+            options: dict[str, Any] = {}
+            # Executors that report each finished run get a live bar; others show a spinner until the end.
+            if "on_outcome" in inspect.signature(executor.run_many).parameters:
+                options["on_outcome"] = progress.run_done
+            outcomes = executor.run_many(graph, param_sets, output_dir=output_dir, seed=seed,
+                                         batch_size=args.batch_size, params_from_text=True, **options)
     seconds = time.perf_counter() - started
     report = sweep_report(graph.name, outcomes, seconds, args.executor, axes={a.name: list(a.values) for a in axes})
     output_dir.mkdir(parents=True, exist_ok=True)
