@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+import types
 
 import pytest
 
-from conftest import CALLS, chain_graph
+import sfumato
+from conftest import CALLS, chain_graph, test_plugin
 from sfumato import (
     Engine,
     Graph,
@@ -16,7 +18,9 @@ from sfumato import (
     NodeFinished,
     NodeProgress,
     RunCancelledError,
+    RunContext,
     RunFailedError,
+    node,
 )
 
 
@@ -205,3 +209,92 @@ def test_the_run_seed_sets_the_graphs_seed_parameter(engine):
     assert engine.run(graph, seed=7)["v"] == 7.0
     assert engine.run(graph, {"seed": 3}, seed=7)["v"] == 3.0  # an explicit parameter wins
     assert engine.run(graph).report.seed == 0
+
+
+@node("ctx.seeded", category="test", output="value")
+def seeded_without_declaring(a: float, context: RunContext) -> float:
+    """Reads the run seed but declares only the default context keys (device, dtype)."""
+    return a + context.seed
+
+
+@node("ctx.seeded_declared", category="test", output="value", context_keys=("seed",))
+def seeded_declared(a: float, context: RunContext) -> float:
+    """Reads the run seed and says so."""
+    return a + context.seed
+
+
+@node("ctx.seeded_volatile", category="test", output="value", volatile=True)
+def seeded_volatile(a: float, context: RunContext) -> float:
+    """Never cached, so it may read anything."""
+    return a + context.seed + len(context.params)
+
+
+@node("ctx.params_via_call", category="test", output="value")
+def params_via_call(a: float, context: RunContext) -> float:
+    """Reads the seed through another node's implementation (call_node)."""
+    return context.call_node("ctx.seeded_declared", a=a)
+
+
+def _context_registry():
+    plugin = types.ModuleType("ctx_nodes")
+    plugin.sfumato_node_types = sfumato.hookimpl(  # type: ignore[attr-defined]
+        lambda: [seeded_without_declaring, seeded_declared, seeded_volatile, params_via_call])
+    return sfumato.Registry.load(entry_points=False, plugins=[plugin])
+
+
+def _seed_graph(node_type):
+    builder = sfumato.GraphBuilder("seeds")
+    handle = builder.add(node_type, "s", a=100.0)
+    builder.output("v", handle["value"])
+    return builder.build()
+
+
+def test_an_undeclared_seed_read_is_refused_the_first_time_with_a_fix(tmp_path):
+    engine = Engine(_context_registry(), device="cpu", output_dir=tmp_path)
+    with pytest.raises(NodeExecutionError) as caught:
+        engine.run(_seed_graph("ctx.seeded"), seed=1)
+    assert isinstance(caught.value.original, sfumato.UndeclaredContextReadError)
+    message = str(caught.value)
+    assert "node 's' (ctx.seeded)" in message and "'seed'" in message and 'context_keys=("device", "dtype", "seed")' in message
+
+
+def test_a_declared_seed_read_never_gets_another_seeds_cached_result(tmp_path):
+    engine = Engine(_context_registry(), device="cpu", output_dir=tmp_path)
+    assert engine.run(_seed_graph("ctx.seeded_declared"), seed=1)["v"] == 101.0
+    assert engine.run(_seed_graph("ctx.seeded_declared"), seed=2)["v"] == 102.0
+    assert engine.run(_seed_graph("ctx.seeded_declared"), seed=1).report.nodes["s"].status == "cached"
+
+
+def test_a_volatile_node_may_read_any_run_setting(tmp_path):
+    engine = Engine(_context_registry(), device="cpu", output_dir=tmp_path)
+    assert engine.run(_seed_graph("ctx.seeded_volatile"), seed=3)["v"] == 103.0
+
+
+def test_a_read_through_call_node_is_held_to_the_callers_declaration(tmp_path):
+    engine = Engine(_context_registry(), device="cpu", output_dir=tmp_path)
+    with pytest.raises(NodeExecutionError) as caught:
+        engine.run(_seed_graph("ctx.params_via_call"), seed=1)
+    assert "node 's' (ctx.seeded_declared)" in str(caught.value) and "'seed'" in str(caught.value)
+
+
+def test_plugin_event_hook_errors_appear_in_the_run_report_with_the_plugin_name(tmp_path):
+    plugin = types.ModuleType("noisy_observer")
+    plugin.sfumato_run_event = sfumato.hookimpl(lambda event: 1 / 0)  # type: ignore[attr-defined]
+    registry = sfumato.Registry.load(entry_points=False, plugins=[plugin, test_plugin])
+    result = Engine(registry, device="cpu", output_dir=tmp_path).run(chain_graph(3))
+    assert result["result"] == 3.0
+    [entry] = result.report.event_errors
+    assert entry["source"] == "plugin 'noisy_observer' (sfumato_run_event)"
+    assert entry["error"].startswith("ZeroDivisionError") and entry["count"] > 3
+    assert result.report.as_dict()["event_errors"] == [entry]
+
+
+def test_engine_event_errors_are_bounded(tmp_path):
+    def broken(event):
+        raise ValueError("observer bug")
+
+    engine = Engine(_context_registry(), device="cpu", output_dir=tmp_path, observers=[broken])
+    for _ in range(60):
+        engine.run(_seed_graph("ctx.seeded_declared"), seed=1)
+    assert len(engine.event_errors) == Engine.MAX_EVENT_ERRORS
+

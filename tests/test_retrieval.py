@@ -167,3 +167,33 @@ def test_mixing_conditioning_from_different_encoders_is_refused(tmp_path):
     builder.output("m", mixed["conditioning"])
     with pytest.raises(NodeExecutionError, match="same model"):
         Engine(device="cpu").run(builder.build())
+
+
+def _small_captioned_folder(folder: Path, count: int = 3) -> Path:
+    from PIL import Image
+
+    folder.mkdir()
+    for number in range(count):
+        Image.new("RGB", (8, 8), (number * 60, 0, 0)).save(folder / f"{number}.png")
+        (folder / f"{number}.txt").write_text(f"a red square number {number}")
+    return folder
+
+
+def test_index_build_reports_progress_while_embedding(tmp_path):
+    from sfumato import NodeProgress
+
+    events = []
+    builder = GraphBuilder("build")
+    builder.add("retrieve.build", "build", folder=str(_small_captioned_folder(tmp_path / "imgs")),
+                index=str(tmp_path / "idx"))
+    Engine(device="cpu", observers=[events.append]).run(builder.build())
+    progress = [(e.message, e.current, e.total) for e in events if isinstance(e, NodeProgress)]
+    assert ("reading images", 3, 3) in progress and ("embedding captions", 3, 3) in progress
+
+
+def test_index_build_command_shows_progress(tmp_path, capsys):
+    folder = _small_captioned_folder(tmp_path / "imgs")
+    assert main(["index", "build", str(folder), "--out", str(tmp_path / "idx")]) == 0
+    captured = capsys.readouterr()
+    assert "embedding captions" in captured.err and "3/3" in captured.err
+    assert "indexed 3 images" in captured.out

@@ -246,10 +246,14 @@ class Registry:
         for name, ports in staged.items():
             for port in ports:
                 claimants = owners[port.name]
-                builtin = self.ports.owners.get(port.name) == "sfumato"
-                if len(claimants) > 1 or builtin:
-                    self.port_conflicts[port.name] = (["sfumato"] if builtin else []) + claimants
-                    others = [repr(o) for o in self.port_conflicts[port.name] if o != name]
+                if self.ports.owners.get(port.name) == "sfumato":
+                    # A built-in type stays what every other plugin expects; only this definition is refused.
+                    self.plugins[name].add_error(f"port type {port.name!r} is built into sfumato; "
+                                                 "this plugin's definition is ignored")
+                    continue
+                if len(claimants) > 1:
+                    self.port_conflicts[port.name] = claimants
+                    others = [repr(o) for o in claimants if o != name]
                     self.plugins[name].add_error(f"port type {port.name!r} is also defined by "
                                                  f"{' and '.join(others)}; it is unavailable")
                     continue

@@ -11,6 +11,15 @@ from typing import Any
 import sfumato
 
 
+#: faiss-cpu is optional: ``retrieve.query`` and ``sfumato index query`` use it for ``backend="faiss"``.
+FAISS = sfumato.Requirement("faiss", extra="faiss", feature="the faiss search backend of retrieve.query")
+
+
+@sfumato.hookimpl
+def sfumato_requirements() -> list[sfumato.Requirement]:
+    return [FAISS]
+
+
 @sfumato.hookimpl
 def sfumato_node_types() -> list[Any]:
     from . import nodes

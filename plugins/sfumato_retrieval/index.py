@@ -67,7 +67,9 @@ class RetrievalIndex:
             try:
                 import faiss
             except ImportError:
-                raise ImportError("the FAISS backend needs faiss-cpu: pip install 'sfumato[faiss]'") from None
+                from . import FAISS
+
+                raise FAISS.error("retrieval") from None
             self._faiss = faiss.IndexFlatIP(self.dimension)
             self._faiss.add(np.ascontiguousarray(self.vectors))
         return self._faiss

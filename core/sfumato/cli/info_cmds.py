@@ -115,14 +115,17 @@ def plugins_command(args: argparse.Namespace) -> int:
     from ..registry import default_registry
 
     records = list(default_registry().plugins.values())
+    # Non-zero when a plugin failed, so scripts and CI notice; a missing optional extra is not a failure.
+    exit_code = 1 if any(r.status == "failed" for r in records) else 0
     if args.json:
         print_json([r.as_dict() for r in records])
-        return 0
+        return exit_code
     table = Table()
     for column in ("plugin", "distribution", "version", "nodes", "status"):
         table.add_column(column)
     for record in records:
-        status = {"ok": "[green]ok[/]", "disabled": "[dim]disabled[/]"}.get(
+        status = {"ok": "[green]ok[/]", "disabled": "[dim]disabled[/]",
+                  "needs-extra": f"[yellow]{escape(record.needs)}[/]"}.get(
             record.status, f"[red]failed[/]: {escape(record.error)}")
         table.add_row(record.name, record.distribution, record.version, str(len(record.node_ids)), status)
     stdout.print(table)
@@ -130,7 +133,7 @@ def plugins_command(args: argparse.Namespace) -> int:
         for record in records:
             if record.detail:
                 stdout.print(f"[bold]{record.name}[/]\n{escape(record.detail)}")
-    return 0
+    return exit_code
 
 
 def schema_command(args: argparse.Namespace) -> int:
