@@ -150,3 +150,13 @@ def test_colour_adjustments_leave_transparency_alone():
     for result in (adjust.adjust(ImageBatch((image,)), brightness=2.0), adjust.autocontrast(ImageBatch((image,)))):
         [out] = result.images
         assert out.mode == "RGBA" and out.getpixel((0, 0))[3] == 77
+
+
+def test_a_huge_folder_is_not_listed_whole_to_fingerprint_it(tmp_path, monkeypatch):
+    for number in range(4):
+        Image.new("RGB", (2, 2), "red").save(tmp_path / f"{number}.png")
+    monkeypatch.setattr(io, "MAX_FINGERPRINT_ENTRIES", 3)
+    first = io._files_fingerprint({"path": str(tmp_path)})
+    assert first.startswith("too-many-files:") and first != io._files_fingerprint({"path": str(tmp_path)})
+    monkeypatch.setattr(io, "MAX_FINGERPRINT_ENTRIES", 10)
+    assert io._files_fingerprint({"path": str(tmp_path)}) == io._files_fingerprint({"path": str(tmp_path)})

@@ -197,3 +197,14 @@ def test_index_build_command_shows_progress(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "embedding captions" in captured.err and "3/3" in captured.err
     assert "indexed 3 images" in captured.out
+
+
+def test_a_huge_folder_is_not_walked_whole_to_fingerprint_it(tmp_path, monkeypatch):
+    from sfumato_retrieval import nodes
+
+    folder = _small_captioned_folder(tmp_path / "imgs", count=4)
+    monkeypatch.setattr(nodes, "MAX_FINGERPRINT_ENTRIES", 5)
+    first, second = (nodes._folder_fingerprint({"folder": str(folder)}) for _ in range(2))
+    assert first.startswith("too-many-files:") and first != second  # never served stale from the cache
+    monkeypatch.setattr(nodes, "MAX_FINGERPRINT_ENTRIES", 100)
+    assert nodes._folder_fingerprint({"folder": str(folder)}) == nodes._folder_fingerprint({"folder": str(folder)})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import string
+import uuid
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +16,9 @@ from sfumato import ImageBatch, ReadablePath, RunContext, image_metadata, node, 
 from sfumato import claim_new_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+#: A folder with more entries than this is not fingerprinted (planning stays fast); its node is
+#: then simply never served from the cache.
+MAX_FINGERPRINT_ENTRIES = 100_000
 
 
 def _image_files(path: Path, recursive: bool) -> list[Path]:
@@ -29,9 +34,14 @@ def _image_files(path: Path, recursive: bool) -> list[Path]:
 
 
 def _files_fingerprint(inputs: dict) -> str:
-    """Path, size and modification time of every file the node would read."""
+    """Path, size and modification time of every file the node would read (bounded)."""
+    path = Path(inputs["path"]).expanduser()
+    if path.is_dir():
+        entries = path.glob("**/*" if inputs.get("recursive", False) else "*")
+        if next(itertools.islice(entries, MAX_FINGERPRINT_ENTRIES, None), None) is not None:
+            return f"too-many-files:{uuid.uuid4().hex}"
     try:
-        files = _image_files(Path(inputs["path"]).expanduser(), inputs.get("recursive", False))
+        files = _image_files(path, inputs.get("recursive", False))
     except FileNotFoundError as error:
         return f"missing:{error}"
     digest = hashlib.sha256()

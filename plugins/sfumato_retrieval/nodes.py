@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -12,6 +14,9 @@ from sfumato import (Embedding, Field, ImageBatch, ReadablePath, Retrieved, Retr
 from .index import RetrievalIndex, build_index, collect_captioned_images, search
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+#: A folder with more entries than this is not fingerprinted (planning stays fast); its build is
+#: then simply never served from the cache.
+MAX_FINGERPRINT_ENTRIES = 100_000
 
 
 def embed_with(context: RunContext, model: str):
@@ -23,8 +28,12 @@ def embed_with(context: RunContext, model: str):
 
 
 def _folder_fingerprint(inputs: dict[str, Any]) -> str:
+    """Path, size and modification time of every file under the folder (bounded)."""
+    entries = list(itertools.islice(Path(inputs["folder"]).expanduser().rglob("*"), MAX_FINGERPRINT_ENTRIES + 1))
+    if len(entries) > MAX_FINGERPRINT_ENTRIES:
+        return f"too-many-files:{uuid.uuid4().hex}"
     digest = hashlib.sha256()
-    for path in sorted(Path(inputs["folder"]).expanduser().rglob("*")):
+    for path in sorted(entries):
         if path.is_file():
             stat = path.stat()
             digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
