@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfumato import Engine, GraphBuilder, ImageBatch, NodeExecutionError, validate_graph
+import sfumato
+from sfumato import Engine, GraphBuilder, ImageBatch, NodeExecutionError, image_seed, validate_graph
 from tiny_models import save_tiny_sd_pipeline, save_tiny_zoo_diffusion, save_tiny_zoo_generator
 
 
@@ -57,7 +58,8 @@ def test_same_seed_same_pixels_and_different_seed_different_pixels(engine, model
 @pytest.mark.parametrize("scheduler", ["ddim", "euler", "euler_a", "dpm++", "unipc", "ddpm", "heun", "dpm++_sde"])
 def test_every_scheduler_samples_and_a_batch_equals_single_images(engine, models, scheduler):
     batch = pixels(sd_generate(engine, models["sd"], prompt="a cat", scheduler=scheduler, batch_size=2, seed=7)["images"])
-    second = pixels(sd_generate(engine, models["sd"], prompt="a cat", scheduler=scheduler, seed=8)["images"])
+    second = pixels(sd_generate(engine, models["sd"], prompt="a cat", scheduler=scheduler,
+                                seed=image_seed(7, 1))["images"])
     assert np.abs(batch[1] - second[0]).max() <= 1
 
 
@@ -121,7 +123,7 @@ def test_zoo_diffusion_vae_and_gan_all_run_through_generate_image(engine, models
 @pytest.mark.parametrize("name", ["vae", "gan"])
 def test_vae_and_gan_batches_equal_single_images(engine, models, name):
     batch = pixels(zoo_generate(engine, models[name], ["a red circle"], batch_size=3, seed=5)["images"])
-    single = pixels(zoo_generate(engine, models[name], ["a red circle"], batch_size=1, seed=7)["images"])
+    single = pixels(zoo_generate(engine, models[name], ["a red circle"], batch_size=1, seed=image_seed(5, 2))["images"])
     assert np.abs(batch[2] - single[0]).max() <= 1
 
 
@@ -150,7 +152,9 @@ def test_encoder_mismatch_names_both_encoders(models, tmp_path):
 
 
 def test_missing_model_folder_error_says_where_it_looked(engine, tmp_path):
-    with pytest.raises(NodeExecutionError) as error:
+    from sfumato import SfumatoError
+
+    with pytest.raises(SfumatoError) as error:  # found at validation, before anything loads
         sd_generate(engine, tmp_path / "no-such-model", prompt="x")
     assert str(tmp_path / "no-such-model") in str(error.value)
     (tmp_path / "half").mkdir()
@@ -226,3 +230,140 @@ def test_the_stable_diffusion_graph_runs_a_user_model_folder(models, tmp_path):
                                                            negative_prompt="a dog")
     [path] = result.report.files
     assert Path(path).exists()
+
+
+# -- per-image seeds ---------------------------------------------------------------
+
+
+def test_image_seed_keeps_the_seed_for_the_first_image_and_hashes_the_others():
+    assert image_seed(42, 0) == 42
+    assert image_seed(42, 1) not in (43, 42) and image_seed(42, 1) == image_seed(42, 1)
+    assert len({image_seed(seed, index) for seed in range(64) for index in range(8)}) == 64 * 8
+
+
+@pytest.mark.parametrize("name", ["zoo", "vae", "gan"])
+def test_image_i_of_a_batch_equals_that_image_made_alone_with_its_image_seed(engine, models, name):
+    batch = pixels(zoo_generate(engine, models[name], ["a red circle"], steps=2, batch_size=3, seed=11)["images"])
+    for index in range(3):
+        alone = pixels(zoo_generate(engine, models[name], ["a red circle"], steps=2, batch_size=1,
+                                    seed=image_seed(11, index))["images"])
+        assert np.abs(batch[index] - alone[0]).max() <= 1
+
+
+@pytest.mark.parametrize("name", ["zoo", "vae", "gan"])
+def test_a_seed_sweep_never_makes_the_same_image_twice(models, name):
+    builder = GraphBuilder("seeds")
+    seed = builder.param("seed", "int", default=0)
+    encode = builder.add("encode.text", "enc", texts=["a red circle"])
+    generate = builder.add("generate.image", "gen", conditioning=encode["conditioning"], model=str(models[name]),
+                           steps=2, batch_size=4, seed=seed)
+    builder.output("images", generate["images"])
+    outcomes = Engine(device="cpu", cache=False).run_many(builder.build(), [{"seed": s} for s in range(4)])
+    images = [image for outcome in outcomes for image in pixels(outcome.outputs["images"])]
+    distinct = {image.tobytes() for image in images}
+    assert len(images) == 16 and len(distinct) == 16
+
+
+# -- vocabulary ---------------------------------------------------------------------
+
+SHAPES_VOCABULARY = {"shapes": ["circle", "square"], "colours": ["red", "blue"], "backgrounds": ["black"]}
+
+
+@pytest.fixture(scope="module")
+def vocabulary_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vocabulary")
+    return {"zoo": save_tiny_zoo_diffusion(root / "zoo", vocabulary=SHAPES_VOCABULARY),
+            "vae": save_tiny_zoo_generator(root / "vae", "vae", vocabulary=SHAPES_VOCABULARY),
+            "gan": save_tiny_zoo_generator(root / "gan", "gan", vocabulary=SHAPES_VOCABULARY)}
+
+
+@pytest.mark.parametrize("name", ["zoo", "vae", "gan"])
+def test_a_prompt_outside_the_model_vocabulary_is_refused_with_the_words_it_knows(engine, vocabulary_models, name):
+    with pytest.raises(NodeExecutionError) as error:
+        zoo_generate(engine, vocabulary_models[name], ["a cat astronaut"], steps=2)
+    message = str(error.value)
+    assert "'a cat astronaut' is outside the vocabulary" in message and "circle, square" in message
+
+
+@pytest.mark.parametrize("name", ["zoo", "vae", "gan"])
+def test_a_prompt_using_the_model_vocabulary_or_an_empty_one_runs(engine, vocabulary_models, name):
+    result = zoo_generate(engine, vocabulary_models[name], ["a crimson circle, highly detailed", ""], steps=2)
+    assert len(result["images"]) == 2
+
+
+def test_the_diffusion_node_checks_the_vocabulary_too(engine, vocabulary_models):
+    builder = GraphBuilder("direct")
+    encode = builder.add("encode.text", "enc", texts=["a cat astronaut"])
+    builder.add("diffusion.generate", "gen", conditioning=encode["conditioning"],
+                model=str(vocabulary_models["zoo"]), steps=2)
+    with pytest.raises(NodeExecutionError, match="outside the vocabulary"):
+        engine.run(builder.build())
+
+
+def test_the_shipped_zoo_models_declare_their_vocabulary():
+    import json
+
+    from sfumato_zoo import MODELS, WEIGHTS
+
+    for name in MODELS:
+        vocabulary = json.loads((WEIGHTS / name / "sfumato.json").read_text())["vocabulary"]
+        assert vocabulary["shapes"] == ["circle", "square", "triangle"] and "purple" in vocabulary["colours"]
+
+
+# -- warnings and timing -----------------------------------------------------------------
+
+
+def test_a_tiny_diffusion_run_prints_no_warnings(models, tmp_path, capfd, recwarn):
+    import json
+    import logging
+
+    from sfumato.cli.main import main
+
+    graph = _text_to_image_graph(models["zoo"]).to_dict()
+    graph["nodes"]["save"] = {"type": "image.save", "inputs": {"images": {"from": "gen.images"}}}
+    (tmp_path / "g.json").write_text(json.dumps(graph))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger().addHandler(handler)
+    try:
+        assert main(["run", str(tmp_path / "g.json"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    finally:
+        logging.getLogger().removeHandler(handler)
+    err = capfd.readouterr().err
+    assert "accelerate" not in err and "warn" not in err.lower(), err
+    assert [r.getMessage() for r in records] == []
+    # Python shows these categories by default (deprecations inside libraries stay hidden from users).
+    hidden = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+    assert [str(w.message) for w in recwarn.list if not issubclass(w.category, hidden)] == []
+
+
+def test_node_times_leave_out_model_loads_which_are_reported_as_loads(monkeypatch):
+    import time as time_module
+
+    now = [1000.0]
+
+    def clock() -> float:
+        now[0] += 0.001  # every reading moves the clock a little
+        return now[0]
+
+    monkeypatch.setattr(time_module, "perf_counter", clock)
+
+    @sfumato.node("test.loads_a_model", category="test", output="value")
+    def loads_a_model(context: sfumato.RunContext) -> float:
+        """Load a model that takes 7 (fake) seconds to load, then compute for a moment."""
+        def load() -> object:
+            now[0] += 7.0
+            return object()
+
+        context.models.get("slow-model", "cpu", "float32", load)
+        return 1.0
+
+    plugin = type("Plugin", (), {"sfumato_node_types": sfumato.hookimpl(lambda: [loads_a_model])})
+    registry = sfumato.Registry.load(plugins=[plugin])
+    builder = GraphBuilder("loads")
+    builder.output("value", builder.add("test.loads_a_model", "first")["value"])
+    result = Engine(registry, device="cpu", cache=False).run(builder.build())
+    assert result.report.nodes["first"].seconds < 1.0
+    [load] = [entry for entry in result.report.models if entry["event"] == "model_loaded"]
+    assert load["seconds"] >= 7.0

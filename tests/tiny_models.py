@@ -84,15 +84,15 @@ def save_tiny_sd_pipeline(folder: Path) -> Path:
     return folder
 
 
-def save_tiny_zoo_diffusion(folder: Path) -> Path:
+def save_tiny_zoo_diffusion(folder: Path, vocabulary: dict[str, list[str]] | None = None) -> Path:
     """A zoo-layout folder conditioned on all-MiniLM-L6-v2 (384-d), like tiny-shapes-diffusion."""
     _save_unet_vae_scheduler(folder, cross_attention_dim=384, class_projection=True)
-    (folder / "sfumato.json").write_text(json.dumps({"family": "diffusion", "encoder": "all-MiniLM-L6-v2",
-                                                     "unconditional": "zeros"}))
+    info = {"family": "diffusion", "encoder": "all-MiniLM-L6-v2", "unconditional": "zeros"}
+    (folder / "sfumato.json").write_text(json.dumps({**info, **({"vocabulary": vocabulary} if vocabulary else {})}))
     return folder
 
 
-def save_tiny_zoo_generator(folder: Path, kind: str) -> Path:
+def save_tiny_zoo_generator(folder: Path, kind: str, vocabulary: dict[str, list[str]] | None = None) -> Path:
     """A random conditional VAE or GAN checkpoint (config.json + model.safetensors)."""
     import torch
     from safetensors.torch import save_file
@@ -105,5 +105,6 @@ def save_tiny_zoo_generator(folder: Path, kind: str) -> Path:
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, folder / "model.safetensors")
     config = {"kind": "conditional-vae" if kind == "vae" else "conditional-gan", **module.config}
     (folder / "config.json").write_text(json.dumps(config))
-    (folder / "sfumato.json").write_text(json.dumps({"family": kind, "encoder": "all-MiniLM-L6-v2"}))
+    info = {"family": kind, "encoder": "all-MiniLM-L6-v2", **({"vocabulary": vocabulary} if vocabulary else {})}
+    (folder / "sfumato.json").write_text(json.dumps(info))
     return folder
