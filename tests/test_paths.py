@@ -261,3 +261,11 @@ def test_saved_images_get_the_users_umask(registry, tmp_path):
         os.umask(previous)
     [saved] = result.report.files
     assert stat.S_IMODE(Path(saved).stat().st_mode) == 0o644
+
+
+def test_a_sweep_into_an_output_folder_outside_the_write_roots_is_refused(registry, roots):
+    engine = server_engine(registry, roots)
+    with pytest.raises(PathNotAllowedError, match="output folder"):
+        engine.run_many(one_node("third.path_of", "text", path="x"), [{}, {}], output_dir=roots["allowed"])
+    outcomes = engine.run_many(one_node("third.read_text", "text", path=str(roots["secret"] / "key.txt")), [{}])
+    assert outcomes[0].status == "failed" and "not allowed" in outcomes[0].error

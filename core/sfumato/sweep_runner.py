@@ -63,6 +63,7 @@ def run_sweep(engine: "Engine", graph: Graph, param_sets: list[dict[str, Any]], 
     """Run ``graph`` once per parameter set; a failing run never stops the others."""
     from .engine import RunState
 
+    engine.check_output_dir(output_dir)  # a confined engine refuses an output folder outside its write roots
     outcomes = [RunOutcome(index, dict(params)) for index, params in enumerate(param_sets)]
     runs: list[tuple[RunOutcome, RunState]] = []
     cancel = threading.Event()
