@@ -269,3 +269,9 @@ def test_a_sweep_into_an_output_folder_outside_the_write_roots_is_refused(regist
         engine.run_many(one_node("third.path_of", "text", path="x"), [{}, {}], output_dir=roots["allowed"])
     outcomes = engine.run_many(one_node("third.read_text", "text", path=str(roots["secret"] / "key.txt")), [{}])
     assert outcomes[0].status == "failed" and "not allowed" in outcomes[0].error
+
+
+def test_an_empty_path_means_the_current_folder_and_is_checked_too(registry, roots, monkeypatch):
+    monkeypatch.chdir(roots["secret"])
+    [issue] = issues_of(server_engine(registry, roots), one_node("third.read_text", "text", path=""))
+    assert str(roots["secret"]) in issue.message

@@ -437,7 +437,7 @@ class RunState:
         """Check declared path inputs, whose values may only arrive now (over a link)."""
         for name, access in path_inputs(node.spec):
             value = kwargs.get(name)
-            if isinstance(value, (str, os.PathLike)) and value != "":
+            if isinstance(value, (str, os.PathLike)):
                 problem = self.settings.paths.problem(value, access)
                 if problem:
                     raise PathNotAllowedError(f"input {name!r}: {problem}")

@@ -143,7 +143,7 @@ def path_issues(planned: "dict[str, PlannedNode]", policy: PathPolicy | None) ->
     for node_id, node in planned.items():
         for name, access in path_inputs(node.spec):
             value = node.literals.get(name)
-            if not isinstance(value, (str, os.PathLike)) or value == "":
+            if not isinstance(value, (str, os.PathLike)):
                 continue
             problem = policy.problem(value, access)
             if problem:
