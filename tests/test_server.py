@@ -62,7 +62,8 @@ class Server:
         request.add_header("Content-Type", "application/json")
         token = self.token if token == "default" else token
         if token:
-            request.add_header("Authorization", f"Bearer {token}")
+            # Header values travel as bytes: a non-ASCII token is sent as its UTF-8 bytes.
+            request.add_header("Authorization", f"Bearer {token}".encode().decode("latin-1"))
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 text = response.read()

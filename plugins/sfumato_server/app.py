@@ -41,6 +41,7 @@ from sfumato import (
     node_input_schema,
     path_inside,
     read_png_metadata,
+    validate_graph,
 )
 
 from .events import EventHub
@@ -161,7 +162,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             queue: Any = {"queued": store.count("queued", patience=1.0), "running": store.count("running", patience=1.0)}
         except QueueDatabaseError as error:
             queue = {"error": str(error)}
-        ok = state["alive"] and not store.waiting_for_lock and "error" not in queue
+        ok = state["alive"] and not state["waiting_for_database"] and "error" not in queue
         return {"status": "ok" if ok else "degraded", "worker": state, "queue": queue}
 
     @app.get("/api/graphs")
@@ -337,7 +338,11 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise RequestError(400, "this PNG's sfumato metadata is damaged: expected a graph object, "
                                     "a params object and an integer seed")
         try:
-            name = Graph.from_dict(graph, source="PNG metadata").name
+            stored = Graph.from_dict(graph, source="PNG metadata")
+            issues = validate_graph(stored, default_registry())
+            if issues:
+                raise GraphValidationError(issues, "PNG metadata")
+            name = stored.name
         except GraphValidationError as error:
             raise RequestError(400, "the graph stored in this PNG is invalid", _issues(error)) from None
         except SfumatoError as error:

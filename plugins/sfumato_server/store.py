@@ -115,8 +115,8 @@ class JobStore:
         self.path = path
         #: How long a caller that cannot wait forever (a request) keeps retrying a locked database.
         self.lock_patience_s = lock_patience_s
-        #: Set while a statement is waiting for a lock, for the health endpoint.
-        self.waiting_for_lock = False
+        # Threads whose statement is waiting out a lock right now (for the health endpoint).
+        self._waiting: set[int] = set()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
@@ -152,18 +152,25 @@ class JobStore:
         while True:
             try:
                 with self._lock:
-                    return action()
+                    result = action()
+                self._waiting.discard(threading.get_ident())
+                return result
             except sqlite3.OperationalError as error:
                 if not _is_locked(error):
                     raise
                 if patience is not None and time.monotonic() - started > patience:
+                    self._waiting.discard(threading.get_ident())
                     raise QueueDatabaseError(f"the queue database is locked by another program ({error}); "
                                              "try again later") from None
-                self.waiting_for_lock = True
+                self._waiting.add(threading.get_ident())
                 time.sleep(pause)
                 pause = min(pause * 2, MAX_BACKOFF_S)
-            else:
-                self.waiting_for_lock = False
+
+    def waiting_for_lock(self, thread: threading.Thread | None = None) -> bool:
+        """Whether ``thread`` (default: any thread) is waiting for another program's lock on the database."""
+        if thread is None:
+            return bool(self._waiting)
+        return thread.ident in self._waiting
 
     def _read(self, action: Callable[[], T]) -> T:
         return self._retry(action, patience=self.lock_patience_s)

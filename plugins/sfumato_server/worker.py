@@ -77,8 +77,9 @@ class Worker:
     def health(self) -> dict[str, Any]:
         """The worker's state for the health endpoint."""
         alive = self.thread is not None and self.thread.is_alive()
-        state = "waiting for the database (locked by another program)" if self.store.waiting_for_lock else self.state
-        return {"alive": alive, "state": state, "job": self._job_id, "restarts": self.restarts,
+        waiting = self.thread is not None and self.store.waiting_for_lock(self.thread)
+        state = "waiting for the database (locked by another program)" if waiting else self.state
+        return {"alive": alive, "state": state, "waiting_for_database": waiting, "job": self._job_id, "restarts": self.restarts,
                 "last_error": self.last_error, "seconds_since_heartbeat": round(time.monotonic() - self.heartbeat, 3)}
 
     def _loop(self) -> None:

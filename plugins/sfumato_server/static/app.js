@@ -42,10 +42,7 @@ function fieldFor(name, spec, value) {
     if (spec.minimum !== undefined) input.min = spec.minimum;
     if (spec.maximum !== undefined) input.max = spec.maximum;
   } else if (name === "model" && state.models.length) {
-    // A model name from the list, or any model folder typed in.
-    input = document.createElement("input");
-    input.type = "text";
-    input.setAttribute("list", "model-names");
+    return modelField(wrap, id, spec, value);
   } else if (name.includes("prompt")) {
     input = document.createElement("textarea");
   } else {
@@ -70,6 +67,45 @@ function fieldFor(name, spec, value) {
   return wrap;
 }
 
+// `model`: a choice among the server's models (its own kind first), or "a model folder..." with a path field.
+function modelField(wrap, id, spec, value) {
+  const initial = value !== undefined ? value : (spec.default ?? "");
+  const select = document.createElement("select");
+  select.id = id;
+  select.name = "model";
+  select.dataset.type = spec.type;
+  const kindOf = Object.fromEntries(state.models.map((m) => [m.name, m.kind]));
+  const firstKind = kindOf[spec.default];
+  const kinds = [...new Set(state.models.map((m) => m.kind))].sort((a, b) => (b === firstKind) - (a === firstKind));
+  for (const kind of kinds) {
+    const group = document.createElement("optgroup");
+    group.label = kind;
+    for (const model of state.models.filter((m) => m.kind === kind)) group.append(new Option(model.name, model.name));
+    select.append(group);
+  }
+  select.append(new Option("a model folder…", ""));
+  const path = document.createElement("input");
+  path.type = "text";
+  path.id = id + "-path";
+  path.placeholder = "path to a model folder";
+  path.setAttribute("aria-label", "model folder");
+  const known = initial in kindOf;
+  select.value = known ? initial : "";
+  path.value = known ? "" : initial;
+  path.hidden = known;
+  select.addEventListener("change", () => { path.hidden = select.value !== ""; if (!path.hidden) path.focus(); });
+  wrap.append(select, path);
+  if (spec.description) {
+    const hint = document.createElement("p");
+    hint.className = "hint";
+    hint.id = id + "-hint";
+    hint.textContent = spec.description;
+    select.setAttribute("aria-describedby", hint.id);
+    wrap.append(hint);
+  }
+  return wrap;
+}
+
 function showGraph(name, values = {}) {
   const graph = state.graphs.find((g) => g.name === name) || state.graphs[0];
   if (!graph) return;
@@ -81,15 +117,39 @@ function showGraph(name, values = {}) {
   for (const [param, spec] of Object.entries(graph.params)) fields.append(fieldFor(param, spec, values[param]));
 }
 
+// Typed JSON values, as the API takes them; a blank field is left out (its default, or "required").
+function typedValue(input) {
+  const type = input.dataset.type;
+  if (input.type === "checkbox") return input.checked;
+  let text = input.value;
+  if (input.name === "model" && input.tagName === "SELECT" && text === "") text = $(input.id + "-path").value;
+  if (text.trim() === "") return undefined;
+  if (type === "int") return Number.isInteger(Number(text)) ? Number(text) : text;
+  if (type === "float") return Number.isFinite(Number(text)) ? Number(text) : text;
+  if (type === "list[str]") return text.trim().startsWith("[") ? JSON.parse(text) : text.split(",").map((s) => s.trim()).filter(Boolean);
+  if (type === "list[int]" || type === "list[float]") return text.trim().startsWith("[") ? JSON.parse(text) : text.split(",").map((s) => Number(s.trim()));
+  if (type === "json") { try { return JSON.parse(text); } catch { return text; } }
+  return text;
+}
+
 function formValues() {
   const values = {};
-  for (const input of $("param-fields").querySelectorAll("input, select, textarea")) {
-    values[input.name] = input.type === "checkbox" ? String(input.checked) : input.value;
+  for (const input of $("param-fields").querySelectorAll("input[name], select[name], textarea[name]")) {
+    const value = typedValue(input);
+    if (value !== undefined) values[input.name] = value;
   }
   return values;
 }
 
 function setStatus(text) { $("status").textContent = text; }
+
+// The run is over (done, failed or cancelled): the form is usable again.
+function runEnded() {
+  $("run-button").disabled = false;
+  $("cancel-button").hidden = true;
+  $("step-bar").hidden = true;
+  $("preview").hidden = true;
+}
 
 function nodeItem(nodeId) {
   let item = document.getElementById("node-" + nodeId);
@@ -111,7 +171,9 @@ function follow(jobId) {
   state.source = source;
   source.onmessage = async (message) => {
     const event = JSON.parse(message.data);
-    if (event.type === "status" || event.type === "job_queued") setStatus(`Job ${jobId} is ${event.status || "queued"}.`);
+    const ended = ["job_done", "job_failed", "job_cancelled"].includes(event.type)
+      || (event.type === "status" && ["done", "failed", "cancelled"].includes(event.status));
+    if (!ended && (event.type === "status" || event.type === "job_queued")) setStatus(`Job ${jobId} is ${event.status || "queued"}.`);
     if (event.type === "job_started") setStatus(`Job ${jobId} is running…`);
     if (event.type === "node_started") { nodeItem(event.node_id).textContent = `${event.node_id}: running`; }
     if (event.type === "node_finished") { const li = nodeItem(event.node_id); li.className = "ran"; li.textContent = `${event.node_id}: done in ${event.seconds.toFixed(2)} s`; bar.hidden = true; }
@@ -119,17 +181,27 @@ function follow(jobId) {
     if (event.type === "node_failed") { const li = nodeItem(event.node_id); li.className = "failed"; li.textContent = `${event.node_id}: failed: ${event.error}`; }
     if (event.type === "node_progress" && event.preview) { $("preview").src = event.preview; $("preview").hidden = false; }
     if (event.type === "node_progress") { bar.hidden = false; bar.max = event.total; bar.value = event.current; setStatus(`Job ${jobId}: ${event.node_id} step ${event.current} of ${event.total}`); }
-    if (["job_done", "job_failed", "job_cancelled"].includes(event.type)) {
+    if (ended) {
       source.close();
-      bar.hidden = true;
-      $("preview").hidden = true;
-      $("run-button").disabled = false;
-      $("cancel-button").hidden = true;
-      const job = await api(`/api/jobs/${jobId}`);
-      showResult(job);
+      runEnded();
+      try {
+        showResult(await api(`/api/jobs/${jobId}`));
+      } catch (error) {
+        showFailure(jobId, event.status || event.type.replace("job_", ""), event.error || error.message);
+      }
       loadGallery();
     }
   };
+  source.onerror = () => {
+    // The stream broke (server restarted, network): say so and let the user run again.
+    if (source.readyState === EventSource.CLOSED) { runEnded(); setStatus(`Lost the progress stream of job ${jobId}.`); }
+  };
+}
+
+function showFailure(jobId, status, error) {
+  setStatus(`Job ${jobId} ${status}${error ? ":" : "."}`);
+  $("form-errors").textContent = error || "";
+  $("status").scrollIntoView({ block: "nearest" });
 }
 
 function imageUrl(path) { return withToken("/api/files/" + path.split("/").map(encodeURIComponent).join("/")); }
@@ -138,10 +210,17 @@ function showResult(job) {
   const result = $("result");
   result.replaceChildren();
   if (job.status !== "done") {
-    setStatus(`Job ${job.id} ${job.status}${job.error ? ": " + job.error.split("\n")[0] : ""}`);
+    showFailure(job.id, job.status, job.error ? job.error.split("\n")[0] : "");
     return;
   }
   setStatus(`Job ${job.id} finished in ${job.seconds ? job.seconds.toFixed(1) : "?"} s.`);
+  const fidelity = fidelityText(job);
+  if (fidelity) {
+    const score = document.createElement("p");
+    score.id = "fidelity";
+    score.textContent = fidelity;
+    result.append(score);
+  }
   for (const path of job.outputs.filter((p) => p.endsWith(".png"))) {
     const img = document.createElement("img");
     img.src = imageUrl(path);
@@ -152,6 +231,26 @@ function showResult(job) {
   params.className = "hint";
   params.textContent = Object.entries(job.params).map(([k, v]) => `${k} = ${v}`).join(" · ");
   result.append(params);
+}
+
+// The graph's "fidelity" output (the judge's prompt-match score), as text: a number, a list of
+// numbers, or the judge's summary object ({all, colour, shape, background, count}).
+function fidelityText(job) {
+  const runs = job.report?.runs ? job.report.runs : [job.report];
+  const parts = [];
+  for (const run of runs) {
+    const value = run?.outputs?.fidelity;
+    if (typeof value === "number") parts.push(value.toFixed(2));
+    else if (Array.isArray(value)) parts.push(value.filter((v) => typeof v === "number").map((v) => v.toFixed(2)).join(", "));
+    else if (value && typeof value === "object") {
+      const score = typeof value.all === "number" ? value.all.toFixed(2) : "";
+      const detail = Object.entries(value).filter(([k, v]) => k !== "all" && k !== "count" && typeof v === "number")
+        .map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ");
+      parts.push(`${score}${detail ? ` (${detail}${value.count ? `; ${value.count} images` : ""})` : ""}`);
+    }
+  }
+  const shown = parts.filter(Boolean);
+  return shown.length ? `Prompt fidelity (judge score, 0 to 1): ${shown.join("; ")}` : "";
 }
 
 async function submit(event) {
@@ -166,6 +265,8 @@ async function submit(event) {
     state.job = job.id;
     $("cancel-button").hidden = false;
     setStatus(`Job ${job.id} queued.`);
+    // Keep the status in view: on a short window the progress panel is below the form.
+    $("status").scrollIntoView({ block: "nearest", behavior: "smooth" });
     follow(job.id);
   } catch (error) {
     $("run-button").disabled = false;
@@ -197,6 +298,16 @@ async function loadGallery() {
   if (!gallery.children.length) gallery.textContent = "No results yet: run a workflow above.";
 }
 
+// Make the drawing scale with the dialog: a viewBox from its own size, the size from CSS.
+function fitDrawing(svg) {
+  if (!svg || svg.hasAttribute("viewBox")) return;
+  const width = parseFloat(svg.getAttribute("width")), height = parseFloat(svg.getAttribute("height"));
+  if (!(width > 0 && height > 0)) return;
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.removeAttribute("width");
+  svg.removeAttribute("height");
+}
+
 async function openDetail(jobId) {
   const job = await api(`/api/jobs/${jobId}`);
   state.lastDetail = job;
@@ -214,11 +325,18 @@ async function openDetail(jobId) {
   for (const [key, value] of Object.entries(job.params)) {
     const row = table.insertRow();
     row.insertCell().textContent = key;
-    row.insertCell().textContent = value;
+    row.insertCell().textContent = typeof value === "string" ? value : JSON.stringify(value);
+  }
+  const fidelity = fidelityText(job);
+  if (fidelity) {
+    const row = table.insertRow();
+    row.insertCell().textContent = "fidelity";
+    row.insertCell().textContent = fidelity.replace(/^Prompt fidelity /, "");
   }
   try {
     const graph = await api(`/api/graphs/${encodeURIComponent(job.graph)}`);
     $("detail-graph").innerHTML = graph.svg;  // drawn by the server from the graph file
+    fitDrawing($("detail-graph").querySelector("svg"));
   } catch { $("detail-graph").textContent = "(graph not in this server's graph folder)"; }
   $("detail").showModal();
 }
@@ -243,16 +361,13 @@ async function dropped(file) {
 async function start() {
   state.graphs = await api("/api/graphs");
   state.models = await api("/api/models");
-  const names = document.createElement("datalist");
-  names.id = "model-names";
-  for (const model of state.models) names.append(new Option(model.description || model.kind, model.name));
-  document.body.append(names);
   const select = $("graph-select");
   for (const graph of state.graphs) select.append(new Option(graph.name, graph.name));
   select.addEventListener("change", () => showGraph(select.value));
   showGraph(state.graphs.some((g) => g.name === "text-to-image") ? "text-to-image" : state.graphs[0]?.name);
   $("run-form").addEventListener("submit", submit);
-  $("cancel-button").addEventListener("click", () => state.job && api(`/api/jobs/${state.job}/cancel`, { method: "POST" }));
+  $("cancel-button").addEventListener("click", () => state.job && api(`/api/jobs/${state.job}/cancel`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" }));
   $("run-again").addEventListener("click", () => runAgain(false));
   $("edit-run").addEventListener("click", () => runAgain(true));
   $("close-detail").addEventListener("click", () => $("detail").close());
