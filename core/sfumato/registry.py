@@ -196,10 +196,7 @@ class Registry:
                     # silent breakage users of other node systems complain about.
                     self.conflicts[spec.id] = owners
                     others = ", ".join(repr(o) for o in owners if o != name)
-                    record = self.plugins[name]
-                    record.status = "failed"
-                    message = f"node id {spec.id!r} is also defined by plugin {others}"
-                    record.error = f"{record.error}; {message}" if record.error else message
+                    self.plugins[name].add_error(f"node id {spec.id!r} is also defined by plugin {others}")
                     continue
                 self.nodes[spec.id] = spec
                 self.plugins[name].node_ids.append(spec.id)
