@@ -124,3 +124,16 @@ def test_a_codec_claimed_by_two_plugins_is_unavailable_and_both_are_reported():
 def test_for_dataclass_refuses_a_plain_class():
     with pytest.raises(TypeError):
         ValueCodec.for_dataclass(int)
+
+
+def test_entries_from_the_old_format_that_lost_tuples_are_recomputed(tmp_path):
+    import json
+
+    weights = PromptWeights("a cat", (("a cat", 1.0),))
+    cache = DiskCache(tmp_path / "cache")
+    assert cache.put("12" * 20, {"weights": weights})
+    manifest_path = tmp_path / "cache" / "12" / ("12" * 20) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["format"] = 1  # as written before tuples kept their type
+    manifest_path.write_text(json.dumps(manifest))
+    assert cache.get("12" * 20) is None and cache.discarded == ["12" * 20]

@@ -25,7 +25,9 @@ from typing import Any, Mapping
 from .codecs import Unencodable, ValueCodec, decode_outputs, encode_outputs
 
 MANIFEST = "manifest.json"
-CACHE_FORMAT = 1
+#: Bumped when encodings change: format 1 stored tuples as JSON lists (they came back as lists),
+#: so its entries are recomputed rather than handed back with the wrong types.
+CACHE_FORMAT = 2
 #: Opening never follows a link and never waits for a FIFO's writer.
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
