@@ -122,7 +122,12 @@ def param_problems(graph: Graph, given: dict[str, Any], *, from_text: bool = Fal
             problems.append(GraphIssue(f"params.{name}",
                                        f"unknown parameter {name!r} (this graph's parameters: {known})"))
     for name, declaration in graph.params.items():
-        if name in given:
+        blank = isinstance(given.get(name), str) and not given[name].strip()
+        if name in given and declaration.required and blank:
+            # A required value left blank (an empty form field, `--set model=`) is as good as unset.
+            problems.append(GraphIssue(f"params.{name}", f"parameter {name!r} ({declaration.type}) is required "
+                                                         f"and was given blank; set it with --set {name}=..."))
+        elif name in given:
             value = given[name]
             try:
                 if from_text and isinstance(value, str):
