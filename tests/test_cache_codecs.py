@@ -137,3 +137,21 @@ def test_entries_from_the_old_format_that_lost_tuples_are_recomputed(tmp_path):
     manifest["format"] = 1  # as written before tuples kept their type
     manifest_path.write_text(json.dumps(manifest))
     assert cache.get("12" * 20) is None and cache.discarded == ["12" * 20]
+
+
+@pytest.mark.slow
+def test_encode_text_runs_on_prompt_weights_from_the_disk_cache(tmp_path):
+    """The reported failure: weights cached by one process, encoded by the next ('unhashable type: list')."""
+    def graph(encode: bool):
+        builder = GraphBuilder("weights")
+        parsed = builder.add("text.weights", "w", text="a (red:1.3) circle")
+        builder.output("weights", parsed["weights"])
+        if encode:
+            encoded = builder.add("encode.text", "e", texts=parsed["text"], weights=parsed["weights"])
+            builder.output("conditioning", encoded["conditioning"])
+        return builder.build()
+
+    Engine(device="cpu", cache_dir=tmp_path / "cache").run(graph(encode=False))
+    result = Engine(device="cpu", cache_dir=tmp_path / "cache").run(graph(encode=True))
+    assert result.report.nodes["w"].status == "cached" and result.report.nodes["e"].status == "ran"
+    assert isinstance(result["weights"].phrases, tuple)
