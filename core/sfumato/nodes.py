@@ -144,6 +144,9 @@ class NodeSpec:
             ``params``, ``graph``. They join its cache signature. By default a
             node with a context depends on device and dtype; an output node also
             on seed, output folder, parameters and graph (it writes them out).
+            Reading an undeclared one raises ``UndeclaredContextReadError``
+            (unless the node is volatile): an undeclared setting would not be in
+            the signature, and the cache would hand back a stale result.
         plugin: the plugin that registered it (set at registration).
     """
 
