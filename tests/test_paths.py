@@ -275,3 +275,12 @@ def test_an_empty_path_means_the_current_folder_and_is_checked_too(registry, roo
     monkeypatch.chdir(roots["secret"])
     [issue] = issues_of(server_engine(registry, roots), one_node("third.read_text", "text", path=""))
     assert str(roots["secret"]) in issue.message
+
+
+def test_a_local_model_folder_is_confined_too(registry, roots):
+    engine = server_engine(registry, roots)
+    with pytest.raises(PathNotAllowedError, match="reading"):
+        engine.models.resolve(str(roots["secret"]))
+    assert engine.models.resolve("all-MiniLM-L6-v2").exists()  # a plugin's registered model is always allowed
+    assert engine.models.resolve("some-org/some-model") == "some-org/some-model"  # a hub id is no local path
+    assert Engine(registry).models.resolve(str(roots["secret"])) == roots["secret"].resolve()

@@ -94,7 +94,7 @@ class Engine:
         self.path_policy = path_policy or PathPolicy()
         self.observers: list[Callable[[RunEvent], None]] = list(observers)
         self.models = ModelManager(sources=self.registry.models, max_bytes=dict(max_memory or {}),
-                                   emit=self._model_event)
+                                   emit=self._model_event, path_policy=self.path_policy)
         #: The report of the run in progress, which model loads and evictions are added to.
         self.current_report: RunReport | None = None
         self._callables: dict[str, Callable[..., Any]] = {}

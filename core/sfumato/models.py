@@ -117,6 +117,8 @@ class ModelManager:
     emit: Callable[[Any], None] = lambda event: None
     run_id: str = ""
     offload_to_cpu: bool = True
+    #: The engine's :class:`~sfumato.PathPolicy`: a local model folder is a file input like any other.
+    path_policy: Any = None
     _entries: "OrderedDict[tuple[str, str, str], _Entry]" = field(default_factory=OrderedDict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     #: Per thread: ``(started, seconds)`` of its recent loads, so node times can leave them out.
@@ -154,9 +156,11 @@ class ModelManager:
                 )
             return path
         path = Path(name_or_path).expanduser()
+        looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
+        if self.path_policy is not None and (not looks_like_hub_id or path.exists()):
+            self.path_policy.check(path, "read")  # before exists(): a refused path reveals nothing
         if path.exists():
             return path.resolve()
-        looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
         if looks_like_hub_id:
             return name_or_path
         known = ", ".join(sorted(self.sources)) or "none"
