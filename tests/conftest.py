@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 from collections import Counter
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -119,3 +120,22 @@ def chain_graph(length: int, value: float = 1.0) -> sfumato.Graph:
         previous = builder.add("test.add", f"n{index}", a=previous["value"], b=1.0)
     builder.output("result", previous["value"])
     return builder.build()
+
+
+REPO = Path(__file__).resolve().parents[1]
+#: Where a run writes by default when a test forgets its tmp_path: the CLI and Engine's out/, the server's data.
+_DEFAULT_OUTPUTS = ("out", "sfumato-data", "runs", "docs-build")
+
+
+def _default_output_files() -> set[Path]:
+    files = {path for name in _DEFAULT_OUTPUTS for path in (REPO / name).rglob("*") if path.is_file()}
+    return files | set(REPO.glob("*.png"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_is_written_into_the_repository():
+    """Tests write into tmp_path only: fail the session if one left files in the repository's output folders."""
+    before = _default_output_files()
+    yield
+    written = sorted(str(path.relative_to(REPO)) for path in _default_output_files() - before)
+    assert not written, f"tests wrote into the repository (use tmp_path): {written[:10]}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfumato import Engine, Graph, GraphBuilder, ModelNotFoundError, NodeExecutionError
+from sfumato import Engine, Graph, GraphBuilder, GraphValidationError, ModelNotFoundError
 from tiny_models import save_tiny_causal_lm, save_tiny_clip, save_tiny_t5
 
 
@@ -17,8 +17,8 @@ def run_node(engine, node_type, output, **inputs):
 
 
 @pytest.fixture(scope="module")
-def engine():
-    return Engine(device="cpu")
+def engine(tmp_path_factory):
+    return Engine(device="cpu", output_dir=tmp_path_factory.mktemp("out"))  # never the repository's out/
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +105,11 @@ def test_prompt_expansion_is_deterministic_per_seed(engine, tiny_folder):
 
 
 def test_missing_model_path_says_where_it_looked(engine, tmp_path):
-    with pytest.raises(NodeExecutionError) as error:
+    from sfumato import SfumatoError
+
+    with pytest.raises(SfumatoError) as error:  # found at validation, before anything loads
         run_node(engine, "encode.text", "conditioning", texts=["x"], model=str(tmp_path / "nowhere"))
-    assert isinstance(error.value.original, ModelNotFoundError)
+    assert isinstance(error.value, GraphValidationError) or isinstance(error.value.original, ModelNotFoundError)
     assert str(tmp_path / "nowhere") in str(error.value) and "all-MiniLM-L6-v2" in str(error.value)
 
 

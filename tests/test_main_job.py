@@ -50,3 +50,23 @@ def test_retrieval_guided_generation_runs(tmp_path):
     assert len(result.report.files) == 4
     verdicts = [judge_image(Image.open(p).resize((32, 32), Image.Resampling.LANCZOS)) for p in result.report.files]
     assert sum(v.colour == "red" and v.shape == "circle" for v in verdicts) >= 3
+
+
+def test_fidelity_is_a_value_when_the_prompt_names_no_background(tmp_path, capsys):
+    args = ["run", "text-to-image", "--out", str(tmp_path), "--device", "cpu", "--set", "model=tiny-shapes-gan",
+            "--set", "prompt=a red circle", "--set", "batch_size=2"]
+    assert main([*args, "--json"]) == 0
+    fidelity = json.loads(capsys.readouterr().out)["outputs"]["fidelity"]
+    assert fidelity["background"] is None and fidelity["count"] == 2 and fidelity["colour"] is not None
+    assert main(args) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("fidelity = "))
+    assert json.loads(line.split(" = ", 1)[1])["background"] is None
+
+
+def test_a_prompt_outside_the_zoo_vocabulary_says_so(tmp_path, capsys):
+    code = main(["run", "text-to-image", "--out", str(tmp_path), "--device", "cpu", "--set", "model=tiny-shapes-gan",
+                 "--set", "prompt=a cat astronaut", "--set", "batch_size=1"])
+    assert code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "'a cat astronaut' is outside the vocabulary of model 'tiny-shapes-gan'" in err
+    assert "circle, square, triangle" in err and not list(tmp_path.glob("*.png"))

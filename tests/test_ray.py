@@ -78,3 +78,40 @@ def test_a_killed_worker_is_replaced_and_its_runs_retried(tmp_path):
     assert [o.status for o in outcomes] == ["ok"] * 6
     assert any(o.attempts == 2 for o in outcomes)
     assert len({f for o in outcomes for f in o.files}) == 6
+
+
+def test_ray_executor_reports_each_run_as_it_finishes(tmp_path):
+    from sfumato_ray.executor import RayExecutor
+
+    model = save_tiny_zoo_diffusion(tmp_path / "model")
+    finished = []
+    outcomes = RayExecutor(workers=2, device="cpu").run_many(
+        _graph(model), [{"seed": s} for s in range(4)], output_dir=tmp_path / "ray", batch_size=1,
+        on_outcome=lambda outcome: finished.append((outcome.index, outcome.status, len(outcome.files))))
+    assert sorted(finished) == [(i, "ok", 1) for i in range(4)]
+    assert [o.status for o in outcomes] == ["ok"] * 4
+
+
+def test_a_ray_sweep_from_the_cli_passes_its_progress_to_the_executor(tmp_path, monkeypatch, capsys):
+    import json
+
+    from sfumato.cli import main
+    from sfumato_ray.executor import RayExecutor
+
+    import functools
+
+    seen = []
+    original = RayExecutor.run_many
+
+    @functools.wraps(original)
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("on_outcome"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RayExecutor, "run_many", spy)
+    graph = tmp_path / "g.json"
+    graph.write_text(json.dumps(_graph(save_tiny_zoo_diffusion(tmp_path / "model")).to_dict()))
+    assert main(["run", str(graph), "--executor", "ray", "--workers", "1", "--device", "cpu",
+                 "--sweep", "seed=0..1", "--out", str(tmp_path / "out"), "--json"]) == 0
+    assert len(seen) == 1 and callable(seen[0])
+    assert json.loads(capsys.readouterr().out)["counts"]["ok"] == 2

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from sfumato import read_png_metadata
@@ -53,3 +54,49 @@ def test_setting_a_new_seed_on_a_png_rerun_changes_the_run_seed(tmp_path, capsys
     assert main(["run", first, "--out", str(tmp_path / "b"), "--set", "seed=9", "--json"]) == 0
     [second] = json.loads(capsys.readouterr().out)["files"]
     assert read_png_metadata(second)["seed"] == 9 and Path(second).name.startswith("prompt-card-9-")
+
+
+def _generator_graph(model: Path) -> dict:
+    return {"version": 1, "name": "gen", "params": {
+        "prompt": {"type": "str", "default": "a red circle"}, "seed": {"type": "int", "default": 0},
+        "batch_size": {"type": "int", "default": 1}}, "nodes": {
+        "enc": {"type": "encode.text", "inputs": {"texts": {"param": "prompt"}}},
+        "gen": {"type": "generate.image", "inputs": {"conditioning": {"from": "enc.conditioning"}, "model": str(model),
+                                                     "steps": 2, "seed": {"param": "seed"},
+                                                     "batch_size": {"param": "batch_size"}}},
+        "save": {"type": "image.save", "inputs": {"images": {"from": "gen.images"}}}}}
+
+
+def test_inspect_names_the_seed_that_remakes_one_image_of_a_batch_alone():
+    from sfumato import image_seed
+    from sfumato.cli.info_cmds import remake_commands
+
+    data = {"graph": _generator_graph(Path("m")), "params": {"seed": 4, "batch_size": 3}, "index": 2}
+    alone, batch = remake_commands("out/gen-4-2.png", data)
+    assert alone.endswith(f"sfumato run out/gen-4-2.png --set seed={image_seed(4, 2)} --set batch_size=1")
+    assert "image 2 of a batch of 3" in alone and batch.endswith("sfumato run out/gen-4-2.png")
+    # A graph whose seed and batch_size do not feed one generator gets only the whole-run command.
+    other = {"graph": {"nodes": {"card": {"inputs": {"seed": {"param": "seed"}}}}},
+             "params": {"seed": 4, "batch_size": 3}, "index": 2}
+    [only] = remake_commands("x.png", other)
+    assert only.endswith("sfumato run x.png") and "image 2" in only
+
+
+@pytest.mark.slow
+def test_the_command_inspect_prints_remakes_exactly_that_image(tmp_path, capsys):
+    import shlex
+
+    from tiny_models import save_tiny_zoo_diffusion
+
+    (tmp_path / "g.json").write_text(json.dumps(_generator_graph(save_tiny_zoo_diffusion(tmp_path / "model"))))
+    assert main(["run", str(tmp_path / "g.json"), "--out", str(tmp_path / "a"), "--set", "seed=4",
+                 "--set", "batch_size=3", "--json"]) == 0
+    third = json.loads(capsys.readouterr().out)["files"][2]
+    assert main(["inspect", third]) == 0
+    [command] = [line.split(":  ", 1)[1] for line in capsys.readouterr().out.splitlines()
+                 if line.startswith("remake exactly this image")]
+    arguments = shlex.split(command)
+    assert arguments[:2] == ["sfumato", "run"]
+    assert main([*arguments[1:], "--out", str(tmp_path / "b"), "--json"]) == 0
+    [remade] = json.loads(capsys.readouterr().out)["files"]
+    assert np.array_equal(np.asarray(Image.open(third)), np.asarray(Image.open(remade)))

@@ -115,3 +115,50 @@ def test_a_prompt_file_that_is_not_utf8_is_a_clear_error(tmp_path):
     prompts.write_bytes("un cercle \xe9carlate\n".encode("latin-1"))
     with pytest.raises(ParameterError, match="not UTF-8"):
         parse_axis(f"prompt=@{prompts}")
+
+
+def test_sweep_table_shows_the_swept_values_not_the_fixed_ones(tmp_path, capsys):
+    long_prompt = "a very long prompt about a red circle on a black background that is not swept at all"
+    code = main(["run", str(REPO / "graphs" / "prompt-card.json"), "--out", str(tmp_path), "--sweep", "seed=7..9",
+                 "--sweep", "style=plain,bold", "--set", f"prompt={long_prompt}"])
+    assert code == 0
+    table = capsys.readouterr().err
+    header = next(line for line in table.splitlines() if "run" in line and "status" in line)
+    assert "seed" in header and "style" in header and "params" not in header
+    assert all(f" {seed} " in table for seed in (7, 8, 9)) and "bold" in table
+    assert "very long prompt" not in table
+
+
+def test_each_sweep_run_reports_its_own_seconds_not_the_sweep_total(tmp_path, capsys):
+    assert main(["run", str(REPO / "graphs" / "prompt-card.json"), "--out", str(tmp_path), "--sweep", "seed=0..3",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    seconds = [run["seconds"] for run in report["runs"]]
+    # Runs advance together, so each one's start-to-end wall time is the whole sweep's; its own is less.
+    assert sum(seconds) <= report["seconds"]
+    assert report["axes"] == {"seed": ["0", "1", "2", "3"]}
+
+
+def test_sweep_json_reports_model_loads_apart_from_runs():
+    from sfumato import RunOutcome, RunReport
+    from sfumato.cli.sweep_cmd import sweep_report
+
+    reports = []
+    for index in range(2):
+        report = RunReport(f"r{index}", "g", {}, 0)
+        report.models.append({"event": "model_loaded", "model": "m [cpu, float32]", "seconds": 3.0, "bytes": 1})
+        reports.append(report)
+    outcomes = [RunOutcome(i, {}, "ok", 9.0, report=report) for i, report in enumerate(reports)]
+    data = sweep_report("g", outcomes, 9.5, "local")
+    assert data["models"] == [{"event": "model_loaded", "model": "m [cpu, float32]", "seconds": 3.0, "bytes": 1}]
+    assert [run["seconds"] for run in data["runs"]] == [0.0, 0.0]  # loads are not run time
+
+
+def test_identical_errors_of_many_runs_are_printed_once_with_their_runs(tmp_path, capsys):
+    code = main(["run", str(REPO / "graphs" / "prompt-card.json"), "--out", str(tmp_path),
+                 "--sweep", "prompt=\u200b", "--sweep", "seed=0..2"])
+    assert code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    # Run 0's call failed; runs 1 and 2 shared that call and are reported together.
+    assert len(errors) == 2 and errors[0].startswith("error: run 0 failed:")
+    assert errors[1].startswith("error: runs 1, 2 failed:")

@@ -105,3 +105,22 @@ def test_shipped_models_reach_their_fidelity_goals(model, steps, scheduler):
 
     scores = evaluate(model, n=96, steps=steps, scheduler=scheduler)
     assert scores["all"] >= GOALS[(model, steps, scheduler)], scores
+
+
+@pytest.mark.slow
+def test_zoo_eval_sends_progress_from_loading_to_the_last_sampler_step(tmp_path):
+    from sfumato_zoo.cli import EvalProgress
+    from sfumato_zoo.evaluation import evaluate
+    from tiny_models import save_tiny_zoo_diffusion
+
+    events = []
+    display = EvalProgress("tiny", 4)
+    scores = evaluate(str(save_tiny_zoo_diffusion(tmp_path / "model")), n=4, steps=3,
+                      observers=[events.append, display])
+    assert scores["n"] == 4
+    kinds = [event.kind for event in events]
+    assert kinds.count("run_started") == 2 and "model_loaded" in kinds
+    steps = [(event.current, event.total) for event in events if event.kind == "node_progress"]
+    assert steps[-3:] == [(1, 3), (2, 3), (3, 3)]
+    task = display.progress.tasks[0]
+    assert task.completed == 3 and task.total == 3 and "4 images" in task.description

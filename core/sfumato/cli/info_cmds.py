@@ -188,14 +188,16 @@ def remake_commands(image: str, data: dict[str, Any]) -> list[str]:
     """The commands that make this image again: alone (by its own seed) and with its whole batch.
 
     Image ``i`` of a batch made with seed ``s`` used the seed ``image_seed(s, i)``,
-    and an image is the same alone or in a batch, so a graph with ``seed`` and
-    ``batch_size`` parameters remakes exactly this one image with those two set.
+    and an image is the same alone or in a batch. So when the graph's ``seed``
+    and ``batch_size`` parameters feed one generator node, setting those two
+    remakes exactly this one image.
     """
     params = data.get("params", {}) or {}
     index = data.get("index")
     rerun = f"sfumato run {_quoted(image)}"
     seed, batch_size = params.get("seed"), params.get("batch_size")
-    if not isinstance(index, int) or not isinstance(seed, int) or not isinstance(batch_size, int):
+    if (not isinstance(index, int) or not isinstance(seed, int) or not isinstance(batch_size, int)
+            or not _feeds_one_generator(data.get("graph"))):
         return [f"remake it (the run that made it; it is image {index} of that run's output):  {rerun}"]
     if batch_size == 1:
         return [f"remake exactly this image:  {rerun}"]
@@ -206,6 +208,17 @@ def remake_commands(image: str, data: dict[str, Any]) -> list[str]:
         f"{rerun} --set seed={image_seed(seed, index)} --set batch_size=1",
         f"remake its whole batch:  {rerun}",
     ]
+
+
+def _feeds_one_generator(graph: Any) -> bool:
+    """Whether one node takes both its ``seed`` and ``batch_size`` from the graph parameters of those names."""
+    nodes = graph.get("nodes") if isinstance(graph, dict) else None
+    for entry in (nodes.values() if isinstance(nodes, dict) else ()):
+        inputs = entry.get("inputs") if isinstance(entry, dict) else None
+        if isinstance(inputs, dict) and inputs.get("seed") == {"param": "seed"} \
+                and inputs.get("batch_size") == {"param": "batch_size"}:
+            return True
+    return False
 
 
 def graphs_command(args: argparse.Namespace) -> int:
