@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
 
-from sfumato import Graph, ParameterError, plan_run, validate_graph
+from sfumato import Graph, GraphValidationError, ParameterError, Port, plan_run, validate_graph
 
 
 def issues_of(registry, document):
@@ -119,3 +121,145 @@ def test_parameter_value_checked_against_the_input_it_feeds(registry):
 
     with pytest.raises(GraphValidationError, match="parameter 'b' = 500"):
         plan_run(graph, registry, {"b": 500})
+
+
+# -- bad input never escapes as anything but a SfumatoError (issue 13, item 9) ---------------
+
+
+def test_integer_too_large_for_a_float_is_refused_naming_node_and_field(registry):
+    with pytest.raises(GraphValidationError) as error:
+        Graph.from_dict({"version": 1, "nodes": {"a": {"type": "test.add", "inputs": {"a": 10**400}}}})
+    [issue] = error.value.issues
+    assert issue.node == "a" and issue.path == "nodes.a.inputs.a" and "64 bits" in issue.message
+
+
+def test_minimum_on_a_text_parameter_is_a_declaration_issue(registry):
+    issues = issues_of(registry, {"params": {"p": {"type": "str", "default": "x", "minimum": 1}}, "nodes": {}})
+    assert [(i.path, "numbers only" in i.message) for i in issues] == [("params.p", True)]
+
+
+def test_bounds_on_a_list_parameter_apply_to_each_number(registry):
+    graph = Graph.from_dict({"version": 1, "params": {"v": {"type": "list[int]", "default": [1], "maximum": 5}},
+                             "nodes": {}})
+    with pytest.raises(ParameterError, match="9 is above the maximum 5"):
+        plan_run(graph, registry, {"v": [1, 9]})
+
+
+def test_lone_surrogate_in_a_literal_is_refused_before_the_run(registry):
+    with pytest.raises(GraphValidationError) as error:
+        Graph.from_dict({"version": 1, "nodes": {"t": {"type": "text.value", "inputs": {"text": "a\ud800"}}}})
+    [issue] = error.value.issues
+    assert issue.node == "t" and issue.path == "nodes.t.inputs.text" and "surrogate" in issue.message
+
+
+def test_lone_surrogate_in_a_set_value_is_a_parameter_error(registry):
+    graph = Graph.from_dict({"version": 1, "params": {"p": {"type": "str", "default": "x"}}, "nodes": {}})
+    with pytest.raises(ParameterError, match="'p'.*surrogate"):
+        plan_run(graph, registry, {"p": "\udcff"}, params_from_text=True)
+
+
+def test_nan_and_infinity_are_no_float_values(registry):
+    graph = Graph.from_dict({"version": 1, "params": {"p": {"type": "float", "default": 1.0}}, "nodes": {}})
+    for text in ("NaN", "Infinity", "1e999"):
+        with pytest.raises(ParameterError, match="not a finite number"):
+            plan_run(graph, registry, {"p": text}, params_from_text=True)
+
+
+def test_meta_nested_deeper_than_the_limit_is_refused_with_its_path(registry):
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(GraphValidationError) as error:
+        Graph.from_dict({"version": 1, "nodes": {"a": {"type": "test.number", "meta": {"layout": deep}}}})
+    [issue] = error.value.issues
+    assert issue.node == "a" and issue.path.startswith("nodes.a.meta.layout[0]") and "nested" in issue.message
+
+
+def test_parameter_default_nested_deeper_than_the_limit_is_refused(registry):
+    deep: list = []
+    for _ in range(100):
+        deep = [deep]
+    with pytest.raises(GraphValidationError, match=r"params\.p\.default.*nested more than 64"):
+        Graph.from_dict({"version": 1, "params": {"p": {"type": "json", "default": deep}}, "nodes": {}})
+
+
+def test_a_port_conversion_that_raises_is_a_validation_issue(registry):
+    import types as pytypes
+
+    import sfumato
+    from sfumato import PortType, node
+
+    def to_kelvin(value: float) -> float:
+        if value < -273.15:
+            raise ArithmeticError("below absolute zero")
+        return value + 273.15
+
+    @node("test.kelvin", output="value")
+    def kelvin(t: Annotated[float, Port("Kelvin")]) -> float:
+        return t
+
+    plugin = pytypes.ModuleType("sfumato_kelvin")
+    plugin.sfumato_port_types = sfumato.hookimpl(lambda: [PortType("Kelvin", float, literal=True)])
+    plugin.sfumato_port_conversions = sfumato.hookimpl(lambda: [("Float", "Kelvin", to_kelvin)])
+    plugin.sfumato_node_types = sfumato.hookimpl(lambda: [kelvin])
+    kelvin_registry = sfumato.Registry.load(plugins=[plugin])
+    [issue] = validate_graph(Graph.from_dict({"version": 1, "nodes": {
+        "k": {"type": "test.kelvin", "inputs": {"t": -300.0}}}}), kelvin_registry)
+    assert issue.node == "k" and issue.path == "nodes.k.inputs.t"
+    assert "ArithmeticError: below absolute zero" in issue.message
+
+
+# -- collect everything (issue 12, item 9) ------------------------------------------------------
+
+
+def test_a_bad_parameter_type_does_not_hide_the_other_problems(registry):
+    issues = issues_of(registry, {"params": {"p": {"type": "integer", "default": 1}},
+                                  "nodes": {"a": {"type": "nope.nope"},
+                                            "b": {"type": "test.add", "inputs": {"a": {"param": "p"}}}}})
+    assert {i.path for i in issues} == {"params.p.type", "nodes.a.type"}
+
+
+def test_a_malformed_node_entry_does_not_hide_the_other_problems(registry):
+    issues = issues_of(registry, {"nodes": {"a": {"type": "test.number", "input": {"value": 1}},
+                                            "b": {"type": "test.add", "inputs": {"a": {"from": "zz.value"}}}}})
+    assert {i.path for i in issues} == {"nodes.a.input", "nodes.b.inputs.a"}
+
+
+def test_a_bad_set_value_does_not_hide_the_graph_problems(registry):
+    graph = Graph.from_dict({"version": 1, "params": {"v": {"type": "int", "default": 1}},
+                             "nodes": {"a": {"type": "test.add", "inputs": {"a": {"from": "zz.value"}}}}})
+    with pytest.raises(GraphValidationError) as error:
+        plan_run(graph, registry, {"v": "seven"}, params_from_text=True)
+    assert {i.path for i in error.value.issues} == {"params.v", "nodes.a.inputs.a"}
+
+
+def test_unknown_model_name_is_a_validation_issue_with_did_you_mean(registry):
+    [issue] = issues_of(registry, {"nodes": {"e": {"type": "encode.sentence",
+                                                   "inputs": {"texts": ["a"], "model": "all-MiniLM-L6-v3"}}}})
+    assert issue.node == "e" and issue.path == "nodes.e.inputs.model"
+    assert "not found" in issue.message and "did you mean 'all-MiniLM-L6-v2'" in issue.message
+
+
+def test_model_name_for_a_user_without_a_home_is_an_issue_not_a_crash(registry):
+    issues = issues_of(registry, {"nodes": {"e": {"type": "encode.sentence",
+                                                  "inputs": {"texts": ["a"], "model": "~no-such-user-zq/x"}}}})
+    assert "nodes.e.inputs.model" in paths(issues)
+
+
+# -- "did you mean" at scale (issue 13, item 4) -------------------------------------------------
+
+
+def test_did_you_mean_among_thousands_finds_a_typo_at_either_end():
+    from sfumato.planning import Suggestions
+
+    names = Suggestions([f"node_{i}" for i in range(5000)])
+    assert names.closest("nodes_1234") == "node_1234"
+    assert names.closest("mode_4321") == "node_4321"
+    assert names.closest("node_4321x") == "node_4321"
+
+
+def test_many_dangling_links_each_get_a_suggestion(registry):
+    nodes = {f"node_{i}": {"type": "test.add", "inputs": {"a": {"from": f"nodes_{i}.value"}}} for i in range(2000)}
+    issues = issues_of(registry, {"nodes": nodes})
+    assert len(issues) == 2000
+    assert all(f"did you mean 'node_{issue.node.split('_')[1]}'" in issue.message for issue in issues)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .context import RunContext
-from .errors import SfumatoError
+from .errors import GraphValidationError, SfumatoError
 from .jsontext import JSONTextError, describe_problems, json_problems, parse_json
 
 PNG_KEY = "sfumato"
@@ -101,6 +101,14 @@ def check_metadata(data: Any, where: str = "the metadata") -> dict[str, Any]:
         raise MetadataError(f"{where} is damaged: {describe_problems(unsafe)}")
     if not isinstance(data.get("graph"), dict):
         raise MetadataError(f"{where} is damaged: 'graph' must be a graph object")
+    from .graph import Graph
+
+    try:
+        # The stored graph's structure, as a graph file's (its node types are checked when run).
+        Graph.from_dict(data["graph"], source="the stored graph")
+    except GraphValidationError as error:
+        problems = "; ".join(str(issue) for issue in error.issues[:3])
+        raise MetadataError(f"{where} is damaged: the stored graph is not a valid graph: {problems}") from None
     for name, (types, text) in _FIELDS.items():
         if name in data and (not isinstance(data[name], types) or isinstance(data[name], bool)):
             raise MetadataError(f"{where} is damaged: {name!r} must be {text}, "

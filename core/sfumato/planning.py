@@ -276,9 +276,10 @@ class _ModelNames:
         except ModelNotFoundError as error:
             if self._suggestions is None:
                 self._suggestions = Suggestions(self._registry.models)
-            return f"{error}{self._suggestions.hint(value)}"
-        except (OSError, ValueError) as error:  # an unreadable or malformed path
-            return f"model {_short(value)} cannot be used: {error}"
+            return f"{_short(str(error), 400)}{self._suggestions.hint(value)}"
+        except (OSError, ValueError, RuntimeError) as error:
+            # A malformed path: a NUL byte, a name too long, '~user' for a user that does not exist.
+            return f"model {_short(value)} cannot be used: {_short(str(error), 200)}"
         return None
 
 
