@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -15,7 +16,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
 
 SLOW_GRAPH = {"version": 1, "name": "slow", "params": {"text": {"type": "str", "default": "x"}}, "nodes": {
     "card": {"type": "image.text_card", "inputs": {"text": {"param": "text"}, "width": 320, "height": 320}},
@@ -228,8 +228,10 @@ def test_browser_runs_text_to_image_and_opens_it_in_the_gallery(tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    server = Server(tmp_path).start()
-    ARTIFACTS.mkdir(exist_ok=True)
+    server = Server(tmp_path / "data").start()
+    # Screenshots never go into the repository: $SFUMATO_SCREENSHOTS (CI artifacts) or tmp_path.
+    artifacts = Path(os.environ.get("SFUMATO_SCREENSHOTS") or tmp_path)
+    artifacts.mkdir(parents=True, exist_ok=True)
     try:
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
@@ -245,11 +247,11 @@ def test_browser_runs_text_to_image_and_opens_it_in_the_gallery(tmp_path):
             page.wait_for_selector("#result img", timeout=240_000)
             page.wait_for_function("document.querySelector('#result img').naturalWidth > 0")
             page.wait_for_selector("#gallery .thumb")
-            page.screenshot(path=str(ARTIFACTS / "web-result.png"), full_page=True)
+            page.screenshot(path=str(artifacts / "web-result.png"), full_page=True)
             page.click("#gallery .thumb")
             page.wait_for_selector("#detail[open] #detail-images img")
             assert "a yellow circle on a gray background" in page.inner_text("#detail-params")
-            page.screenshot(path=str(ARTIFACTS / "web-detail.png"))
+            page.screenshot(path=str(artifacts / "web-detail.png"))
             browser.close()
     finally:
         server.stop()

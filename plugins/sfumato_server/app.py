@@ -34,6 +34,7 @@ from sfumato import (
     Graph,
     GraphValidationError,
     ParameterError,
+    PathPolicy,
     SfumatoError,
     default_registry,
     graph_to_svg,
@@ -41,6 +42,7 @@ from sfumato import (
     node_input_schema,
     path_inside,
     read_png_metadata,
+    shipped_graphs,
     validate_graph,
 )
 
@@ -60,7 +62,8 @@ class ServerConfig:
     """What ``sfumato serve`` was started with."""
 
     data: Path
-    graphs: Path
+    #: A folder of more graphs offered by name (the shipped graphs are always offered), or None.
+    graphs: Path | None = None
     token: str | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -72,6 +75,8 @@ class ServerConfig:
     max_queued: int = 1000
     max_sweep_runs: int = 256
     max_json_depth: int = 64
+    #: Folders jobs may read besides the data folder and the graphs folder (``--allow-read``).
+    allow_read: tuple[Path, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,6 +88,14 @@ def _issues(error: SfumatoError) -> list[dict[str, Any]]:
     if isinstance(error, GraphValidationError):
         return [issue.as_dict() for issue in error.issues]
     return [{"path": "params", "node": None, "message": str(error)}]
+
+
+def path_policy(config: ServerConfig) -> PathPolicy:
+    """Where jobs may touch files: read the data folder, the graphs folder and ``--allow-read``
+    folders; write only inside the data folder's outputs. A job naming any other path is refused at validation."""
+    reads = [config.data, *([config.graphs] if config.graphs is not None else []), *config.allow_read]
+    # Writes go to the outputs folder only, so no job can overwrite the queue database.
+    return PathPolicy.confined(read=reads, write=[config.data / "outputs"])
 
 
 def _swagger_assets() -> Path | None:
@@ -105,7 +118,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     outputs = config.data / "outputs"
     outputs.mkdir(parents=True, exist_ok=True)
     hub = EventHub()
-    engine = Engine(device=config.device, dtype=config.dtype, output_dir=outputs, previews=True)
+    engine = Engine(device=config.device, dtype=config.dtype, output_dir=outputs, previews=True,
+                    path_policy=path_policy(config))
     worker = Worker(store, hub, outputs, engine, max_sweep_runs=config.max_sweep_runs)
 
     @contextlib.asynccontextmanager
@@ -143,7 +157,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         return await anyio.to_thread.run_sync(function, *args)
 
     def graph_files() -> dict[str, Path]:
-        return {p.stem: p for p in sorted(config.graphs.glob("*.json"))}
+        # The shipped graphs, then the graphs folder's (a file there wins over a shipped one of its name).
+        files = dict(shipped_graphs())
+        if config.graphs is not None:
+            files.update((p.stem, p) for p in sorted(config.graphs.glob("*.json")))
+        return dict(sorted(files.items()))
 
     def load_named(name: str) -> Graph:
         path = graph_files().get(name)

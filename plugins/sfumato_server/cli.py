@@ -15,7 +15,11 @@ def add_parsers(subparsers: Any) -> None:
     serve.add_argument("--port", type=int, default=8188)
     serve.add_argument("--token", default=None, help="require this token on every API request")
     serve.add_argument("--data", default="sfumato-data", help="queue database and outputs (default: ./sfumato-data)")
-    serve.add_argument("--graphs", default="graphs", help="folder of graphs offered by name (default: ./graphs)")
+    serve.add_argument("--graphs", default=None,
+                       help="a folder of more graphs offered by name (the shipped graphs are always offered)")
+    serve.add_argument("--allow-read", dest="allow_read", action="append", default=[], metavar="DIR",
+                       help="a folder jobs may read files from (repeatable); jobs read only the data folder, "
+                            "the graphs folder and these, and write only inside the data folder")
     serve.add_argument("--allowed-host", dest="allowed_hosts", action="append", default=[], metavar="NAME",
                        help="another host name this server answers to (repeatable; '*' for any). "
                             "localhost, 127.0.0.1, [::1] and --host are always allowed")
@@ -53,7 +57,12 @@ def serve_command(args: argparse.Namespace) -> int:
             print(f"error: {name} must be positive, got {value}", file=sys.stderr)
             return 2
     body = int(args.max_body_mb * 1024 * 1024)
-    config = ServerConfig(data=Path(args.data).resolve(), graphs=Path(args.graphs).resolve(), token=args.token,
+    for folder in args.allow_read:
+        if not Path(folder).is_dir():
+            print(f"error: --allow-read {folder}: not a folder", file=sys.stderr)
+            return 2
+    config = ServerConfig(data=Path(args.data).resolve(), graphs=Path(args.graphs).resolve() if args.graphs else None,
+                          token=args.token, allow_read=tuple(Path(folder).resolve() for folder in args.allow_read),
                           device=args.device, dtype=args.dtype, host=args.host,
                           allowed_hosts=tuple(args.allowed_hosts), max_queued=args.max_queued,
                           max_sweep_runs=args.max_sweep_runs, max_body_bytes=body, max_image_bytes=10 * body)

@@ -141,7 +141,7 @@ function formValues() {
   return values;
 }
 
-function setStatus(text) { $("status").textContent = text; }
+function setStatus(text) { $("status").textContent = text; $("job-error").textContent = ""; }
 
 // The run is over (done, failed or cancelled): the form is usable again.
 function runEnded() {
@@ -200,7 +200,7 @@ function follow(jobId) {
 
 function showFailure(jobId, status, error) {
   setStatus(`Job ${jobId} ${status}${error ? ":" : "."}`);
-  $("form-errors").textContent = error || "";
+  $("job-error").textContent = error || "";
   $("status").scrollIntoView({ block: "nearest" });
 }
 
@@ -218,7 +218,7 @@ function showResult(job) {
   if (fidelity) {
     const score = document.createElement("p");
     score.id = "fidelity";
-    score.textContent = fidelity;
+    score.textContent = `Prompt fidelity (the judge's score, 0 to 1): ${fidelity}`;
     result.append(score);
   }
   for (const path of job.outputs.filter((p) => p.endsWith(".png"))) {
@@ -249,8 +249,7 @@ function fidelityText(job) {
       parts.push(`${score}${detail ? ` (${detail}${value.count ? `; ${value.count} images` : ""})` : ""}`);
     }
   }
-  const shown = parts.filter(Boolean);
-  return shown.length ? `Prompt fidelity (judge score, 0 to 1): ${shown.join("; ")}` : "";
+  return parts.filter(Boolean).join("; ");
 }
 
 async function submit(event) {
@@ -295,7 +294,12 @@ async function loadGallery() {
     button.addEventListener("click", () => openDetail(job.id));
     gallery.append(button);
   }
-  if (!gallery.children.length) gallery.textContent = "No results yet: run a workflow above.";
+  if (!gallery.children.length) {
+    const empty = document.createElement("p");
+    empty.className = "hint empty";
+    empty.textContent = "No results yet: run a workflow above.";
+    gallery.append(empty);
+  }
 }
 
 // Make the drawing scale with the dialog: a viewBox from its own size, the size from CSS.
@@ -331,7 +335,7 @@ async function openDetail(jobId) {
   if (fidelity) {
     const row = table.insertRow();
     row.insertCell().textContent = "fidelity";
-    row.insertCell().textContent = fidelity.replace(/^Prompt fidelity /, "");
+    row.insertCell().textContent = fidelity;
   }
   try {
     const graph = await api(`/api/graphs/${encodeURIComponent(job.graph)}`);
