@@ -126,3 +126,64 @@ def test_draw_text_formats(fmt, capsys):
     assert main(["draw", CARD, "--format", fmt]) == 0
     text = capsys.readouterr().out
     assert "text.normalize" in text and "text → subject" in text and "prompt: str" in text
+
+
+# -- bad input: exit 2 with a message, before anything loads (issues 12.9 and 13.9) -----------
+
+TEXT_TO_IMAGE = str(REPO / "graphs" / "text-to-image.json")
+
+
+def test_folder_given_as_the_graph_exits_2_naming_the_folder(tmp_path, capsys):
+    for command in ("run", "validate"):
+        assert main([command, str(tmp_path)]) == 2
+        assert "is a folder, not a graph file" in capsys.readouterr().err
+
+
+def test_unknown_device_exits_2_naming_the_choices(tmp_path, capsys):
+    assert main(["run", CARD, "--device", "foo", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown device 'foo'" in err and "cuda:N" in err and "Traceback" not in err
+
+
+def test_unknown_device_in_a_sweep_exits_2(tmp_path, capsys):
+    assert main(["run", CARD, "--device", "gpu0", "--sweep", "seed=0..1", "--out", str(tmp_path)]) == 2
+    assert "unknown device 'gpu0'" in capsys.readouterr().err
+
+
+def test_cuda_without_a_gpu_exits_2_before_any_model_loads(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out = tmp_path / "out"
+    assert main(["run", TEXT_TO_IMAGE, "--device", "cuda", "--out", str(out), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert "torch sees no CUDA GPU" in captured.err
+    assert captured.out == "" and not out.exists()  # no report: nothing ran, nothing loaded
+
+
+def test_grid_over_an_axis_that_was_not_swept_exits_2_before_any_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", CARD, "--sweep", "seed=0..1", "--grid", "seed,style", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--grid axis 'style' was not swept (swept: seed)" in err
+    assert not out.exists()
+
+
+def test_set_value_with_a_huge_integer_exits_2(tmp_path, capsys):
+    assert main(["run", CARD, "--set", "seed=" + "9" * 5000, "--out", str(tmp_path)]) == 2
+    assert "integers must fit in 64 bits" in capsys.readouterr().err
+
+
+def test_sweep_range_over_the_limit_exits_2(tmp_path, capsys):
+    assert main(["run", CARD, "--sweep", "seed=0..20000000", "--out", str(tmp_path)]) == 2
+    assert "20,000,001 runs, more than the limit of 100,000" in capsys.readouterr().err
+
+
+def test_validate_names_a_template_width_over_the_limit(tmp_path, capsys):
+    graph = tmp_path / "g.json"
+    graph.write_text(json.dumps({"version": 1, "nodes": {
+        "t": {"type": "text.template", "inputs": {"template": "{subject:>999999999}", "subject": "x"}}}}))
+    assert main(["validate", str(graph), "--json"]) == 2
+    [issue] = json.loads(capsys.readouterr().out)["issues"]
+    assert issue["node"] == "t" and "template" in issue["message"] and "Limits.max_text_length" in issue["message"]

@@ -81,3 +81,52 @@ def test_builder_passes_an_input_named_title_to_the_node():
     builder.add("image.grid", "grid", images=card["images"], title="contact sheet", node_title="The grid")
     document = builder.to_dict()["nodes"]["grid"]
     assert document["inputs"]["title"] == "contact sheet" and document["title"] == "The grid"
+
+
+# -- untrusted text (issues 12.9 and 13.9) ---------------------------------------------------
+
+
+def test_empty_file_is_named_as_empty(tmp_path):
+    path = tmp_path / "empty.json"
+    path.write_text("  \n")
+    with pytest.raises(GraphValidationError) as error:
+        Graph.load(path)
+    assert "the graph file is empty" in error.value.issues[0].message
+
+
+def test_trailing_comma_is_named_with_its_position():
+    with pytest.raises(GraphValidationError) as error:
+        parse_graph_text('{"version": 1,\n "nodes": {\n  "a": {"type": "text.value"},\n }\n}')
+    [issue] = error.value.issues
+    assert issue.path == "line 3, column 30" and "trailing comma" in issue.message
+
+
+def test_folder_given_as_the_graph_path_is_named_as_a_folder(tmp_path):
+    (tmp_path / "one.json").write_text("{}")
+    with pytest.raises(GraphValidationError) as error:
+        Graph.load(tmp_path)
+    assert "is a folder, not a graph file (graph files in it: one.json)" in error.value.issues[0].message
+
+
+def test_json_nested_a_thousand_deep_is_a_validation_error():
+    with pytest.raises(GraphValidationError, match="nested too deeply"):
+        parse_graph_text('{"version": 1, "nodes": {"a": {"type": "t.x", "inputs": {"v": '
+                         + "[" * 1000 + "]" * 1000 + "}}}}")
+
+
+def test_integer_over_4300_digits_is_named_with_its_line():
+    with pytest.raises(GraphValidationError) as error:
+        parse_graph_text('{"version": 1,\n "nodes": {"a": {"type": "t.x", "inputs": {"v": ' + "7" * 5000 + "}}}}")
+    [issue] = error.value.issues
+    assert issue.path.startswith("line 2,") and "5000 digits" in issue.message
+
+
+def test_graph_that_is_not_an_object_says_what_it_is():
+    with pytest.raises(GraphValidationError, match="a graph is a JSON object .* not a list"):
+        parse_graph_text("[1, 2]")
+
+
+def test_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"version": 1, "nodes": {}}')
+    assert Graph.load(path).nodes == {}
