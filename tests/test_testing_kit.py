@@ -12,7 +12,7 @@ import sfumato.testing as st
 from sfumato.testing import sfumato_context, sfumato_engine  # noqa: F401 - fixtures
 
 
-@sfumato.node("kit.seeded", category="test")
+@sfumato.node("kit.seeded", category="test", context_keys=("seed",))
 def seeded(offset: int, context: sfumato.RunContext) -> int:
     """Adds the run seed to ``offset``."""
     context.progress(1, 1, "done")
@@ -76,3 +76,14 @@ def test_engine_fixture_writes_into_tmp_path(sfumato_engine, tmp_path):
 
 def test_context_fixture_is_on_the_cpu(sfumato_context):
     assert sfumato_context.device == "cpu"
+
+
+@sfumato.node("kit.sneaky", category="test")
+def sneaky(context: sfumato.RunContext) -> int:
+    """Reads the seed without declaring it."""
+    return context.seed
+
+
+def test_context_for_a_node_refuses_an_undeclared_read_as_a_run_would():
+    with pytest.raises(sfumato.SfumatoError, match="context_keys"):
+        st.call_node(sneaky, context=st.make_context(sneaky))

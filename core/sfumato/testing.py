@@ -64,6 +64,9 @@ def make_context(
 ) -> RunContext:
     """A :class:`RunContext` for calling a node directly.
 
+    Given ``node``, the context enforces its ``context_keys`` as a run does:
+    reading an undeclared setting raises :class:`UndeclaredContextReadError`.
+
     Args:
         node: the node (decorated function, class or spec) the context is for.
         node_id: the node's id, as it would be in a graph file (seeds derive from it).
@@ -87,7 +90,10 @@ def make_context(
         sink.append({"event": "file", "node": node_id, "path": Path(path)})
 
     manager = models or ModelManager(sources=registry.models)
-    return RunContext(node_id, spec.id if spec else "test.node", settings, manager, progress, record_file)
+    # As in a run: a cached node may read only the run settings it declares (so a test catches an
+    # undeclared read before users get stale cached results); a volatile one may read anything.
+    keys = frozenset(spec.context_keys) if spec is not None and not spec.volatile else None
+    return RunContext(node_id, spec.id if spec else "test.node", settings, manager, progress, record_file, keys)
 
 
 def call_node(node: Any, /, *, context: RunContext | None = None, registry: Registry | None = None,
