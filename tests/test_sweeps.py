@@ -162,3 +162,16 @@ def test_identical_errors_of_many_runs_are_printed_once_with_their_runs(tmp_path
     # Run 0's call failed; runs 1 and 2 shared that call and are reported together.
     assert len(errors) == 2 and errors[0].startswith("error: run 0 failed:")
     assert errors[1].startswith("error: runs 1, 2 failed:")
+
+
+def test_sweep_file_names_carry_the_run_index_never_a_counter_suffix(tmp_path, capsys):
+    code = main(["run", str(REPO / "graphs" / "prompt-card.json"), "--out", str(tmp_path), "--sweep", "style=plain,bold",
+                 "--sweep", "seed=0..1", "--json"])
+    assert code == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    names = [Path(run["files"][0]).name for run in runs]
+    assert names == ["prompt-card-r000-0-0.png", "prompt-card-r001-1-0.png", "prompt-card-r002-0-0.png",
+                     "prompt-card-r003-1-0.png"]
+    # A single run keeps the plain name.
+    assert main(["run", str(REPO / "graphs" / "prompt-card.json"), "--out", str(tmp_path / "one"), "--json"]) == 0
+    assert [Path(p).name for p in json.loads(capsys.readouterr().out)["files"]] == ["prompt-card-0-0.png"]

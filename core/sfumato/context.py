@@ -45,6 +45,8 @@ class RunSettings:
     previews: bool = False
     #: Where nodes may read and write files (see :mod:`sfumato.paths`).
     paths: PathPolicy = field(default_factory=PathPolicy)
+    #: This run's position in its sweep; ``None`` for a single run (savers put it in file names).
+    run_index: int | None = None
     _resolved: tuple[str, str] | None = None
     _document: dict[str, Any] | None = None
 
@@ -117,6 +119,12 @@ class RunContext:
         """The run's seed (``--seed``); nodes with their own seed input should prefer it."""
         self._reading("seed", "seed")
         return self.settings.seed
+
+    @property
+    def run_index(self) -> int | None:
+        """This run's position in its sweep (``None`` for a single run), so its files never collide."""
+        self._reading("run_index", "position in its sweep")
+        return self.settings.run_index
 
     @property
     def output_dir(self) -> Path:

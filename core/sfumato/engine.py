@@ -141,14 +141,15 @@ class Engine:
     # -- running -----------------------------------------------------------------
 
     def plan(self, graph: Graph, params: dict[str, Any] | None = None, *, params_from_text: bool = False,
-             seed: int | None = None, output_dir: str | Path | None = None) -> Plan:
+             seed: int | None = None, output_dir: str | Path | None = None, run_index: int | None = None) -> Plan:
         """Validate and plan ``graph`` (raises GraphValidationError / ParameterError).
 
         Literal paths that the engine's path policy refuses are validation issues.
+        ``run_index`` is the run's position in a sweep (``None`` for a single run).
         """
         run_context = {"device": self.device, "dtype": self.dtype,
                        "output_dir": str(Path(output_dir or self.output_dir).resolve()),
-                       "path_policy": self.path_policy}
+                       "path_policy": self.path_policy, "run_index": "" if run_index is None else run_index}
         return plan_run(graph, self.registry, params, params_from_text=params_from_text, seed=seed,
                         run_context=run_context)
 
@@ -184,17 +185,20 @@ class Engine:
 
     def run_many(self, graph: Graph, param_sets: list[dict[str, Any]], *, batch_size: int = 8,
                  seed: int | None = None, output_dir: str | Path | None = None,
-                 params_from_text: bool = False) -> list["RunOutcome"]:
+                 params_from_text: bool = False, run_indices: list[int] | None = None) -> list["RunOutcome"]:
         """Run ``graph`` once per parameter set (a sweep), sharing and batching work.
 
         Work that does not depend on the swept values runs once; nodes with a
         ``batch`` function process up to ``batch_size`` runs per call. A failing
-        run is reported in its outcome and never stops the others.
+        run is reported in its outcome and never stops the others. Each run
+        knows its index in the sweep (``run_indices``, default 0, 1, ...;
+        an executor sending part of a sweep passes the parts' own), which
+        savers put in file names.
         """
         from .sweep_runner import run_sweep
 
         return run_sweep(self, graph, param_sets, batch_size=batch_size, seed=seed, output_dir=output_dir,
-                         params_from_text=params_from_text)
+                         params_from_text=params_from_text, run_indices=run_indices)
 
     def check_output_dir(self, output_dir: str | Path | None = None) -> None:
         """Raise :class:`PathNotAllowedError` when the path policy forbids writing the output folder."""
@@ -223,13 +227,13 @@ class RunState:
     """The state of one run of a plan."""
 
     def __init__(self, engine: Engine, plan: Plan, seed: int, keep_going: bool, output_dir: Path,
-                 cancel_event: threading.Event) -> None:
+                 cancel_event: threading.Event, run_index: int | None = None) -> None:
         self.engine = engine
         self.plan = plan
         self.keep_going = keep_going
         self.run_id = uuid.uuid4().hex[:12]
         self.settings = RunSettings(engine.device, engine.dtype, seed, output_dir, plan.graph, plan.params,
-                                    cancel_event, engine.registry, engine.previews, engine.path_policy)
+                                    cancel_event, engine.registry, engine.previews, engine.path_policy, run_index)
         self.report = RunReport(self.run_id, plan.graph.name, plan.params, seed)
         self.values: dict[str, dict[str, Any]] = {}
         self.failures: list[NodeExecutionError] = []

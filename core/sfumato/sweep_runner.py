@@ -59,8 +59,11 @@ class RunOutcome:
 
 def run_sweep(engine: "Engine", graph: Graph, param_sets: list[dict[str, Any]], *, batch_size: int = 8,
               seed: int | None = None, output_dir: str | Path | None = None,
-              params_from_text: bool = False) -> list[RunOutcome]:
-    """Run ``graph`` once per parameter set; a failing run never stops the others."""
+              params_from_text: bool = False, run_indices: list[int] | None = None) -> list[RunOutcome]:
+    """Run ``graph`` once per parameter set; a failing run never stops the others.
+
+    ``run_indices`` are the runs' indices in the whole sweep (default: their positions here).
+    """
     from .engine import RunState
 
     engine.check_output_dir(output_dir)  # a confined engine refuses an output folder outside its write roots
@@ -68,15 +71,16 @@ def run_sweep(engine: "Engine", graph: Graph, param_sets: list[dict[str, Any]], 
     runs: list[tuple[RunOutcome, RunState]] = []
     cancel = threading.Event()
     for outcome in outcomes:
+        run_index = run_indices[outcome.index] if run_indices is not None else outcome.index
         try:
             plan = engine.plan(graph, outcome.params, params_from_text=params_from_text, seed=seed,
-                               output_dir=output_dir)
+                               output_dir=output_dir, run_index=run_index)
         except (ParameterError, GraphValidationError) as error:
             outcome.status, outcome.error = "failed", str(error)
             continue
         outcome.params = plan.params
         state = RunState(engine, plan, plan.seed, True, Path(output_dir) if output_dir else engine.output_dir,
-                         cancel)
+                         cancel, run_index)
         runs.append((outcome, state))
     if not runs:
         return outcomes

@@ -112,18 +112,21 @@ def _saved_files_exist(outputs: dict) -> bool:
 
 
 @node("image.save", category="image", output="paths", output_node=True,
-      is_cache_entry_valid=_saved_files_exist)
+      is_cache_entry_valid=_saved_files_exist,
+      context_keys=("device", "dtype", "seed", "output_dir", "params", "graph", "run_index"))
 def save_images(
     images: ImageBatch,
     context: RunContext,
-    template: str = "{graph}-{seed}-{index}.png",
+    template: str = "{graph}{run}-{seed}-{index}.png",
     if_exists: Literal["increment", "error", "overwrite"] = "increment",
     metadata: bool = True,
 ) -> list[str]:
     """Save a batch of images as PNG files in the run's output folder.
 
     File names come from ``template`` with ``{graph}``, ``{seed}``,
-    ``{index}``, ``{node}`` and ``{label}``; a name that would leave the
+    ``{index}``, ``{node}``, ``{label}`` and ``{run}`` (``-r`` and the run's
+    index in its sweep, ``-r007``; empty for a single run, so the runs of a
+    sweep never share a name); a name that would leave the
     output folder (``..``, an absolute path) is refused. Files are written
     atomically. An existing file is never overwritten unless
     ``if_exists="overwrite"``: by default the new file gets a ``-1``, ``-2``
@@ -136,7 +139,7 @@ def save_images(
         if_exists: what to do when the file exists: increment, error or overwrite.
         metadata: embed reproducibility metadata.
     """
-    allowed = {"graph", "seed", "index", "node", "label"}
+    allowed = {"graph", "seed", "index", "node", "label", "run"}
     for _, field, _, _ in string.Formatter().parse(template):
         if field is not None and field not in allowed:
             raise ValueError(f"template field {{{field}}} is unknown; use {', '.join(sorted(allowed))}")
@@ -144,8 +147,9 @@ def save_images(
     paths = []
     for index, image in enumerate(images.images):
         label = Path(images.label(index)).stem if images.label(index) else str(index)
+        run = "" if context.run_index is None else f"-r{context.run_index:03d}"
         name = template.format(graph=context.graph_name, seed=context.seed, index=index,
-                               node=context.node_id, label=label)
+                               node=context.node_id, label=label, run=run)
         if not name.lower().endswith(".png"):
             name += ".png"
         target = context.writable_path(path_inside(folder, name))

@@ -36,12 +36,14 @@ class SweepWorker:
         return os.getpid()
 
     def run_chunk(self, graph_document: dict[str, Any], param_sets: list[dict[str, Any]], seed: int | None,
-                  batch_size: int, params_from_text: bool) -> list[dict[str, Any]]:
+                  batch_size: int, params_from_text: bool, run_indices: list[int]) -> list[dict[str, Any]]:
         graph = Graph.from_dict(graph_document)
         workdir = Path(tempfile.mkdtemp(prefix="sfumato-ray-"))
         try:
+            # The runs keep their indices in the whole sweep, so their files are named as a local sweep's.
             outcomes = self.engine.run_many(graph, param_sets, batch_size=batch_size, seed=seed,
-                                            output_dir=workdir, params_from_text=params_from_text)
+                                            output_dir=workdir, params_from_text=params_from_text,
+                                            run_indices=run_indices)
             results = []
             for outcome in outcomes:
                 files = {}
@@ -150,7 +152,7 @@ class RayExecutor:
                     for index in indices:
                         attempts[index] += 1
                     future = actor.run_chunk.remote(document, [param_sets[i] for i in indices], seed, batch_size,
-                                                    params_from_text)
+                                                    params_from_text, indices)
                     running[future] = (actor, indices)
                     self.dispatched += 1
                 done, _ = ray.wait(list(running), num_returns=1)
