@@ -264,3 +264,14 @@ def test_generation_streams_step_progress_with_previews(server):
     steps = [event for event in server.events(job["id"]) if event["type"] == "node_progress"]
     assert [e["current"] for e in steps] == [1, 2, 3, 4, 5]
     assert all(e["preview"].startswith("data:image/png;base64,") for e in steps)
+
+
+def test_server_dependencies_are_in_the_default_install():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names = {requirement.split(">")[0].split("=")[0].split("[")[0].strip().lower()
+             for requirement in project["dependencies"]}
+    assert {"fastapi", "uvicorn", "fastapi-offline"} <= names
+    assert "server" not in project.get("optional-dependencies", {})
+

@@ -346,3 +346,20 @@ def test_fuzzed_job_requests_get_an_answer_below_500(server, body):
     assert status < 500, (body, answer)
     if status >= 400:
         assert isinstance(answer.get("error"), str)
+
+
+_segments = st.text(max_size=30) | st.integers(-(2**80), 2**80).map(str)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(template=st.sampled_from(["/api/jobs/{}", "/api/jobs/{}/events", "/api/files/{}", "/api/graphs/{}",
+                                 "/api/jobs?status={}", "/api/jobs?limit={}&offset={}", "/api/jobs?offset={}"]),
+       first=_segments, second=_segments)
+def test_fuzzed_urls_get_an_answer_below_500(server, template, first, second):
+    from urllib.parse import quote
+
+    path = template.format(quote(first.encode("utf-8", "surrogatepass"), safe=""),
+                           quote(second.encode("utf-8", "surrogatepass"), safe=""))
+    status, answer = raw(server, "GET", path)
+    assert status < 500, (path, answer)
+

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,8 +154,17 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def database_unavailable(_: Request, error: QueueDatabaseError) -> JSONResponse:
         return _error(503, str(error))
 
-    async def off_loop(function: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(function, *args)
+    @app.exception_handler(sqlite3.DatabaseError)
+    async def database_damaged(_: Request, error: sqlite3.DatabaseError) -> JSONResponse:
+        # The file went bad while serving (disk full, damaged by another program): say so, not "500".
+        return _error(503, f"the queue database cannot be used: {error}")
+
+    # Heavy work (validating, planning, decoding PNGs) gets two threads of its own, so a flood of
+    # big submissions queues behind itself instead of taking every thread that cheap requests need.
+    heavy = anyio.CapacityLimiter(2)
+
+    async def off_loop(function: Callable[..., Any], *args: Any, limiter: anyio.CapacityLimiter | None = None) -> Any:
+        return await anyio.to_thread.run_sync(function, *args, limiter=limiter)
 
     def graph_files() -> dict[str, Path]:
         # The shipped graphs, then the graphs folder's (a file there wins over a shipped one of its name).
@@ -260,7 +270,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.post("/api/jobs", status_code=201)
     async def submit(request: Request) -> Any:
         """Queue a job: ``{"graph": NAME or document, "params": {...}, "sweep": {"axes": {...}}, "priority": 0}``."""
-        return await off_loop(prepare_and_queue, await request.body())
+        return await off_loop(prepare_and_queue, await request.body(), limiter=heavy)
 
     @app.get("/api/jobs")
     def list_jobs(status: str | None = None, limit: int = Query(50, ge=-MAX_ID, le=MAX_ID),
@@ -370,7 +380,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.post("/api/import-png")
     async def import_png(request: Request) -> Any:
         """The workflow and settings stored in a PNG made by sfumato (body: the PNG bytes)."""
-        return await off_loop(read_import, await request.body())
+        return await off_loop(read_import, await request.body(), limiter=heavy)
 
     # -- docs (served from a package, so they work offline) and the page -----------------
 

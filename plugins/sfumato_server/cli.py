@@ -72,6 +72,9 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"error: {error}. Move the file away (or give another --data folder) to start with an empty queue.",
               file=sys.stderr)
         return 2
+    if args.host in ("0.0.0.0", "::", "[::]") and not args.allowed_hosts:
+        print("note: only requests addressed to localhost, 127.0.0.1 or [::1] are answered; give --allowed-host "
+              "NAME for each name or address other machines use to reach this one")
     if app.state.recovered:
         print(f"recovered {len(app.state.recovered)} interrupted job(s): {app.state.recovered}")
     print(f"sfumato serving on http://{args.host}:{args.port}/  (data in {config.data})", flush=True)
