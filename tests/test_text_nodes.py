@@ -73,3 +73,27 @@ def test_negative_prompt_drops_duplicates_and_terms_in_the_prompt():
     assert negative_prompt("a red circle", "red, Blurry, blurry, green") == "Blurry, green"
     with_defaults = negative_prompt("a watermark", "", include_defaults=True)
     assert "watermark" not in with_defaults and "low quality" in with_defaults
+
+
+# -- resource limits (issue 13, item 8) ---------------------------------------------------------
+
+
+def test_template_format_width_over_the_limit_is_refused_before_formatting():
+    from sfumato import LimitExceededError
+
+    with pytest.raises(LimitExceededError, match="999,999,999 characters, more than the limit of 1,000,000"):
+        template("{subject:>999999999}", subject="x")
+
+
+def test_template_result_over_a_configured_limit_is_refused():
+    from sfumato import LimitExceededError, Limits, limits_scope
+
+    with limits_scope(Limits(max_text_length=50)):
+        assert template("{subject:>20}", subject="x") == " " * 19 + "x"
+        with pytest.raises(LimitExceededError, match="Limits.max_text_length"):
+            template("{subject}", subject="y" * 51)
+
+
+def test_template_width_given_by_another_slot_is_refused():
+    with pytest.raises(ValueError, match="has a slot inside its format"):
+        template("{subject:{style}}", subject="x", style="9")

@@ -105,10 +105,12 @@ def check_metadata(data: Any, where: str = "the metadata") -> dict[str, Any]:
 
     try:
         # The stored graph's structure, as a graph file's (its node types are checked when run).
-        Graph.from_dict(data["graph"], source="the stored graph")
+        issues = list(Graph.from_dict(data["graph"], source="the stored graph").input_errors)
     except GraphValidationError as error:
-        problems = "; ".join(str(issue) for issue in error.issues[:3])
-        raise MetadataError(f"{where} is damaged: the stored graph is not a valid graph: {problems}") from None
+        issues = error.issues
+    if issues:
+        problems = "; ".join(str(issue) for issue in issues[:3])
+        raise MetadataError(f"{where} is damaged: the stored graph is not a valid graph: {problems}")
     for name, (types, text) in _FIELDS.items():
         if name in data and (not isinstance(data[name], types) or isinstance(data[name], bool)):
             raise MetadataError(f"{where} is damaged: {name!r} must be {text}, "
