@@ -60,6 +60,17 @@ def test_api_docs_page_uses_only_local_assets(server):
         assert status == 200 and len(body) > 10_000, asset
 
 
+def test_api_docs_need_no_token_but_the_api_does(tmp_path):
+    server = Server(tmp_path, "--token", "t0ken").start()
+    try:
+        for path in ("/api/docs", "/api/openapi.json", "/api/docs/assets/swagger-ui.css"):
+            assert server.request("GET", path, token=None)[0] == 200, path
+        for path in ("/api/jobs", "/api/health", "/api/docsx"):
+            assert server.request("GET", path, token=None)[0] == 401, path
+    finally:
+        server.stop()
+
+
 @pytest.mark.slow
 def test_api_docs_render_offline_in_chromium(server):
     playwright = pytest.importorskip("playwright.sync_api")

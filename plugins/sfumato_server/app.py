@@ -237,7 +237,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         if unknown:
             raise RequestError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; "
                                     f"a job has {', '.join(JOB_FIELDS)}")
-        params = data.get("params") or {}
+        params = {} if data.get("params") is None else data["params"]
         if not isinstance(params, dict):
             raise RequestError(400, "'params' must be an object of parameter values")
         priority = parse_priority(data.get("priority"))

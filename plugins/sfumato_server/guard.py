@@ -35,8 +35,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 #: Paths anyone may read without the token: the page, its assets and the API description.
-PUBLIC_PREFIXES = ("/static/", "/api/docs")
-PUBLIC_PATHS = ("/", "/favicon.ico", "/favicon.svg", "/api/openapi.json")
+PUBLIC_PREFIXES = ("/static/", "/api/docs/")
+PUBLIC_PATHS = ("/", "/favicon.ico", "/api/docs", "/api/openapi.json")
 
 
 def host_name(value: str) -> str:

@@ -85,7 +85,8 @@ class Job:
 
     def detail(self) -> dict[str, Any]:
         """Everything about the job, with its report and graph document."""
-        return {**self.summary(), "report": self.report, "graph_document": self.graph}
+        damaged = {"damaged": self.damaged} if self.damaged else {}
+        return {**self.summary(), "report": self.report, "graph_document": self.graph, **damaged}
 
 
 def _is_locked(error: sqlite3.OperationalError) -> bool:

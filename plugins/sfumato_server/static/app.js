@@ -54,7 +54,10 @@ function fieldFor(name, spec, value) {
   input.dataset.type = spec.type;
   const initial = value !== undefined ? value : spec.default;
   if (spec.type === "bool") input.checked = Boolean(initial);
-  else if (initial !== undefined && initial !== null) input.value = Array.isArray(initial) ? initial.join(", ") : initial;
+  else if (initial !== undefined && initial !== null) {
+    input.value = Array.isArray(initial) && spec.type.startsWith("list[") ? initial.join(", ")
+      : typeof initial === "object" ? JSON.stringify(initial) : initial;
+  }
   wrap.append(input);
   if (spec.description) {
     const hint = document.createElement("p");
