@@ -53,6 +53,7 @@ class Server:
                 if self.process.poll() is not None:
                     raise RuntimeError(self.process.stdout.read())
                 time.sleep(0.2)
+        self.kill()  # never leave a server behind that a test cannot stop
         raise TimeoutError("server did not start")
 
     def request(self, method: str, path: str, body: object | None = None, token: str | None = "default",

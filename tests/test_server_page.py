@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from test_server import REPO, Server
+from test_server import Server
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -80,6 +80,20 @@ def test_sweep_limit_is_configurable(tmp_path):
         server.stop()
 
 
+def test_server_resource_limits_are_tighter_than_the_command_line_and_configurable(server, tmp_path):
+    # A 200,000-character template result is fine on the command line (limit 1,000,000), not on a server.
+    graph = {"version": 1, "name": "wide", "nodes": {
+        "t": {"type": "text.template", "inputs": {"template": "{subject:>200000}", "subject": "x"}}},
+        "outputs": {"text": "t.text"}}
+    status, body = server.request("POST", "/api/jobs", {"graph": graph})
+    assert status == 400 and "limit of 100,000" in body["issues"][0]["message"]
+    wider = Server(tmp_path, "--max-text-length", "300000").start()
+    try:
+        assert wider.request("POST", "/api/jobs", {"graph": graph})[0] == 201
+    finally:
+        wider.stop()
+
+
 # -- 13.6: the worker never dies silently -----------------------------------------------------------
 
 

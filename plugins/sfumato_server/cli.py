@@ -27,6 +27,10 @@ def add_parsers(subparsers: Any) -> None:
     serve.add_argument("--dtype", default="auto")
     serve.add_argument("--max-queued", type=int, default=1000, help="most queued jobs (default: 1000)")
     serve.add_argument("--max-sweep-runs", type=int, default=256, help="most runs in one sweep job (default: 256)")
+    serve.add_argument("--max-image-pixels", type=int, default=None,
+                       help="most pixels in one image a job may make (default: 4096x4096; a batch: 4 times that)")
+    serve.add_argument("--max-text-length", type=int, default=None,
+                       help="most characters of a text a job may build (default: 100,000)")
     serve.add_argument("--max-body-mb", type=float, default=2.0,
                        help="largest JSON request body in MB (default: 2; PNG imports may be 10 times larger)")
     serve.set_defaults(handler=serve_command)
@@ -43,7 +47,11 @@ def is_loopback(host: str) -> bool:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import uvicorn
+
+    from sfumato import Limits, set_limits
 
     from .app import ServerConfig, create_app
     from .store import QueueDatabaseError
@@ -52,11 +60,18 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"error: binding to {args.host} exposes the server beyond this machine; give --token TOKEN")
         return 2
     for name, value in (("--max-queued", args.max_queued), ("--max-sweep-runs", args.max_sweep_runs),
-                        ("--max-body-mb", args.max_body_mb)):
-        if value <= 0:
+                        ("--max-body-mb", args.max_body_mb), ("--max-image-pixels", args.max_image_pixels),
+                        ("--max-text-length", args.max_text_length)):
+        if value is not None and value <= 0:
             print(f"error: {name} must be positive, got {value}", file=sys.stderr)
             return 2
     body = int(args.max_body_mb * 1024 * 1024)
+    # Strangers' requests reach a server: tighter resource limits than the command line's, for this process.
+    limits = Limits.for_server()
+    pixels = args.max_image_pixels or limits.max_image_pixels
+    set_limits(dataclasses.replace(limits, max_image_pixels=pixels, max_batch_pixels=4 * pixels,
+                                   max_text_length=args.max_text_length or limits.max_text_length,
+                                   max_sweep_runs=args.max_sweep_runs))
     for folder in args.allow_read:
         if not Path(folder).is_dir():
             print(f"error: --allow-read {folder}: not a folder", file=sys.stderr)
