@@ -20,8 +20,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sfumato import Graph, MetadataError, SfumatoError, default_registry, plan_run, read_png_metadata, validate_graph
+from sfumato import (
+    Engine,
+    Graph,
+    Limits,
+    MetadataError,
+    SfumatoError,
+    default_registry,
+    plan_run,
+    read_png_metadata,
+    set_limits,
+    validate_graph,
+)
 from sfumato.graph import PARAM_TYPES, parse_graph_text
+from sfumato.params import PARAM_PORTS
 
 SCALE = int(os.environ.get("FUZZ_SCALE", "1"))
 RANDOM = bool(os.environ.get("FUZZ_RANDOM"))
@@ -113,30 +125,38 @@ def _feedable(node_type: str, earlier: list[str]) -> bool:
 
 
 @st.composite
-def graph_documents(draw: st.DrawFn) -> dict[str, Any]:
+def graph_documents(draw: st.DrawFn, node_types: list[str] = NODE_TYPES, tame: bool = False) -> dict[str, Any]:
     """A graph document: mostly well-formed (so planning runs), with junk at random places.
 
     One in five is "wild": junk anywhere. The others use real node types with
     their real inputs, links to earlier nodes with a compatible output, and
     typed literals, with a rare junk value, so that many are valid and the
-    planner and the nodes' validation-time checks run on them.
+    planner and the nodes' validation-time checks run on them. ``tame`` documents
+    are almost all valid (for running them): junk is rare, every parameter has a
+    default of its type and feeds only inputs of a compatible port type.
     """
-    wild = draw(st.integers(0, 4)) == 0
-    junk_odds = 4 if wild else 40
+    chance = draw(st.randoms(use_true_random=True))  # plain odds: hypothesis favours edge values
+    wild = not tame and chance.random() < 0.2
+    junk_odds = 0.25 if wild else 0.002 if tame else 0.03
 
     def junk() -> bool:
-        return draw(st.integers(0, junk_odds)) == 0
+        return chance.random() < junk_odds
 
     count = draw(st.integers(1, 6))
     node_ids = [draw(st.text(max_size=6)) if junk() else f"n{index}" for index in range(count)]
     node_ids = list(dict.fromkeys(node_ids))
     param_names = draw(st.lists(st.sampled_from(["prompt", "seed", "size", "p", ""]), max_size=3, unique=True))
     params = {name: draw(param_declarations(wild)) for name in param_names}
+    if tame:
+        params = {name: {"type": kind, "default": draw(PARAM_VALUES[kind])}
+                  for name, kind in zip(param_names, draw(st.lists(st.sampled_from(PARAM_TYPES[:-1]),
+                                                                    min_size=len(param_names),
+                                                                    max_size=len(param_names))))}
     types: dict[str, str] = {}
     for position, node_id in enumerate(node_ids):
         # Mostly types whose linked-only inputs earlier nodes can feed, so the graph can be valid.
-        feedable = [t for t in NODE_TYPES if _feedable(t, [types[o] for o in node_ids[:position]])]
-        types[node_id] = draw(st.sampled_from(NODE_TYPES if junk() or not feedable else feedable))
+        feedable = [t for t in node_types if _feedable(t, [types[o] for o in node_ids[:position]])]
+        types[node_id] = draw(st.sampled_from(node_types if junk() or not feedable else feedable))
 
     nodes: dict[str, Any] = {}
     for position, node_id in enumerate(node_ids):
@@ -149,7 +169,8 @@ def graph_documents(draw: st.DrawFn) -> dict[str, Any]:
             sources = [(other, output.name) for other in earlier
                        for output in REGISTRY.nodes[types[other]].outputs.values()
                        if REGISTRY.ports.is_compatible(output.port, item.port)]
-            declared = [p for p, d in params.items() if isinstance(d.get("type"), str)]
+            declared = [p for p, d in params.items() if isinstance(d.get("type"), str)
+                        and (not tame or REGISTRY.ports.is_compatible(PARAM_PORTS[d["type"]], item.port))]
             if junk():
                 inputs[name] = draw(st.one_of(JUNK, DEEP, st.just({"from": f"{draw(st.sampled_from(node_ids))}."
                                                                            f"{draw(st.text(max_size=5))}"})))
@@ -240,6 +261,36 @@ def test_raw_text_is_valid_or_a_sfumato_error(text):
         validate_graph(parse_graph_text(text), REGISTRY)
     except SfumatoError:
         pass
+
+
+# -- running what validates ------------------------------------------------------------
+
+#: Node types cheap enough to run in a fuzz test (no models, no reading folders).
+RUNNABLE = [t for t in NODE_TYPES if (t.startswith("text.") and REGISTRY.nodes[t].context_param is None) or t in (
+    "image.text_card", "image.resize", "image.upscale", "image.crop", "image.pad", "image.grid", "image.concat",
+    "image.relabel", "image.sharpen", "image.adjust", "image.autocontrast", "image.quantize", "image.save")]
+#: Small limits keep the examples fast; a node over them must refuse, not allocate.
+RUN_LIMITS = Limits(max_image_pixels=512 * 512, max_batch_pixels=4 * 512 * 512, max_text_length=10_000,
+                    max_sweep_runs=10)
+
+
+@fuzz(40)
+@given(graph_documents(RUNNABLE, tame=True))
+def test_a_graph_that_validates_runs_or_fails_with_a_sfumato_error(tmp_path_factory, document):
+    """"Valid" means the run does not crash: it finishes, or a node fails with a SfumatoError."""
+    previous = set_limits(RUN_LIMITS)
+    try:
+        try:
+            graph = Graph.from_dict(document)
+            plan = Engine(REGISTRY, device="cpu", cache=False,
+                          output_dir=tmp_path_factory.mktemp("run")).plan(graph)
+        except SfumatoError:
+            return
+        Engine(REGISTRY, device="cpu", cache=False, output_dir=tmp_path_factory.mktemp("run")).execute(plan)
+    except SfumatoError:
+        pass
+    finally:
+        set_limits(previous)
 
 
 # -- PNG metadata -----------------------------------------------------------------------

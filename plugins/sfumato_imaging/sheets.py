@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from typing import Annotated
+from typing import Annotated, Any
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
@@ -76,7 +76,16 @@ def grid(
     return ImageBatch((sheet,), (title,) if title else ())
 
 
-@node("image.text_card", category="image")
+def _describe_card(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """At validation: the card's size, refused over the image limit (``LimitExceededError``)."""
+    width, height = inputs.get("width"), inputs.get("height")
+    if not isinstance(width, int) or not isinstance(height, int):
+        return {}  # linked: checked when the node runs
+    current_limits().check_image(width, height, "image.text_card width x height")
+    return {"images": {"max_width": width, "max_height": height}}
+
+
+@node("image.text_card", category="image", describe_outputs=_describe_card)
 def text_card(
     text: str,
     width: Annotated[int, Field(ge=16, le=4096)] = 512,
@@ -99,6 +108,7 @@ def text_card(
         fill_bg, fill_fg = ImageColor.getrgb(background), ImageColor.getrgb(colour)
     except ValueError as error:
         raise ValueError(f"unknown colour: {error}") from None
+    current_limits().check_image(width, height, "image.text_card width x height")
     image = Image.new("RGB", (width, height), fill_bg)
     draw = ImageDraw.Draw(image)
     font = _font(font_size)
