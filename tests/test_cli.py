@@ -187,3 +187,15 @@ def test_validate_names_a_template_width_over_the_limit(tmp_path, capsys):
     assert main(["validate", str(graph), "--json"]) == 2
     [issue] = json.loads(capsys.readouterr().out)["issues"]
     assert issue["node"] == "t" and "template" in issue["message"] and "Limits.max_text_length" in issue["message"]
+
+
+def test_drawing_a_graph_with_a_cycle_as_svg_exits_2_naming_the_nodes(tmp_path, capsys, monkeypatch):
+    import sfumato.drawing
+
+    monkeypatch.setattr(sfumato.drawing.shutil, "which", lambda name: None)  # sfumato's own SVG, not Graphviz's
+    graph = tmp_path / "cycle.json"
+    graph.write_text(json.dumps({"version": 1, "nodes": {
+        "a": {"type": "text.value", "inputs": {"text": {"from": "b.text"}}},
+        "b": {"type": "text.value", "inputs": {"text": {"from": "a.text"}}}}}))
+    assert main(["draw", str(graph), "--output", str(tmp_path / "g.svg")]) == 2
+    assert "cycle (between nodes 'a', 'b')" in capsys.readouterr().err

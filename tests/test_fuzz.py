@@ -263,6 +263,19 @@ def test_raw_text_is_valid_or_a_sfumato_error(text):
         pass
 
 
+@fuzz(40)
+@given(graph_documents())
+def test_any_parsed_graph_draws_or_is_a_sfumato_error(document):
+    from sfumato.drawing import to_dot, to_mermaid, to_svg
+
+    try:
+        graph = Graph.from_dict(document)
+        for draw in (to_mermaid, to_dot, to_svg):
+            assert isinstance(draw(graph), str)
+    except SfumatoError:
+        pass
+
+
 # -- running what validates ------------------------------------------------------------
 
 #: Node types cheap enough to run in a fuzz test (no models, no reading folders).

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .errors import GraphIssue, GraphValidationError
 from .graph import Graph, Link, ParamRef
 
 RENDER_HINT = ("no Graphviz 'dot' program was found to render PNG pictures; install Graphviz "
@@ -118,7 +119,11 @@ def to_svg(graph: Graph) -> str:
         if source in graph.nodes:
             dag.add_edge(source, target, label=f"{output} → {name}")
     if not nx.is_directed_acyclic_graph(dag):
-        raise ValueError("cannot draw a graph with a cycle as layers; use --format mermaid")
+        cycle = sorted(next(c for c in nx.strongly_connected_components(dag)
+                            if len(c) > 1 or any(dag.has_edge(n, n) for n in c)))
+        raise GraphValidationError([GraphIssue("nodes", f"cannot draw a graph with a cycle (between nodes "
+                                                        f"{', '.join(repr(n) for n in cycle)}) as layers; "
+                                                        "use --format mermaid", cycle[0])], graph.source)
     column: dict[str, int] = {}
     for node_id in nx.topological_sort(dag):
         column[node_id] = 1 + max((column[p] for p in dag.predecessors(node_id)), default=0)
