@@ -335,7 +335,8 @@ _job_bodies = st.fixed_dictionaries({}, optional={
 })
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=_job_bodies)
 def test_fuzzed_job_requests_get_an_answer_below_500(server, body):
     # Valid bodies are fine too (they queue a cheap job); nothing may be a server error.
@@ -348,7 +349,8 @@ def test_fuzzed_job_requests_get_an_answer_below_500(server, body):
 _segments = st.text(max_size=30) | st.integers(-(2**80), 2**80).map(str)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(template=st.sampled_from(["/api/jobs/{}", "/api/jobs/{}/events", "/api/files/{}", "/api/graphs/{}",
                                  "/api/jobs?status={}", "/api/jobs?limit={}&offset={}", "/api/jobs?offset={}"]),
        first=_segments, second=_segments)
