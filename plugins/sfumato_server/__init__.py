@@ -1,6 +1,12 @@
 """sfumato_server: an HTTP API with a persistent job queue, and a web page (built-in plugin).
 
-``sfumato serve [--host 127.0.0.1] [--port 8188] [--token T] [--data DIR]``
+``sfumato serve [--host 127.0.0.1] [--port 8188] [--token T] [--data DIR] [--graphs DIR]
+[--allowed-host NAME]... [--allow-read DIR]... [--max-sweep-runs N] [--max-body-mb MB]``
+
+Modules: ``guard`` (which requests get in: host, origin, content type, token,
+body size), ``jobspec`` (untrusted JSON to values and sweep axes), ``app``
+(the routes), ``store`` (the SQLite queue), ``worker`` (runs jobs, restarts
+itself), ``events`` (Server-Sent Events fan-out), ``cli`` (``sfumato serve``).
 """
 
 from __future__ import annotations
