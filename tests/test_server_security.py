@@ -315,6 +315,20 @@ def test_crafted_png_metadata_on_import_is_refused(server, metadata):
     assert "error" in body
 
 
+def test_a_broken_graph_file_in_the_graphs_folder_is_a_4xx(tmp_path):
+    graphs = tmp_path / "graphs"
+    graphs.mkdir()
+    (graphs / "broken.json").write_text('{"version": 1, "nodes": {"a": {"type": "text.normalize",}}}')
+    server = Server(tmp_path / "data", "--graphs", str(graphs)).start()
+    try:
+        status, body = server.request("GET", "/api/graphs/broken")
+        assert status == 400 and "broken.json" in json.dumps(body)
+        assert server.request("POST", "/api/jobs", {"graph": "broken"})[0] == 400
+        assert "broken" not in [g["name"] for g in server.request("GET", "/api/graphs")[1]]
+    finally:
+        server.stop()
+
+
 def test_import_of_a_file_that_is_not_a_png_is_refused(server):
     status, body = raw(server, "POST", "/api/import-png", b"GIF89a not a png", {"Content-Type": "image/png"})
     assert status == 400 and "PNG" in body["error"]

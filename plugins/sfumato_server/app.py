@@ -150,6 +150,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in error.errors()]
         return _error(400, "; ".join(problems) or "invalid request")
 
+    @app.exception_handler(SfumatoError)
+    async def sfumato_error(_: Request, error: SfumatoError) -> JSONResponse:
+        # Every SfumatoError is a problem with what was asked for (a bad graph file, a bad value).
+        issues = _issues(error) if isinstance(error, GraphValidationError) else None
+        return _error(400, str(error).splitlines()[0] if str(error) else type(error).__name__,
+                      **({"issues": issues} if issues else {}))
+
     @app.exception_handler(QueueDatabaseError)
     async def database_unavailable(_: Request, error: QueueDatabaseError) -> JSONResponse:
         return _error(503, str(error))
