@@ -175,3 +175,13 @@ def test_sweep_file_names_carry_the_run_index_never_a_counter_suffix(tmp_path, c
     # A single run keeps the plain name.
     assert main(["run", str(REPO / "graphs" / "prompt-card.json"), "--out", str(tmp_path / "one"), "--json"]) == 0
     assert [Path(p).name for p in json.loads(capsys.readouterr().out)["files"]] == ["prompt-card-0-0.png"]
+
+
+def test_ray_and_accelerate_are_in_the_default_install():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names = {requirement.split(">")[0].split("=")[0].split("[")[0].strip().lower()
+             for requirement in project["dependencies"]}
+    assert {"ray", "accelerate"} <= names  # `--executor ray` and quiet, low-memory diffusers loading
+    assert "ray" not in project.get("optional-dependencies", {})

@@ -1,4 +1,4 @@
-"""sfumato_ray: run sweeps on a Ray cluster (built-in plugin; needs ``pip install sfumato[ray]``).
+"""sfumato_ray: run sweeps on a Ray cluster (built-in plugin; Ray is in the default install).
 
 ``sfumato run GRAPH --executor ray [--address auto|ray://host:10001] [--workers N] --sweep ...``
 """
