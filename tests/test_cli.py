@@ -199,3 +199,13 @@ def test_drawing_a_graph_with_a_cycle_as_svg_exits_2_naming_the_nodes(tmp_path, 
         "b": {"type": "text.value", "inputs": {"text": {"from": "a.text"}}}}}))
     assert main(["draw", str(graph), "--output", str(tmp_path / "g.svg")]) == 2
     assert "cycle (between nodes 'a', 'b')" in capsys.readouterr().err
+
+
+def test_cuda_without_a_gpu_in_a_local_sweep_exits_2_before_any_run(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out = tmp_path / "out"
+    assert main(["run", CARD, "--device", "cuda:0", "--sweep", "seed=0..1", "--out", str(out)]) == 2
+    assert "torch sees no CUDA GPU" in capsys.readouterr().err and not out.exists()

@@ -9,8 +9,9 @@ the node itself, before it allocates, where the size depends on its inputs.
 :class:`Limits` holds the numbers. The command line uses the defaults
 (generous: a user's own machine); :meth:`Limits.for_server` is tighter. A
 process sets its limits once with :func:`set_limits` (the server does at
-start); code that needs other limits for a while uses :func:`limits_scope`.
-Nodes read them with :func:`current_limits`.
+start). :func:`limits_scope` sets them for the current thread and context only
+(validation, a test): nodes that an engine runs on worker threads see the
+process's limits. Nodes read them with :func:`current_limits`.
 """
 
 from __future__ import annotations

@@ -110,14 +110,16 @@ def run_command(args: argparse.Namespace) -> int:
     from ..engine import Engine
 
     check_run_settings(args)
+    if args.executor == "local":
+        # A GPU that is not there is found now, before any model loads (an executor's
+        # workers may have GPUs that this machine lacks, so only local runs are checked).
+        check_device_available(args.device)
     if args.sweeps or args.executor != "local":
         from .sweep_cmd import sweep_command
 
         return sweep_command(args)
     graph, stored_params, stored_seed = load_graph_argument(args.graph)
     sets = parse_sets(args.sets)
-    # A GPU that is not there is found now, not after the first models have loaded.
-    check_device_available(args.device)
     params: dict[str, Any] = {**stored_params, **sets}
     from ..shipped import check_example_paths
 
