@@ -194,7 +194,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         worker.ensure_alive()
         state = worker.health()
         try:
-            queue: Any = {"queued": store.count("queued", patience=1.0), "running": store.count("running", patience=1.0)}
+            queue: Any = {status: store.count(status, patience=1.0) for status in ("queued", "running")}
         except QueueDatabaseError as error:
             queue = {"error": str(error)}
         ok = state["alive"] and not state["waiting_for_database"] and "error" not in queue

@@ -79,8 +79,10 @@ class Worker:
         alive = self.thread is not None and self.thread.is_alive()
         waiting = self.thread is not None and self.store.waiting_for_lock(self.thread)
         state = "waiting for the database (locked by another program)" if waiting else self.state
-        return {"alive": alive, "state": state, "waiting_for_database": waiting, "job": self._job_id, "restarts": self.restarts,
-                "last_error": self.last_error, "seconds_since_heartbeat": round(time.monotonic() - self.heartbeat, 3)}
+        return {"alive": alive, "state": state, "waiting_for_database": waiting, "job": self._job_id,
+                "restarts": self.restarts, "last_error": self.last_error,
+                # How long since the loop last looked for a job (long while a job runs).
+                "seconds_since_heartbeat": round(time.monotonic() - self.heartbeat, 3)}
 
     def _loop(self) -> None:
         pause = 0.1
@@ -160,7 +162,8 @@ class Worker:
                 files = [f for o in outcomes for f in o.files]
                 report = {"runs": [o.as_dict() for o in outcomes]}
                 failed = [o for o in outcomes if o.status != "ok"]
-                status, error = ("failed", f"{len(failed)} of {len(outcomes)} runs failed") if failed else ("done", None)
+                status, error = ("done", None) if not failed else \
+                    ("failed", f"{len(failed)} of {len(outcomes)} runs failed")
             else:
                 result = self.engine.run(graph, job.params, output_dir=folder, cancel_event=cancel, **options)
                 files, report, status, error = list(result.report.files), result.report.as_dict(), "done", None
