@@ -276,6 +276,26 @@ def test_any_parsed_graph_draws_or_is_a_sfumato_error(document):
         pass
 
 
+@fuzz(80)
+@given(st.lists(st.one_of(
+    st.text(max_size=30),
+    st.builds(lambda name, a, b, c: f"{name}={a}..{b}" + (f"..{c}" if c is not None else ""),
+              st.sampled_from(["seed", "p", "", " "]), st.integers(-10**25, 10**25), st.integers(-10**25, 10**25),
+              st.one_of(st.none(), st.integers(-10**6, 10**6))),
+    st.sampled_from(["seed=0..20000000", "seed=0..3..0", "p=a,,b", "p=" + "," * 200000, "=1", "p=@"]),
+), max_size=3), st.booleans())
+def test_sweep_specs_make_parameter_sets_or_a_parameter_error(specs, zip_axes):
+    from sfumato import ParameterError
+    from sfumato.sweeps import combine, parse_axis
+
+    try:
+        runs = combine([parse_axis(spec) for spec in specs if not spec.partition("=")[2].strip().startswith("@")],
+                       zip_axes=zip_axes)
+    except ParameterError:
+        return
+    assert len(runs) <= 100_000
+
+
 # -- running what validates ------------------------------------------------------------
 
 #: Node types cheap enough to run in a fuzz test (no models, no reading folders).
