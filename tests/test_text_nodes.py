@@ -97,3 +97,13 @@ def test_template_result_over_a_configured_limit_is_refused():
 def test_template_width_given_by_another_slot_is_refused():
     with pytest.raises(ValueError, match="has a slot inside its format"):
         template("{subject:{style}}", subject="x", style="9")
+
+
+def test_weights_nested_deeper_than_the_limit_are_an_error_not_a_quadratic_parse():
+    with pytest.raises(ValueError, match="brackets nested more than 32 deep at character 64"):
+        parse_weighted_prompt("(a" * 50_000)  # each phrase rescaled by every open bracket: 10 s for 20,000 before
+
+
+def test_weight_that_is_not_a_finite_number_is_an_error():
+    with pytest.raises(ValueError, match="the weight of 'red' is inf"):
+        parse_weighted_prompt("(red:" + "9" * 400 + ")")

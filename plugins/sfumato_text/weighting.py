@@ -8,16 +8,21 @@ The syntax most prompt users know (from the AUTOMATIC1111 web UI):
 
 Unbalanced brackets are not an error: an unclosed bracket applies to the end
 of the prompt and a stray closing bracket is kept as text, as users expect
-from other tools.
+from other tools. Brackets nested deeper than :data:`MAX_DEPTH` and weights
+that are not finite numbers are errors: each phrase is rescaled once per
+bracket around it, so the depth bound keeps parsing linear in the prompt.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 from sfumato import PromptWeights
 
 UP, DOWN = 1.1, 1 / 1.1
+#: The deepest nesting of brackets accepted.
+MAX_DEPTH = 32
 _TOKEN = re.compile(r"\\[()\[\]]|\(|\)|\[|\]|:\s*(-?\d+(?:\.\d+)?)\s*\)|[^\\()\[\]:]+|:|\\")
 
 
@@ -34,10 +39,11 @@ def parse_weighted_prompt(prompt: str) -> PromptWeights:
         token = match.group(0)
         if token in ("\\(", "\\)", "\\[", "\\]"):
             add(token[1])
-        elif token == "(":
-            stack.append(("(", len(phrases)))
-        elif token == "[":
-            stack.append(("[", len(phrases)))
+        elif token in ("(", "["):
+            if len(stack) >= MAX_DEPTH:
+                raise ValueError(f"brackets nested more than {MAX_DEPTH} deep at character {match.start()} "
+                                 "of the prompt; write \\( for a literal bracket")
+            stack.append((token, len(phrases)))
         elif match.group(1) is not None and stack and stack[-1][0] == "(":
             _, start = stack.pop()
             _scale(phrases, start, float(match.group(1)))
@@ -59,6 +65,9 @@ def parse_weighted_prompt(prompt: str) -> PromptWeights:
             merged[-1] = (merged[-1][0] + text, weight)
         else:
             merged.append((text, weight))
+    for text, weight in merged:
+        if not math.isfinite(weight):
+            raise ValueError(f"the weight of {text[:40]!r} is {weight}, not a finite number")
     merged = [(text, round(weight, 6)) for text, weight in merged]
     return PromptWeights("".join(text for text, _ in merged), tuple(merged))
 
