@@ -212,13 +212,15 @@ def negative_prompt(
     if include_defaults:
         terms += [t.strip() for t in defaults.split(",")]
     kept: list[str] = []
+    seen: set[str] = set()  # lower-cased kept terms: a set, so thousands of terms stay linear
     for term in terms:
         key = normalize_text(term, lowercase=True)
-        if not key or key in (k.lower() for k in kept):
+        if not key or key in seen:
             continue
         if set(re.findall(r"\w+", key)) <= positive_words:
             continue
         kept.append(normalize_text(term))
+        seen.add(kept[-1].lower())
     return ", ".join(kept)
 
 
