@@ -209,3 +209,17 @@ def test_cuda_without_a_gpu_in_a_local_sweep_exits_2_before_any_run(tmp_path, ca
     out = tmp_path / "out"
     assert main(["run", CARD, "--device", "cuda:0", "--sweep", "seed=0..1", "--out", str(out)]) == 2
     assert "torch sees no CUDA GPU" in capsys.readouterr().err and not out.exists()
+
+
+def test_limit_option_raises_or_lowers_a_limit_for_that_command(tmp_path, capsys):
+    graph = tmp_path / "g.json"
+    graph.write_text(json.dumps({"version": 1, "nodes": {
+        "card": {"type": "image.text_card", "inputs": {"text": "x", "width": 256, "height": 256}}}}))
+    assert main(["validate", str(graph), "--limit", "max_image_pixels=10000"]) == 2
+    assert "Limits.max_image_pixels" in capsys.readouterr().err
+    assert main(["validate", str(graph)]) == 0  # the lowered limit held for that command only
+
+
+def test_unknown_limit_name_exits_2_listing_the_names(tmp_path, capsys):
+    assert main(["run", CARD, "--limit", "pixels=5", "--out", str(tmp_path)]) == 2
+    assert "max_image_pixels, max_batch_pixels, max_text_length, max_sweep_runs" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -14,12 +15,14 @@ from rich.table import Table
 from ..devices import check_device_available, check_device_name, check_dtype_name
 from ..errors import GraphIssue, GraphValidationError, NodeExecutionError, ParameterError, RunFailedError, SfumatoError
 from ..graph import Graph
-from ..limits import LimitExceededError
+from ..limits import LimitExceededError, Limits, current_limits, set_limits
 from ..report import RunReport
 from .output import print_error, print_graph_issues, print_json, stderr, stdout
 
 _MEMORY_PATTERN = re.compile(r"^(?:(cpu|cuda|mps)=)?(\d+(?:\.\d+)?)\s*(GB|GiB|MB|MiB|G|M)?$", re.IGNORECASE)
 _TABLE_ROWS = 40
+LIMIT_HELP = ("raise or lower a resource limit (repeatable): max_image_pixels, max_batch_pixels, "
+              "max_text_length or max_sweep_runs")
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -35,6 +38,8 @@ def add_parsers(subparsers: Any) -> None:
     run.add_argument("--cache-dir", default=None, help="keep results on disk here, across runs")
     run.add_argument("--no-cache", action="store_true", help="do not reuse any cached result")
     run.add_argument("--keep-going", action="store_true", help="let independent branches finish after a failure")
+    run.add_argument("--limit", dest="limits", action="append", default=[], metavar="NAME=NUMBER",
+                     help=LIMIT_HELP)
     run.add_argument("--max-memory", action="append", default=[], metavar="[DEVICE=]SIZE",
                      help="model memory budget, e.g. 4GB or cuda=10GB (repeatable)")
     run.add_argument("--json", action="store_true", help="print the run report as JSON")
@@ -53,6 +58,8 @@ def add_parsers(subparsers: Any) -> None:
     validate.add_argument("graph")
     validate.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE")
     validate.add_argument("--json", action="store_true", help="print the problems as JSON")
+    validate.add_argument("--limit", dest="limits", action="append", default=[], metavar="NAME=NUMBER",
+                          help=LIMIT_HELP)
     validate.set_defaults(handler=validate_command)
 
 
@@ -64,6 +71,24 @@ def parse_sets(items: list[str]) -> dict[str, str]:
             raise ParameterError(f"--set expects NAME=VALUE, got {item!r}")
         values[name.strip()] = value
     return values
+
+
+def parse_limits(items: list[str], base: Limits | None = None) -> Limits:
+    """``--limit max_image_pixels=100000000`` (repeatable) over the current limits."""
+    limits = base or current_limits()
+    names = [f.name for f in dataclasses.fields(Limits)]
+    for item in items:
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or name not in names:
+            raise ParameterError(f"--limit expects NAME=NUMBER with NAME one of {', '.join(names)}; got {item!r:.80}")
+        try:
+            number = int(value.replace("_", ""))
+        except ValueError:
+            number = 0
+        if not 0 < number < 2**63:
+            raise ParameterError(f"--limit {name}: expected a positive whole number, got {value!r:.40}")
+        limits = dataclasses.replace(limits, **{name: number})
+    return limits
 
 
 def parse_memory(items: list[str]) -> dict[str, int]:
@@ -107,9 +132,18 @@ def check_run_settings(args: argparse.Namespace) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    check_run_settings(args)
+    # --limit holds for this command only (main() may be called again in the same process).
+    previous = set_limits(parse_limits(args.limits))
+    try:
+        return _run(args)
+    finally:
+        set_limits(previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..engine import Engine
 
-    check_run_settings(args)
     if args.executor == "local":
         # A GPU that is not there is found now, before any model loads (an executor's
         # workers may have GPUs that this machine lacks, so only local runs are checked).
@@ -183,6 +217,14 @@ def print_report(report: RunReport) -> None:
 
 
 def validate_command(args: argparse.Namespace) -> int:
+    previous = set_limits(parse_limits(args.limits))
+    try:
+        return _validate(args)
+    finally:
+        set_limits(previous)
+
+
+def _validate(args: argparse.Namespace) -> int:
     from ..planning import plan_run, validate_graph
     from ..registry import default_registry
 
