@@ -130,3 +130,10 @@ def test_byte_order_mark_is_accepted(tmp_path):
     path = tmp_path / "bom.json"
     path.write_bytes(b"\xef\xbb\xbf" + b'{"version": 1, "nodes": {}}')
     assert Graph.load(path).nodes == {}
+
+
+def test_node_id_longer_than_256_characters_is_refused_with_a_short_path():
+    with pytest.raises(GraphValidationError) as error:
+        Graph.from_dict({"version": 1, "nodes": {"n" * 100_000: {"type": "text.value"}}})
+    [issue] = error.value.issues
+    assert "a key of 100,000 characters" in issue.message and len(str(issue)) < 300

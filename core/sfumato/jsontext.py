@@ -17,6 +17,8 @@ from typing import Any
 
 #: Deepest nesting of lists and objects accepted anywhere in a document.
 MAX_DEPTH = 64
+#: Longest object key accepted: keys are ids and names, and every message repeats them.
+MAX_KEY_LENGTH = 256
 #: Integers must fit in 64 bits (signed or unsigned): seeds, sizes, counts.
 INTEGER_BITS = 64
 #: Digits of an integer literal above which it cannot fit in 64 bits.
@@ -135,7 +137,8 @@ def json_problems(value: Any, path: str = "", *, max_depth: int = MAX_DEPTH, lim
 
     Problems: nesting deeper than ``max_depth``, integers beyond 64 bits,
     floats that are not finite, lone surrogates in strings or keys, keys that
-    are not strings, and values that are no JSON type (tuples count as lists).
+    are not strings or longer than ``MAX_KEY_LENGTH``, and values that are no
+    JSON type (tuples count as lists).
     Walks with an explicit stack, so any depth is safe to check.
     """
     problems: list[tuple[str, str]] = []
@@ -164,6 +167,10 @@ def json_problems(value: Any, path: str = "", *, max_depth: int = MAX_DEPTH, lim
                 for key, child in item.items():
                     if not isinstance(key, str):
                         problems.append((where or "$", f"key {key!r:.40} is not a string"))
+                        continue
+                    if len(key) > MAX_KEY_LENGTH:
+                        problems.append((_join(where, key), f"a key of {len(key):,} characters; keys (ids, "
+                                                            f"names) are at most {MAX_KEY_LENGTH}"))
                         continue
                     if has_lone_surrogate(key):
                         problems.append((_join(where, key.encode("utf-8", "replace").decode()),
