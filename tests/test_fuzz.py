@@ -11,6 +11,7 @@ many, and ``FUZZ_RANDOM=1`` draws new examples on every run instead of the same 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -32,6 +33,7 @@ from sfumato import (
     set_limits,
     validate_graph,
 )
+from sfumato.cli import main
 from sfumato.graph import PARAM_TYPES, parse_graph_text
 from sfumato.params import PARAM_PORTS
 
@@ -362,6 +364,8 @@ def test_png_metadata_reads_as_checked_data_or_a_metadata_error(tmp_path_factory
         path.write_bytes(png_with_text(text))
     except (ValueError, UnicodeEncodeError):
         return  # Pillow itself cannot write this text
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["inspect", str(path)]) in (0, 2)  # printed, or refused with a reason
     try:
         data = read_png_metadata(path)
     except MetadataError:
