@@ -70,7 +70,7 @@ def test_resize_over_the_pixel_limit_is_a_validation_issue_naming_the_node(regis
 
 def test_tighter_limits_refuse_at_validation_what_the_defaults_allow(registry):
     graph = Graph.from_dict({"version": 1, "nodes": {
-        "card": {"type": "image.text_card", "inputs": {"text": "x"}},
+        "card": {"type": "image.text_card", "inputs": {"text": "x", "width": 50, "height": 50}},
         "r": {"type": "image.resize", "inputs": {"images": {"from": "card.images"}, "width": 200, "height": 200}}}})
     assert validate_graph(graph, registry) == []
     with limits_scope(SMALL):
