@@ -223,3 +223,9 @@ def test_limit_option_raises_or_lowers_a_limit_for_that_command(tmp_path, capsys
 def test_unknown_limit_name_exits_2_listing_the_names(tmp_path, capsys):
     assert main(["run", CARD, "--limit", "pixels=5", "--out", str(tmp_path)]) == 2
     assert "max_image_pixels, max_batch_pixels, max_text_length, max_sweep_runs" in capsys.readouterr().err
+
+
+def test_cuda_device_index_that_does_not_exist_exits_2_naming_it(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", CARD, "--device", "cuda:99", "--out", str(out)]) == 2
+    assert "'cuda:99'" in capsys.readouterr().err and not out.exists()

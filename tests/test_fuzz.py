@@ -328,6 +328,17 @@ def test_a_graph_that_validates_runs_or_fails_with_a_sfumato_error(tmp_path_fact
         set_limits(previous)
 
 
+@fuzz(40)
+@given(st.one_of(st.binary(max_size=300), st.sampled_from([b"", b"\xef\xbb\xbf", b"\xff\xfe{}", b"{\"version\": 1,\x00"])))
+def test_raw_bytes_in_a_graph_file_load_or_are_a_sfumato_error(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("bytes") / "graph.json"
+    path.write_bytes(data)
+    try:
+        Graph.load(path)
+    except SfumatoError:
+        pass
+
+
 # -- PNG metadata -----------------------------------------------------------------------
 
 
