@@ -116,6 +116,11 @@ def _short(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def _cut(text: str, width: int) -> str:
+    """A message cut to ``width`` characters."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _describe_inputs(spec: NodeSpec) -> str:
     return ", ".join(f"{i.name} ({i.port})" for i in spec.inputs.values()) or "none"
 
@@ -276,10 +281,10 @@ class _ModelNames:
         except ModelNotFoundError as error:
             if self._suggestions is None:
                 self._suggestions = Suggestions(self._registry.models)
-            return f"{_short(str(error), 400)}{self._suggestions.hint(value)}"
+            return f"{_cut(str(error), 400)}{self._suggestions.hint(value)}"
         except (OSError, ValueError, RuntimeError) as error:
             # A malformed path: a NUL byte, a name too long, '~user' for a user that does not exist.
-            return f"model {_short(value)} cannot be used: {_short(str(error), 200)}"
+            return f"model {_short(value)} cannot be used: {_cut(str(error), 200)}"
         return None
 
 
