@@ -263,3 +263,9 @@ def test_many_dangling_links_each_get_a_suggestion(registry):
     issues = issues_of(registry, {"nodes": nodes})
     assert len(issues) == 2000
     assert all(f"did you mean 'node_{issue.node.split('_')[1]}'" in issue.message for issue in issues)
+
+
+def test_run_seed_beyond_64_bits_is_a_parameter_error(registry):
+    graph = Graph.from_dict({"version": 1, "nodes": {"a": {"type": "test.number"}}})
+    with pytest.raises(ParameterError, match="the run seed must be an integer from 0 to 2\\*\\*64 - 1"):
+        plan_run(graph, registry, seed=2**70)

@@ -381,6 +381,8 @@ def _plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = 
               *, params_from_text: bool = False, seed: int | None = None,
               run_context: dict[str, Any] | None = None) -> Plan:
     params = dict(params or {})
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64):
+        raise ParameterError(f"the run seed must be an integer from 0 to 2**64 - 1, got {_short(seed)}")
     if seed is not None and "seed" in graph.params and "seed" not in params:
         # One seed, not two: a run seed given for a graph with a 'seed' parameter sets it.
         params["seed"] = seed
