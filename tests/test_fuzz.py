@@ -229,6 +229,19 @@ def test_set_values_are_valid_or_a_sfumato_error(document, sets):
 
 
 @fuzz(60)
+@given(graph_documents(), st.dictionaries(st.sampled_from(["prompt", "seed", "size", "p", "q"]),
+                                          st.one_of(JUNK, DEEP), max_size=3), st.one_of(st.none(), st.integers()))
+def test_json_values_and_run_seeds_are_valid_or_a_sfumato_error(document, values, seed):
+    """As the server and the Python API pass them: typed JSON values, not command-line text."""
+    try:
+        graph = Graph.from_dict(document)
+        if validate_graph(graph, REGISTRY) == []:
+            plan_run(graph, REGISTRY, values, seed=seed)
+    except SfumatoError:
+        pass
+
+
+@fuzz(60)
 @given(graph_documents())
 def test_graph_documents_as_text_are_valid_or_a_sfumato_error(document):
     try:
