@@ -232,7 +232,8 @@ function showResult(job) {
   }
   const params = document.createElement("p");
   params.className = "hint";
-  params.textContent = Object.entries(job.params).map(([k, v]) => `${k} = ${v}`).join(" · ");
+  params.textContent = Object.entries(job.params)
+    .map(([k, v]) => `${k} = ${typeof v === "string" ? v : JSON.stringify(v)}`).join(" · ");
   result.append(params);
 }
 
