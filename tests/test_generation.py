@@ -367,3 +367,31 @@ def test_node_times_leave_out_model_loads_which_are_reported_as_loads(monkeypatc
     assert result.report.nodes["first"].seconds < 1.0
     [load] = [entry for entry in result.report.models if entry["event"] == "model_loaded"]
     assert load["seconds"] >= 7.0
+
+
+def test_finding_a_model_and_its_device_counts_as_its_load_not_as_node_time(monkeypatch):
+    import time as time_module
+
+    now = [1000.0]
+
+    def clock() -> float:
+        now[0] += 0.001
+        return now[0]
+
+    monkeypatch.setattr(time_module, "perf_counter", clock)
+
+    @sfumato.node("test.prepares_then_loads", category="test", output="value")
+    def prepares_then_loads(context: sfumato.RunContext) -> float:
+        """Take 3 (fake) seconds to find the model and its device (torch's first import), then load it."""
+        preparing = time_module.perf_counter()
+        now[0] += 3.0
+        context.models.get("prepared-model", "cpu", "float32", object, preparing_since=preparing)
+        return 1.0
+
+    plugin = type("Plugin", (), {"sfumato_node_types": sfumato.hookimpl(lambda: [prepares_then_loads])})
+    builder = GraphBuilder("prepares")
+    builder.output("value", builder.add("test.prepares_then_loads", "first")["value"])
+    result = Engine(sfumato.Registry.load(plugins=[plugin]), device="cpu", cache=False).run(builder.build())
+    assert result.report.nodes["first"].seconds < 1.0
+    [load] = [entry for entry in result.report.models if entry["event"] == "model_loaded"]
+    assert load["seconds"] >= 3.0

@@ -169,8 +169,14 @@ class ModelManager:
             f"and no folder exists at {path.resolve()}"
         )
 
-    def get(self, key: str, device: str, dtype: str, loader: Callable[[], Any]) -> Any:
-        """The model for ``(key, device, dtype)``, loading it with ``loader()`` the first time."""
+    def get(self, key: str, device: str, dtype: str, loader: Callable[[], Any], *,
+            preparing_since: float | None = None) -> Any:
+        """The model for ``(key, device, dtype)``, loading it with ``loader()`` the first time.
+
+        ``preparing_since`` is a ``time.perf_counter()`` taken before the caller
+        found the model and resolved the device (which imports torch the first
+        time); when the model loads, that preparation is part of the load time.
+        """
         cache_key = (key, device, dtype)
         with self._lock:
             entry = self._entries.get(cache_key)
@@ -185,7 +191,7 @@ class ModelManager:
                     self.emit(ModelLoaded(self.run_id, f"{key} [{device}, {dtype}] (back from CPU)", seconds, entry.bytes))
                     self._evict_over_budget(device.split(":")[0], keep=cache_key)
                 return entry.model
-            started = time.perf_counter()
+            started = time.perf_counter() if preparing_since is None else preparing_since
             model = loader()
             size = module_bytes(model)
             seconds = time.perf_counter() - started

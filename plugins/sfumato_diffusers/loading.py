@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ def load_diffusion_model(context: RunContext, name: str, *, attention_slicing: b
     """Load (once per process, through the model manager) the model called ``name``."""
     from sfumato import torch_dtype
 
+    preparing = time.perf_counter()  # finding the model and the device (torch's import) is part of a load
     path = context.models.resolve(name)
     _check_layout(name, path)
     dtype = torch_dtype(context.dtype)
@@ -103,7 +105,7 @@ def load_diffusion_model(context: RunContext, name: str, *, attention_slicing: b
             model.unet = torch.compile(model.unet)
         return model
 
-    return context.models.get(key, context.device, context.dtype, load)
+    return context.models.get(key, context.device, context.dtype, load, preparing_since=preparing)
 
 
 def _scheduler_config(path: Path | str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 from sfumato import Conditioning, Embedding, Field, PromptWeights, RunContext, node
@@ -17,12 +18,14 @@ def get_encoder(context: RunContext, model: str, family: str = "auto") -> TextEn
     """The encoder for ``model``, loaded once per process through the model manager."""
     from sfumato import torch_dtype
 
+    preparing = time.perf_counter()  # finding the model and the device (torch's import) is part of a load
     path = context.models.resolve(model)
     if family == "auto":
         family = encoder_family(read_config(str(path)) if not isinstance(path, str) else None)
     return context.models.get(
         f"{model}#{family}", context.device, context.dtype,
         lambda: load_text_encoder(model, path, family, context.device, torch_dtype(context.dtype)),
+        preparing_since=preparing,
     )
 
 
@@ -156,6 +159,7 @@ def expand_prompt(
 
     from sfumato import torch_dtype
 
+    preparing = time.perf_counter()
     path = context.models.resolve(model)
 
     def load() -> tuple[Any, Any]:
@@ -165,7 +169,8 @@ def expand_prompt(
         lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(context.dtype))
         return tokenizer, lm.eval().to(context.device)
 
-    tokenizer, lm = context.models.get(f"{model}#causal-lm", context.device, context.dtype, load)
+    tokenizer, lm = context.models.get(f"{model}#causal-lm", context.device, context.dtype, load,
+                                       preparing_since=preparing)
     text = instruction.replace("{prompt}", prompt)
     inputs = tokenizer(text, return_tensors="pt").to(context.device)
     with torch.random.fork_rng(devices=[]), torch.inference_mode():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ FAMILIES = {"conditional-vae": "vae", "conditional-gan": "gan"}
 
 def load_generator(context: RunContext, name: str, expected_kind: str) -> Any:
     """Load a ``config.json`` + ``model.safetensors`` generator once per process."""
+    preparing = time.perf_counter()  # finding the model and the device (torch's import) is part of a load
     path = context.models.resolve(name)
     if isinstance(path, str):
         raise ModelNotFoundError(f"model {name!r} must be a local folder for a {expected_kind} checkpoint")
@@ -38,7 +40,8 @@ def load_generator(context: RunContext, name: str, expected_kind: str) -> Any:
         module.vocabulary = _read_vocabulary(Path(path))
         return module.eval().to(context.device)
 
-    return context.models.get(f"{expected_kind}:{name}", context.device, "float32", load)
+    return context.models.get(f"{expected_kind}:{name}", context.device, "float32", load,
+                              preparing_since=preparing)
 
 
 def _read_vocabulary(folder: Path) -> dict[str, list[str]]:
