@@ -185,3 +185,17 @@ def test_ray_and_accelerate_are_in_the_default_install():
              for requirement in project["dependencies"]}
     assert {"ray", "accelerate"} <= names  # `--executor ray` and quiet, low-memory diffusers loading
     assert "ray" not in project.get("optional-dependencies", {})
+
+
+def test_local_sweep_progress_counts_node_calls_as_the_runs_advance_together(registry, tmp_path):
+    from sfumato.cli.progress import SweepProgress
+
+    builder_graph = Graph.from_dict({"version": 1, "params": {"b": {"type": "float", "default": 0}}, "nodes": {
+        "n": {"type": "test.number", "inputs": {"value": 2.0}},
+        "a": {"type": "test.add", "inputs": {"a": {"from": "n.value"}, "b": {"param": "b"}}}},
+        "outputs": {"y": "a.value"}})
+    progress = SweepProgress(3)
+    Engine(registry, output_dir=tmp_path, observers=[progress]).run_many(builder_graph, [{"b": b} for b in (1, 2, 3)])
+    runs, nodes = progress.progress.tasks
+    assert (runs.completed, runs.total) == (3, 3)
+    assert (nodes.completed, nodes.total) == (6, 6)

@@ -63,12 +63,18 @@ class ProgressDisplay:
 
 
 class SweepProgress:
-    """A run bar for sweeps (runs finished of total)."""
+    """Bars for sweeps: runs finished of total and, for local sweeps, node calls done of total.
+
+    A local sweep's runs advance together and finish together, so the node
+    bar is the one that moves; an executor reports whole runs (:meth:`run_done`).
+    """
 
     def __init__(self, total: int, description: str = "sweep runs") -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=stderr, transient=True)
         self.task = self.progress.add_task(description, total=total)
+        self._nodes: Any = None
+        self._node_total = 0
 
     def __enter__(self) -> "SweepProgress":
         self.progress.start()
@@ -84,7 +90,14 @@ class SweepProgress:
         self.progress.advance(self.task)
 
     def __call__(self, event: RunEvent) -> None:
-        if event.kind == "run_finished":
+        if isinstance(event, RunStarted):
+            if self._nodes is None:
+                self._nodes = self.progress.add_task("  node calls", total=0)
+            self._node_total += event.node_count
+            self.progress.update(self._nodes, total=self._node_total)
+        elif event.kind == "run_finished":
             self.progress.advance(self.task)
         elif isinstance(event, NodeStarted):
             self.progress.update(self.task, description=f"sweep runs ({event.node_id})")
+        elif isinstance(event, (NodeFinished, NodeCached, NodeFailed)) and self._nodes is not None:
+            self.progress.advance(self._nodes)

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ParameterError
-from ..sweep_runner import RunOutcome
+from ..report import RunOutcome
 from ..sweeps import combine, parse_axis
 from .output import print_error, print_json, stderr, stdout
 from .run_cmd import load_graph_argument, parse_memory, parse_sets
@@ -59,7 +59,7 @@ def sweep_command(args: argparse.Namespace) -> int:
 
         with SweepProgress(len(param_sets), f"sweep runs on {args.executor} (starting workers)") as progress:
             options: dict[str, Any] = {}
-            # Executors that report each finished run get a live bar; others show a spinner until the end.
+            # Executors that report each finished run get a live bar; others show the elapsed time until the end.
             if "on_outcome" in inspect.signature(executor.run_many).parameters:
                 options["on_outcome"] = progress.run_done
             outcomes = executor.run_many(graph, param_sets, output_dir=output_dir, seed=seed,
