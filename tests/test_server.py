@@ -276,3 +276,19 @@ def test_server_dependencies_are_in_the_default_install():
     assert {"fastapi", "uvicorn", "fastapi-offline"} <= names
     assert "server" not in project.get("optional-dependencies", {})
 
+
+
+def test_cancelling_a_running_sweep_job_stops_it(server):
+    texts = [f"run {index}" for index in range(200)]
+    status, job = server.request("POST", "/api/jobs", {"graph": SLOW_GRAPH, "sweep": {"axes": {"text": texts}}})
+    assert status == 201
+    deadline = time.monotonic() + 60
+    while server.request("GET", f"/api/jobs/{job['id']}")[1]["status"] != "running":
+        assert time.monotonic() < deadline, "the sweep job never started"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    status, body = server.request("POST", f"/api/jobs/{job['id']}/cancel")
+    assert status == 200
+    finished = server.wait(job["id"])
+    assert finished["status"] == "cancelled"
+    assert len(finished.get("outputs") or []) < len(texts)

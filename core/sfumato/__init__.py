@@ -17,7 +17,7 @@ from .codecs import ValueCodec
 from .context import RunContext, UndeclaredContextReadError
 from .devices import torch_dtype
 from .drawing import to_svg as graph_to_svg
-from .engine import Engine, RunResult
+from .engine import Engine
 from .errors import (
     GraphIssue,
     GraphValidationError,
@@ -54,10 +54,9 @@ from .planning import Plan, plan_run, validate_graph
 from .ports import PortType
 from .registry import Registry, default_registry
 from .requirements import MissingExtraError, Requirement
-from .report import RunReport
+from .report import NodeStatus, RunOutcome, RunReport, RunResult, RunStatus
 from .seeds import image_seed, image_seeds
 from .shipped import resolve_graph_path, shipped_graphs
-from .sweep_runner import RunOutcome
 from .sweeps import SweepAxis, combine as combine_axes
 from .values import Conditioning, Embedding, ImageBatch, Latent, PromptWeights, Retrieved, RetrievedItem
 
@@ -68,19 +67,17 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
 
 __all__ = [
     "Annotated", "claim_new_file", "combine_axes", "Conditioning", "current_limits", "default_registry",
-    "Embedding",
-    "Engine", "Field", "Graph", "graph_json_schema", "graph_to_svg", "GraphBuilder", "GraphIssue",
-    "GraphValidationError", "hookimpl", "image_metadata", "image_seed", "image_seeds", "ImageBatch",
-    "Latent", "LimitExceededError", "Limits", "limits_scope", "MetadataError", "MissingExtraError",
-    "ModelEvicted", "ModelLoaded", "ModelManager", "ModelNotFoundError",
-    "ModelSource", "node", "node_as_dict", "node_input_schema", "NodeCached", "NodeDefinitionError",
-    "NodeExecutionError", "NodeFailed", "NodeFinished", "NodeHandle", "NodeProgress", "NodeSpec",
-    "NodeStarted", "OutputHandle", "ParameterError", "ParamHandle", "path_inside", "PathInput",
-    "PathNotAllowedError", "PathPolicy", "Plan", "plan_run", "PluginError", "png_info", "Port", "PortType",
-    "PromptWeights", "read_png_metadata", "ReadablePath", "Registry", "Requirement", "resolve_graph_path",
-    "Retrieved", "RetrievedItem", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError",
-    "RunFinished", "RunOutcome", "RunReport", "RunResult", "RunStarted", "set_limits", "SfumatoError",
-    "shipped_graphs",
-    "spec_of", "SweepAxis", "torch_dtype", "UndeclaredContextReadError", "UnsafePathError",
+    "Embedding", "Engine", "Field", "Graph", "graph_json_schema", "graph_to_svg", "GraphBuilder",
+    "GraphIssue", "GraphValidationError", "hookimpl", "image_metadata", "image_seed", "image_seeds",
+    "ImageBatch", "Latent", "LimitExceededError", "Limits", "limits_scope", "MetadataError",
+    "MissingExtraError", "ModelEvicted", "ModelLoaded", "ModelManager", "ModelNotFoundError", "ModelSource",
+    "node", "node_as_dict", "node_input_schema", "NodeCached", "NodeDefinitionError", "NodeExecutionError",
+    "NodeFailed", "NodeFinished", "NodeHandle", "NodeProgress", "NodeSpec", "NodeStarted", "NodeStatus",
+    "OutputHandle", "ParameterError", "ParamHandle", "path_inside", "PathInput", "PathNotAllowedError",
+    "PathPolicy", "Plan", "plan_run", "PluginError", "png_info", "Port", "PortType", "PromptWeights",
+    "read_png_metadata", "ReadablePath", "Registry", "Requirement", "resolve_graph_path", "Retrieved",
+    "RetrievedItem", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError", "RunFinished",
+    "RunOutcome", "RunReport", "RunResult", "RunStarted", "RunStatus", "set_limits", "SfumatoError",
+    "shipped_graphs", "spec_of", "SweepAxis", "torch_dtype", "UndeclaredContextReadError", "UnsafePathError",
     "validate_graph", "ValueCodec", "WritablePath", "write_atomically", "__version__",
 ]

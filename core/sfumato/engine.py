@@ -1,48 +1,32 @@
-"""The engine: runs a validated plan, reusing cached results where it can.
+"""The engine: what a user of the Python API holds.
 
-Execution is pulled from the targets (graph outputs and side-effect nodes):
-walking back from them, a node whose result is cached stops the walk, so its
-ancestors are not even looked up. What remains runs in topological order, one
-node at a time or, with ``jobs > 1``, as soon as its inputs are ready.
+An :class:`Engine` keeps what outlives a run — caches, loaded models, class
+nodes' instances, observers — and turns calls into runs: :meth:`Engine.run`
+one, :meth:`Engine.run_many` a sweep. Each run's own state is a
+:class:`~sfumato.run_state.RunState`; all of them are executed by the one
+:class:`~sfumato.scheduler.Scheduler`, so a single run, ``jobs > 1``, a
+sweep's shared and batched calls, and cancellation behave the same way.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-import time
-import traceback
-import uuid
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .cache import DiskCache, MemoryCache
-from .context import RunContext, RunSettings
 from .devices import check_device_name, check_dtype_name
-from .errors import NodeExecutionError, RunCancelledError, RunFailedError
-from .events import ModelLoaded, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeStarted, RunEvent, RunFinished, RunStarted
+from .errors import GraphValidationError, NodeExecutionError, ParameterError, RunCancelledError, RunFailedError
+from .events import ACTIVE_RUN, RunEvent
 from .graph import Graph
 from .models import ModelManager
-from .paths import PathNotAllowedError, PathPolicy, path_inputs
+from .paths import PathNotAllowedError, PathPolicy
 from .planning import Plan, PlannedNode, plan_run
 from .registry import Registry, default_registry
-from .sweep_runner import RunOutcome
-from .report import BLOCKED, CACHED, FAILED, RAN, NodeRecord, RunReport, summarize_value
-
-
-@dataclass
-class RunResult:
-    """What :meth:`Engine.run` returns: the graph outputs and the run report."""
-
-    outputs: dict[str, Any]
-    report: RunReport
-    values: dict[str, dict[str, Any]]
-
-    def __getitem__(self, name: str) -> Any:
-        return self.outputs[name]
+from .report import RunOutcome, RunResult, RunStatus
+from .run_state import RunState
+from .scheduler import Scheduler
 
 
 class Engine:
@@ -95,8 +79,6 @@ class Engine:
         self.observers: list[Callable[[RunEvent], None]] = list(observers)
         self.models = ModelManager(sources=self.registry.models, max_bytes=dict(max_memory or {}),
                                    emit=self._model_event, path_policy=self.path_policy)
-        #: The report of the run in progress, which model loads and evictions are added to.
-        self.current_report: RunReport | None = None
         self._callables: dict[str, Callable[..., Any]] = {}
         self._callables_lock = threading.Lock()
         #: The newest errors raised by observers and plugins' event hooks ("source: error").
@@ -127,16 +109,12 @@ class Engine:
         return errors
 
     def _model_event(self, event: RunEvent) -> None:
-        report = self.current_report
-        if report is not None:
-            entry = {"event": event.kind, "model": event.key}  # type: ignore[attr-defined]
-            entry.update({"seconds": round(event.seconds, 3), "bytes": event.bytes} if isinstance(event, ModelLoaded)
-                         else {"reason": event.reason})  # type: ignore[attr-defined]
-            report.models.append(entry)
-        errors = self.emit(event)
-        if report is not None:
-            for source, message in errors:
-                report.add_event_error(source, message)
+        """A model load or eviction: credited to the run whose node caused it, if any."""
+        run = ACTIVE_RUN.get()
+        if run is not None and run.engine is self:
+            run.note_model_event(event)
+        else:
+            self.emit(event)
 
     # -- running -----------------------------------------------------------------
 
@@ -179,26 +157,77 @@ class Engine:
                 cancel_event: threading.Event | None = None) -> RunResult:
         """Run an already made plan (made with the same ``output_dir``)."""
         self.check_output_dir(output_dir)
-        run = RunState(self, plan, plan.seed, keep_going, Path(output_dir) if output_dir else self.output_dir,
-                       cancel_event or threading.Event())
-        return run.go()
+        run = RunState(self, plan, keep_going=keep_going, output_dir=self._output_dir(output_dir),
+                       cancel_event=cancel_event or threading.Event())
+        try:
+            self._schedule([run], batch_size=1)
+        except NodeExecutionError as error:
+            error.report = run.report
+            run.end(RunStatus.FAILED)
+            raise
+        result = run.end()
+        if result is None:
+            raise RunFailedError(run.failures, run.report)
+        return result
 
     def run_many(self, graph: Graph, param_sets: list[dict[str, Any]], *, batch_size: int = 8,
-                 seed: int | None = None, output_dir: str | Path | None = None,
-                 params_from_text: bool = False, run_indices: list[int] | None = None) -> list["RunOutcome"]:
+                 seed: int | None = None, output_dir: str | Path | None = None, params_from_text: bool = False,
+                 run_indices: list[int] | None = None, cancel_event: threading.Event | None = None,
+                 ) -> list[RunOutcome]:
         """Run ``graph`` once per parameter set (a sweep), sharing and batching work.
 
-        Work that does not depend on the swept values runs once; nodes with a
-        ``batch`` function process up to ``batch_size`` runs per call. A failing
-        run is reported in its outcome and never stops the others. Each run
-        knows its index in the sweep (``run_indices``, default 0, 1, ...;
-        an executor sending part of a sweep passes the parts' own), which
-        savers put in file names.
+        All runs go to one schedule: work that does not depend on the swept
+        values runs once (the encoder once per distinct prompt), and nodes with
+        a ``batch`` function process up to ``batch_size`` runs per call. A
+        failing run is reported in its outcome and never stops the others;
+        setting ``cancel_event`` cancels them all. Each run knows its index in
+        the sweep (``run_indices``, default 0, 1, ...; an executor sending part
+        of a sweep passes the part's own), which savers put in file names.
         """
-        from .sweep_runner import run_sweep
+        self.check_output_dir(output_dir)  # a confined engine refuses an output folder outside its write roots
+        cancel_event = cancel_event or threading.Event()
+        outcomes = [RunOutcome(index, dict(params)) for index, params in enumerate(param_sets)]
+        runs: list[tuple[RunOutcome, RunState]] = []
+        for outcome in outcomes:
+            run_index = run_indices[outcome.index] if run_indices is not None else outcome.index
+            try:
+                plan = self.plan(graph, outcome.params, params_from_text=params_from_text, seed=seed,
+                                 output_dir=output_dir, run_index=run_index)
+            except (ParameterError, GraphValidationError) as error:
+                outcome.status, outcome.error = RunStatus.FAILED, str(error)
+                continue
+            outcome.params = plan.params
+            runs.append((outcome, RunState(self, plan, keep_going=True, output_dir=self._output_dir(output_dir),
+                                           cancel_event=cancel_event, run_index=run_index)))
+        if runs:
+            self._schedule([run for _, run in runs], batch_size=batch_size)
+        for outcome, run in runs:
+            result = run.end()
+            outcome.report = run.report
+            outcome.seconds = run.report.seconds
+            outcome.files = list(run.report.files)
+            if result is None:
+                outcome.status = RunStatus.FAILED
+                outcome.error = "; ".join(str(failure) for failure in run.failures)
+            else:
+                outcome.status, outcome.outputs = RunStatus.OK, result.outputs
+        return outcomes
 
-        return run_sweep(self, graph, param_sets, batch_size=batch_size, seed=seed, output_dir=output_dir,
-                         params_from_text=params_from_text, run_indices=run_indices)
+    def _schedule(self, runs: list[RunState], *, batch_size: int) -> None:
+        """Begin ``runs`` and execute them in one schedule; a cancelled schedule ends them all as cancelled."""
+        cancel_event = runs[0].settings.cancel_event
+        try:
+            for run in runs:
+                run.begin()
+            Scheduler(runs, jobs=self.jobs, batch_size=batch_size, cancel_event=cancel_event).run()
+        except (KeyboardInterrupt, RunCancelledError):
+            cancel_event.set()
+            for run in runs:
+                run.end(RunStatus.CANCELLED)
+            raise
+
+    def _output_dir(self, output_dir: str | Path | None) -> Path:
+        return Path(output_dir) if output_dir else self.output_dir
 
     def check_output_dir(self, output_dir: str | Path | None = None) -> None:
         """Raise :class:`PathNotAllowedError` when the path policy forbids writing the output folder."""
@@ -221,307 +250,3 @@ class Engine:
     def clear_cache(self) -> None:
         if self.memory is not None:
             self.memory.clear()
-
-
-class RunState:
-    """The state of one run of a plan."""
-
-    def __init__(self, engine: Engine, plan: Plan, seed: int, keep_going: bool, output_dir: Path,
-                 cancel_event: threading.Event, run_index: int | None = None) -> None:
-        self.engine = engine
-        self.plan = plan
-        self.keep_going = keep_going
-        self.run_id = uuid.uuid4().hex[:12]
-        self.settings = RunSettings(engine.device, engine.dtype, seed, output_dir, plan.graph, plan.params,
-                                    cancel_event, engine.registry, engine.previews, engine.path_policy, run_index)
-        self.report = RunReport(self.run_id, plan.graph.name, plan.params, seed)
-        self.values: dict[str, dict[str, Any]] = {}
-        self.failures: list[NodeExecutionError] = []
-        self._lock = threading.Lock()
-        engine.models.run_id = self.run_id
-
-    # -- helpers -------------------------------------------------------------------
-
-    def emit(self, event: RunEvent) -> None:
-        """Deliver an event; errors of observers and plugin hooks go into this run's report."""
-        for source, message in self.engine.emit(event):
-            with self._lock:
-                self.report.add_event_error(source, message)
-
-    def _progress(self, node_id: str, node_type: str, current: int, total: int, message: str, preview: Any) -> None:
-        self.emit(NodeProgress(self.run_id, node_id, node_type, current, total, message, preview))
-
-    def _record_file(self, node_id: str, path: Path) -> None:
-        with self._lock:
-            self.report.files.append(str(path))
-
-    def _cached(self, node: PlannedNode) -> dict[str, Any] | None:
-        if node.spec.volatile:
-            return None
-        engine = self.engine
-        outputs = engine.memory.get(node.signature) if engine.memory is not None else None
-        if outputs is None and engine.disk is not None:
-            outputs = engine.disk.get(node.signature)
-            if outputs is not None and engine.memory is not None:
-                engine.memory.put(node.signature, outputs)
-        if outputs is not None and node.spec.is_cache_entry_valid is not None:
-            if not node.spec.is_cache_entry_valid(outputs):
-                if engine.memory is not None:
-                    engine.memory.discard(node.signature)
-                return None
-        return outputs
-
-    def _store(self, node: PlannedNode, outputs: dict[str, Any]) -> None:
-        if node.spec.volatile:
-            return
-        if self.engine.memory is not None:
-            self.engine.memory.put(node.signature, outputs)
-        if self.engine.disk is not None and node.spec.cacheable_to_disk:
-            self.engine.disk.put(node.signature, outputs)
-
-    def _select(self) -> list[str]:
-        """Walk back from the targets; return the nodes that must run, in order."""
-        nodes = self.plan.nodes
-        to_run: set[str] = set()
-        visited: set[str] = set()
-        stack = list(self.plan.targets)
-        while stack:
-            node_id = stack.pop()
-            if node_id in visited:
-                continue
-            visited.add(node_id)
-            node = nodes[node_id]
-            cached = self._cached(node)
-            if cached is not None:
-                self.values[node_id] = cached
-                self.report.nodes[node_id].status = CACHED
-                self.emit(NodeCached(self.run_id, node_id, node.spec.id))
-                continue
-            to_run.add(node_id)
-            stack.extend(source for _, source, _, _ in node.links)
-        for node_id in self.plan.order:
-            if node_id not in visited:
-                self.report.nodes[node_id].reason = "its consumers were cached"
-        return [node_id for node_id in self.plan.order if node_id in to_run]
-
-    # -- execution -------------------------------------------------------------------
-
-    def begin(self) -> list[str]:
-        """Set up the report, announce the run, and return the nodes that must run."""
-        plan = self.plan
-        self.started = time.perf_counter()
-        for node_id in plan.graph.nodes:
-            record = NodeRecord(plan.graph.nodes[node_id].type)
-            if node_id not in plan.nodes:
-                record.reason = "feeds no output"
-            self.report.nodes[node_id] = record
-        self.engine.current_report = self.report
-        self.emit(RunStarted(self.run_id, plan.graph.name, len(plan.order)))
-        return self._select()
-
-    def end(self, status: str | None = None) -> RunResult | None:
-        """Close the run: status, timing, final event; the result when it succeeded."""
-        self.report.seconds = time.perf_counter() - self.started
-        self.report.status = status or ("failed" if self.failures else "ok")
-        if self.engine.current_report is self.report:
-            self.engine.current_report = None
-        self.emit(RunFinished(self.run_id, self.report.status, self.report.seconds))
-        if self.report.status != "ok":
-            return None
-        outputs = {name: self.values[node][output] for name, (node, output) in self.plan.outputs.items()}
-        self.report.outputs = {name: summarize_value(value) for name, value in outputs.items()}
-        return RunResult(outputs, self.report, self.values)
-
-    def go(self) -> RunResult:
-        try:
-            to_run = self.begin()
-            if self.engine.jobs > 1 and len(to_run) > 1:
-                self._run_parallel(to_run)
-            else:
-                self._run_sequential(to_run)
-        except (KeyboardInterrupt, RunCancelledError):
-            self.settings.cancel_event.set()
-            self.end("cancelled")
-            raise
-        except NodeExecutionError as error:
-            error.report = self.report
-            self.end("failed")
-            raise
-        result = self.end()
-        if result is None:
-            raise RunFailedError(self.failures, self.report)
-        return result
-
-    def _run_sequential(self, to_run: list[str]) -> None:
-        blocked: set[str] = set()
-        for node_id in to_run:
-            node = self.plan.nodes[node_id]
-            if any(source in blocked for _, source, _, _ in node.links):
-                blocked.add(node_id)
-                self.report.nodes[node_id].status = BLOCKED
-                continue
-            if not self._run_node(node):
-                blocked.add(node_id)
-
-    def _run_parallel(self, to_run: list[str]) -> None:
-        pending = set(to_run)
-        waiting_on = {
-            node_id: {s for _, s, _, _ in self.plan.nodes[node_id].links if s in pending} for node_id in to_run
-        }
-        consumers: dict[str, list[str]] = {node_id: [] for node_id in to_run}
-        for node_id, sources in waiting_on.items():
-            for source in sources:
-                consumers[source].append(node_id)
-        blocked: set[str] = set()
-        order_index = {node_id: i for i, node_id in enumerate(to_run)}
-        with ThreadPoolExecutor(max_workers=self.engine.jobs, thread_name_prefix="sfumato-node") as pool:
-            running: dict[Future[bool], str] = {}
-
-            def launch_ready() -> None:
-                ready = sorted((n for n in pending if not waiting_on[n] and n not in running.values()),
-                               key=order_index.__getitem__)
-                for node_id in ready:
-                    if len(running) >= self.engine.jobs:
-                        break
-                    running[pool.submit(self._run_node, self.plan.nodes[node_id])] = node_id
-
-            launch_ready()
-            while running:
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in done:
-                    node_id = running.pop(future)
-                    pending.discard(node_id)
-                    try:
-                        ok = future.result()
-                    except BaseException:
-                        self.settings.cancel_event.set()
-                        for other in running:
-                            other.cancel()
-                        raise
-                    for consumer in consumers[node_id]:
-                        waiting_on[consumer].discard(node_id)
-                        if not ok:
-                            self._block(consumer, consumers, pending, blocked)
-                launch_ready()
-
-    def _block(self, node_id: str, consumers: dict[str, list[str]], pending: set[str], blocked: set[str]) -> None:
-        stack = [node_id]
-        while stack:
-            current = stack.pop()
-            if current in blocked:
-                continue
-            blocked.add(current)
-            pending.discard(current)
-            self.report.nodes[current].status = BLOCKED
-            stack.extend(consumers[current])
-
-    def inputs_for(self, node: PlannedNode) -> dict[str, Any]:
-        """The keyword arguments of a node call: literals, upstream values, the context."""
-        spec = node.spec
-        kwargs = dict(node.literals)
-        ports = self.engine.registry.ports
-        for name, source, output, convert in node.links:
-            value = self.values[source][output]
-            if convert is not None:
-                value = convert(value)
-            problem = ports.get(spec.inputs[name].port).problem_with(value)
-            if problem:
-                raise TypeError(f"input {name!r} from {source}.{output}: {problem}")
-            kwargs[name] = value
-        if self.settings.paths.restricted:
-            self._check_paths(node, kwargs)
-        if spec.context_param:
-            # Volatile nodes are never cached, so they may read any run setting.
-            keys = None if spec.volatile else frozenset(spec.context_keys)
-            kwargs[spec.context_param] = RunContext(node.id, spec.id, self.settings, self.engine.models,
-                                                    self._progress, self._record_file, keys)
-        return kwargs
-
-    def _check_paths(self, node: PlannedNode, kwargs: dict[str, Any]) -> None:
-        """Check declared path inputs, whose values may only arrive now (over a link)."""
-        for name, access in path_inputs(node.spec):
-            value = kwargs.get(name)
-            if isinstance(value, (str, os.PathLike)):
-                problem = self.settings.paths.problem(value, access)
-                if problem:
-                    raise PathNotAllowedError(f"input {name!r}: {problem}")
-
-    def start(self, node: PlannedNode) -> float:
-        """Mark a node as started (cancellation check, event); returns the start time."""
-        if self.settings.cancel_event.is_set():
-            raise RunCancelledError(f"run cancelled before node {node.id!r}")
-        self.emit(NodeStarted(self.run_id, node.id, node.spec.id))
-        return time.perf_counter()
-
-    def finish(self, node: PlannedNode, result: Any, seconds: float) -> None:
-        """Check and store a node's result."""
-        outputs = self._outputs_of(node, result)
-        self.values[node.id] = outputs
-        self._store(node, outputs)
-        record = self.report.nodes[node.id]
-        record.status = RAN
-        record.seconds = seconds
-        self.emit(NodeFinished(self.run_id, node.id, node.spec.id, seconds))
-
-    def use_cached(self, node: PlannedNode, outputs: dict[str, Any]) -> None:
-        """Take a result another run of the same sweep just computed."""
-        self.values[node.id] = outputs
-        self.report.nodes[node.id].status = CACHED
-        self.emit(NodeCached(self.run_id, node.id, node.spec.id))
-
-    def fail(self, node: PlannedNode, error: BaseException, seconds: float) -> NodeExecutionError:
-        """Record a node failure; raises unless the run keeps going."""
-        if isinstance(error, ImportError):
-            # A plugin's declared optional dependency is missing: say which pip line fixes it.
-            error = self.engine.registry.install_hint(node.spec.plugin, error) or error
-        record = self.report.nodes[node.id]
-        record.status = FAILED
-        record.seconds = seconds
-        record.error = f"{type(error).__name__}: {error}"
-        failure = NodeExecutionError(node.id, node.spec.id, error, self.report)
-        failure.__cause__ = error
-        failure.traceback = traceback.format_exc()  # type: ignore[attr-defined]
-        self.emit(NodeFailed(self.run_id, node.id, node.spec.id, record.error))
-        if not self.keep_going:
-            raise failure from error
-        with self._lock:
-            self.failures.append(failure)
-        return failure
-
-    def _run_node(self, node: PlannedNode) -> bool:
-        """Run one node; returns False when it failed and the run keeps going."""
-        started = self.start(node)
-        try:
-            result = self.engine.node_callable(node)(**self.inputs_for(node))
-            self.finish(node, result, self.engine.models.seconds_without_loads(started))
-        except (KeyboardInterrupt, RunCancelledError):
-            record = self.report.nodes[node.id]
-            record.status, record.error = FAILED, "cancelled"
-            raise
-        except Exception as error:  # noqa: BLE001 - every node failure is reported the same way
-            self.fail(node, error, self.engine.models.seconds_without_loads(started))
-            return False
-        return True
-
-    def _outputs_of(self, node: PlannedNode, result: Any) -> dict[str, Any]:
-        spec = node.spec
-        if not spec.outputs:
-            return {}
-        if spec.single_output:
-            (name,) = spec.outputs
-            outputs = {name: result}
-        elif isinstance(result, dict):
-            missing = set(spec.outputs) - set(result)
-            if missing:
-                raise TypeError(f"{spec.id} returned no value for output(s) {sorted(missing)}")
-            outputs = {name: result[name] for name in spec.outputs}
-        elif isinstance(result, tuple) and len(result) == len(spec.outputs):
-            outputs = dict(zip(spec.outputs, result))
-        else:
-            raise TypeError(f"{spec.id} must return a dict with keys {sorted(spec.outputs)}")
-        ports = self.engine.registry.ports
-        for name, value in outputs.items():
-            problem = ports.get(spec.outputs[name].port).problem_with(value)
-            if problem:
-                raise TypeError(f"{spec.id} returned a bad value for output {name!r}: {problem}")
-        return outputs

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
+
+#: The run whose node is executing in this context (each thread has its own): the
+#: engine sets it around every node call, so that what the node triggers elsewhere
+#: (a model load in the shared model manager) is credited to that run, even when
+#: several runs share one engine and its threads.
+ACTIVE_RUN: ContextVar[Any] = ContextVar("sfumato_active_run", default=None)
+
+
+def active_run_id() -> str:
+    """The id of the run executing in this context, or ``""`` outside any run."""
+    run = ACTIVE_RUN.get()
+    return run.run_id if run is not None else ""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ModelNotFoundError
-from .events import ModelEvicted, ModelLoaded
+from .events import ModelEvicted, ModelLoaded, active_run_id
 
 
 @dataclass
@@ -115,7 +115,6 @@ class ModelManager:
     sources: dict[str, ModelSource] = field(default_factory=dict)
     max_bytes: dict[str, int] = field(default_factory=dict)
     emit: Callable[[Any], None] = lambda event: None
-    run_id: str = ""
     offload_to_cpu: bool = True
     #: The engine's :class:`~sfumato.PathPolicy`: a local model folder is a file input like any other.
     path_policy: Any = None
@@ -188,7 +187,7 @@ class ModelManager:
                     entry.offloaded = False
                     seconds = time.perf_counter() - started
                     self._note_load(started, seconds)
-                    self.emit(ModelLoaded(self.run_id, f"{key} [{device}, {dtype}] (back from CPU)", seconds, entry.bytes))
+                    self.emit(ModelLoaded(active_run_id(), f"{key} [{device}, {dtype}] (back from CPU)", seconds, entry.bytes))
                     self._evict_over_budget(device.split(":")[0], keep=cache_key)
                 return entry.model
             started = time.perf_counter() if preparing_since is None else preparing_since
@@ -197,7 +196,7 @@ class ModelManager:
             seconds = time.perf_counter() - started
             self._note_load(started, seconds)
             self._entries[cache_key] = _Entry(model, size, device)
-            self.emit(ModelLoaded(self.run_id, f"{key} [{device}, {dtype}]", seconds, size))
+            self.emit(ModelLoaded(active_run_id(), f"{key} [{device}, {dtype}]", seconds, size))
             self._evict_over_budget(device.split(":")[0], keep=cache_key)
             return model
 
@@ -237,7 +236,7 @@ class ModelManager:
             if device_kind != "cpu" and self.offload_to_cpu:
                 move_model(entry.model, "cpu")
                 entry.offloaded = True
-                self.emit(ModelEvicted(self.run_id, f"{cache_key[0]} [{cache_key[1]}, {cache_key[2]}]",
+                self.emit(ModelEvicted(active_run_id(), f"{cache_key[0]} [{cache_key[1]}, {cache_key[2]}]",
                                        f"offloaded to CPU: over the {device_kind} memory budget"))
                 self._evict_over_budget("cpu", keep=keep)
             else:
@@ -249,4 +248,4 @@ class ModelManager:
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
-        self.emit(ModelEvicted(self.run_id, f"{cache_key[0]} [{cache_key[1]}, {cache_key[2]}]", reason))
+        self.emit(ModelEvicted(active_run_id(), f"{cache_key[0]} [{cache_key[1]}, {cache_key[2]}]", reason))

@@ -23,8 +23,24 @@ from .errors import GraphIssue, GraphValidationError, ParameterError
 from .graph import Graph, Link, ParamRef
 from .limits import LimitExceededError
 from .nodes import NodeSpec
+from .paths import path_issues
 from .params import PARAM_PORTS, declaration_issues, param_problems
 from .registry import Registry
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """A link feeding one input of a planned node from another node's output."""
+
+    input: str
+    source: str
+    output: str
+    #: Converts each value as it passes (a registered port conversion), or ``None``.
+    convert: Callable[[Any], Any] | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.input, self.source, self.output)
 
 
 @dataclass(slots=True)
@@ -34,8 +50,7 @@ class PlannedNode:
     id: str
     spec: NodeSpec
     literals: dict[str, Any]
-    #: (input name, source node, source output, converter or None)
-    links: list[tuple[str, str, str, Callable[[Any], Any] | None]]
+    links: list[Edge]
     signature: str = ""
 
 
@@ -48,9 +63,7 @@ class Plan:
     nodes: dict[str, PlannedNode]
     order: list[str]
     targets: list[str]
-    skipped: list[str]
     outputs: dict[str, tuple[str, str]] = field(default_factory=dict)
-    dag: Any = None
     seed: int = 0
 
 
@@ -184,7 +197,7 @@ def _analyse(graph: Graph, registry: Registry, params: dict[str, Any] | None
                                                    f"but input {name!r} of {spec.id} takes {item.port}", node_id))
                     continue
                 dag.add_edge(ref.node, node_id)
-                links.append((name, ref.node, ref.output, registry.ports.converter(output.port, item.port)))
+                links.append(Edge(name, ref.node, ref.output, registry.ports.converter(output.port, item.port)))
                 continue
             if isinstance(ref, ParamRef):
                 declaration = graph.params.get(ref.name)
@@ -322,7 +335,8 @@ def _attribute_issues(planned: dict[str, PlannedNode]) -> list[GraphIssue]:
             issues.append(GraphIssue(f"nodes.{node.id}", f"could not describe expected inputs: {_reason(error)}",
                                      node.id))
             continue
-        for name, source, output, _ in node.links:
+        for edge in node.links:
+            name, source, output = edge.key
             wanted = expected.get(name)
             have = described.get(source, {}).get(output)
             if not wanted or not have:
@@ -396,9 +410,7 @@ def _plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = 
         if not issues:
             raise ParameterError("; ".join(issue.message for issue in param_issues))
         issues = param_issues + issues
-    # Path policy (sfumato/paths.py; one delimited edit): literal paths the run may not use.
-    from .paths import path_issues
-
+    # Literal paths the run's path policy refuses (see paths.py).
     issues.extend(path_issues(planned, (run_context or {}).get("path_policy")))
     if issues:
         raise GraphValidationError(issues, graph.source)
@@ -411,8 +423,7 @@ def _plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = 
         node = nodes[node_id]
         node.signature = signature_of(node, nodes, context)
     outputs = {name: tuple(t.rpartition(".")[::2]) for name, t in graph.document.outputs.items()}
-    skipped = [n for n in graph.nodes if n not in needed]
-    return Plan(graph, resolved, nodes, order, targets, skipped, outputs, dag, seed)  # type: ignore[arg-type]
+    return Plan(graph, resolved, nodes, order, targets, outputs, seed)
 
 
 class _ContextValues:
@@ -445,8 +456,8 @@ def signature_of(node: PlannedNode, nodes: dict[str, PlannedNode], context: _Con
     """
     spec = node.spec
     parts = [spec.id, str(spec.version), _canonical(node.literals)]
-    for name, source, output, _ in sorted(node.links):
-        parts.append(f"{name}<{nodes[source].signature}.{output}")
+    for edge in sorted(node.links, key=lambda e: e.key):
+        parts.append(f"{edge.input}<{nodes[edge.source].signature}.{edge.output}")
     if context is not None and spec.context_param:
         parts.extend(context.part(key) for key in spec.context_keys)
     if spec.volatile:

@@ -1,16 +1,43 @@
-"""The run report: what each node did, how long it took, what was written."""
+"""What a run produced: its report (what each node did, how long it took, what
+was written), its result, and a sweep run's outcome."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 #: How many distinct event-hook errors one report keeps (a hook failing on every progress event
 #: is one entry with a count, not thousands).
 MAX_EVENT_ERRORS = 20
 
-#: Node statuses in a report.
-RAN, CACHED, SKIPPED, FAILED, BLOCKED = "ran", "cached", "skipped", "failed", "blocked"
+class _Status(StrEnum):
+    """A status that compares equal to, prints and reprs as its text (``'cached'``)."""
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+class NodeStatus(_Status):
+    """What happened to one node in a run."""
+
+    RAN = "ran"
+    CACHED = "cached"
+    #: Not needed by any output, or its consumers were served from the cache.
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    #: Not run because a node it depends on failed.
+    BLOCKED = "blocked"
+
+
+class RunStatus(_Status):
+    """Where a run (or one run of a sweep) stands."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 @dataclass(slots=True)
@@ -18,13 +45,13 @@ class NodeRecord:
     """One node's line in the report."""
 
     type: str
-    status: str = SKIPPED
+    status: NodeStatus = NodeStatus.SKIPPED
     seconds: float = 0.0
     error: str = ""
     reason: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"type": self.type, "status": self.status, "seconds": round(self.seconds, 6)}
+        data: dict[str, Any] = {"type": self.type, "status": str(self.status), "seconds": round(self.seconds, 6)}
         if self.error:
             data["error"] = self.error
         if self.reason:
@@ -40,7 +67,7 @@ class RunReport:
     graph: str
     params: dict[str, Any]
     seed: int
-    status: str = "running"
+    status: RunStatus = RunStatus.RUNNING
     seconds: float = 0.0
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
@@ -64,24 +91,25 @@ class RunReport:
     def from_dict(cls, data: dict[str, Any]) -> "RunReport":
         """Rebuild a report from :meth:`as_dict` (e.g. one sent back by a remote worker)."""
         report = cls(data["run_id"], data["graph"], data.get("params", {}), data.get("seed", 0),
-                     data.get("status", "ok"), data.get("seconds", 0.0))
+                     RunStatus(data.get("status", "ok")), data.get("seconds", 0.0))
         for node_id, record in data.get("nodes", {}).items():
-            report.nodes[node_id] = NodeRecord(record["type"], record["status"], record.get("seconds", 0.0),
-                                               record.get("error", ""), record.get("reason", ""))
+            report.nodes[node_id] = NodeRecord(record["type"], NodeStatus(record["status"]),
+                                               record.get("seconds", 0.0), record.get("error", ""),
+                                               record.get("reason", ""))
         report.files = list(data.get("files", []))
         report.models = list(data.get("models", []))
         report.outputs = dict(data.get("outputs", {}))
         report.event_errors = [dict(entry) for entry in data.get("event_errors", [])]
         return report
 
-    def count(self, status: str) -> int:
+    def count(self, status: NodeStatus) -> int:
         return sum(1 for record in self.nodes.values() if record.status == status)
 
     def as_dict(self) -> dict[str, Any]:
         data = {
             "run_id": self.run_id,
             "graph": self.graph,
-            "status": self.status,
+            "status": str(self.status),
             "seconds": round(self.seconds, 6),
             "seed": self.seed,
             "params": self.params,
@@ -89,10 +117,53 @@ class RunReport:
             "files": self.files,
             "models": self.models,
             "outputs": self.outputs,
-            "counts": {s: self.count(s) for s in (RAN, CACHED, SKIPPED, FAILED, BLOCKED)},
+            "counts": {str(status): self.count(status) for status in NodeStatus},
         }
         if self.event_errors:
             data["event_errors"] = [dict(entry) for entry in self.event_errors]
+        return data
+
+
+@dataclass
+class RunResult:
+    """What :meth:`Engine.run` returns: the graph outputs and the run report."""
+
+    outputs: dict[str, Any]
+    report: RunReport
+    values: dict[str, dict[str, Any]]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.outputs[name]
+
+
+@dataclass
+class RunOutcome:
+    """One run of a sweep: its parameters, status, outputs and report."""
+
+    index: int
+    params: dict[str, Any]
+    status: RunStatus = RunStatus.PENDING
+    seconds: float = 0.0
+    outputs: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    error: str = ""
+    report: RunReport | None = None
+    #: Executors that retry runs (a remote worker died) count the attempts, and name the worker.
+    attempts: int = 1
+    worker: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {"index": self.index, "params": self.params, "status": str(self.status),
+                "seconds": round(self.seconds, 6), "files": self.files}
+        if self.error:
+            data["error"] = self.error
+        if self.attempts != 1:
+            data["attempts"] = self.attempts
+        if self.worker:
+            data["worker"] = self.worker
+        if self.report is not None:
+            data["outputs"] = self.report.outputs
+            data["nodes"] = {n: str(r.status) for n, r in self.report.nodes.items()}
         return data
 
 

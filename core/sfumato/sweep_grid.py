@@ -7,7 +7,7 @@ from typing import Any
 
 from .errors import ParameterError
 from .limits import current_limits
-from .sweep_runner import RunOutcome
+from .report import RunOutcome
 from .sweeps import SweepAxis
 
 #: The side of one grid cell, in pixels.

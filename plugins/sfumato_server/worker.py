@@ -158,7 +158,7 @@ class Worker:
             sweep = parse_sweep(job.sweep, max_runs=self.max_sweep_runs)
             if sweep is not None:
                 param_sets = list(sweep.param_sets(job.params))
-                outcomes = self.engine.run_many(graph, param_sets, output_dir=folder, **options)
+                outcomes = self.engine.run_many(graph, param_sets, output_dir=folder, cancel_event=cancel, **options)
                 files = [f for o in outcomes for f in o.files]
                 report = {"runs": [o.as_dict() for o in outcomes]}
                 failed = [o for o in outcomes if o.status != "ok"]

@@ -1,0 +1,292 @@
+"""The state of one run: its settings, values, report and events.
+
+Everything that belongs to one run lives here and travels with it — never on
+the shared :class:`Engine` — so that the runs of a sweep, or two jobs on one
+engine, keep their own reports, model loads, event errors and cancellation.
+The :class:`~sfumato.scheduler.Scheduler` decides what runs when; a
+``RunState`` knows how to run one of its nodes and what that means for its
+report.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .context import RunContext, RunSettings
+from .errors import NodeExecutionError, RunCancelledError
+from .events import (
+    ACTIVE_RUN,
+    ModelLoaded,
+    NodeCached,
+    NodeFailed,
+    NodeFinished,
+    NodeProgress,
+    NodeStarted,
+    RunEvent,
+    RunFinished,
+    RunStarted,
+)
+from .paths import PathNotAllowedError, path_inputs
+from .planning import Plan, PlannedNode
+from .report import NodeRecord, NodeStatus, RunReport, RunResult, RunStatus, summarize_value
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+class RunState:
+    """One run of a plan on an engine.
+
+    Args:
+        engine: the engine whose caches, models and node instances the run uses.
+        plan: what to run.
+        keep_going: a failed node blocks only its descendants (else it stops the run).
+        output_dir: where the run's nodes write.
+        cancel_event: set to cancel (shared by the runs of one sweep).
+        run_index: the run's position in its sweep (``None`` for a single run).
+    """
+
+    def __init__(self, engine: "Engine", plan: Plan, *, keep_going: bool, output_dir: Path,
+                 cancel_event: threading.Event, run_index: int | None = None) -> None:
+        self.engine = engine
+        self.plan = plan
+        self.keep_going = keep_going
+        self.run_id = uuid.uuid4().hex[:12]
+        self.settings = RunSettings(engine.device, engine.dtype, plan.seed, output_dir, plan.graph, plan.params,
+                                    cancel_event, engine.registry, engine.previews, engine.path_policy, run_index)
+        self.report = RunReport(self.run_id, plan.graph.name, plan.params, plan.seed)
+        self.values: dict[str, dict[str, Any]] = {}
+        self.failures: list[NodeExecutionError] = []
+        #: The nodes that must run (not cached), in plan order; set by :meth:`begin`.
+        self.to_run: list[str] = []
+        self.started = 0.0
+        self._lock = threading.Lock()
+
+    # -- events ------------------------------------------------------------------
+
+    def emit(self, event: RunEvent) -> None:
+        """Deliver an event; errors of observers and plugin hooks go into this run's report."""
+        for source, message in self.engine.emit(event):
+            with self._lock:
+                self.report.add_event_error(source, message)
+
+    def note_model_event(self, event: RunEvent) -> None:
+        """A model load or eviction one of this run's nodes caused: into the report, then delivered."""
+        entry: dict[str, Any] = {"event": event.kind, "model": event.key}  # type: ignore[attr-defined]
+        if isinstance(event, ModelLoaded):
+            entry.update(seconds=round(event.seconds, 3), bytes=event.bytes)
+        else:
+            entry["reason"] = event.reason  # type: ignore[attr-defined]
+        with self._lock:
+            self.report.models.append(entry)
+        self.emit(event)
+
+    def _progress(self, node_id: str, node_type: str, current: int, total: int, message: str, preview: Any) -> None:
+        self.emit(NodeProgress(self.run_id, node_id, node_type, current, total, message, preview))
+
+    def _record_file(self, node_id: str, path: Path) -> None:
+        with self._lock:
+            self.report.files.append(str(path))
+
+    # -- cache ---------------------------------------------------------------------
+
+    def cached(self, node: PlannedNode) -> dict[str, Any] | None:
+        """The node's outputs from the memory or disk cache, or ``None``."""
+        if node.spec.volatile:
+            return None
+        engine = self.engine
+        outputs = engine.memory.get(node.signature) if engine.memory is not None else None
+        if outputs is None and engine.disk is not None:
+            outputs = engine.disk.get(node.signature)
+            if outputs is not None and engine.memory is not None:
+                engine.memory.put(node.signature, outputs)
+        if outputs is not None and node.spec.is_cache_entry_valid is not None:
+            if not node.spec.is_cache_entry_valid(outputs):
+                if engine.memory is not None:
+                    engine.memory.discard(node.signature)
+                return None
+        return outputs
+
+    def _store(self, node: PlannedNode, outputs: dict[str, Any]) -> None:
+        if node.spec.volatile:
+            return
+        if self.engine.memory is not None:
+            self.engine.memory.put(node.signature, outputs)
+        if self.engine.disk is not None and node.spec.cacheable_to_disk:
+            self.engine.disk.put(node.signature, outputs)
+
+    # -- beginning and end ---------------------------------------------------------
+
+    def begin(self) -> list[str]:
+        """Set up the report, announce the run, and find the nodes that must run.
+
+        Walking back from the targets, a node whose result is cached stops the
+        walk, so its ancestors are not even looked up.
+        """
+        plan = self.plan
+        self.started = time.perf_counter()
+        for node_id in plan.graph.nodes:
+            record = NodeRecord(plan.graph.nodes[node_id].type)
+            if node_id not in plan.nodes:
+                record.reason = "feeds no output"
+            self.report.nodes[node_id] = record
+        self.emit(RunStarted(self.run_id, plan.graph.name, len(plan.order)))
+        nodes = plan.nodes
+        to_run: set[str] = set()
+        visited: set[str] = set()
+        stack = list(plan.targets)
+        while stack:
+            node_id = stack.pop()
+            if node_id in visited:
+                continue
+            visited.add(node_id)
+            node = nodes[node_id]
+            cached = self.cached(node)
+            if cached is not None:
+                self.use_cached(node, cached)
+                continue
+            to_run.add(node_id)
+            stack.extend(edge.source for edge in node.links)
+        for node_id in plan.order:
+            if node_id not in visited:
+                self.report.nodes[node_id].reason = "its consumers were cached"
+        self.to_run = [node_id for node_id in plan.order if node_id in to_run]
+        return self.to_run
+
+    def end(self, status: RunStatus | None = None) -> RunResult | None:
+        """Close the run: status, timing, final event; the result when it succeeded."""
+        self.report.seconds = time.perf_counter() - self.started
+        self.report.status = status or (RunStatus.FAILED if self.failures else RunStatus.OK)
+        self.emit(RunFinished(self.run_id, str(self.report.status), self.report.seconds))
+        if self.report.status != RunStatus.OK:
+            return None
+        outputs = {name: self.values[node][output] for name, (node, output) in self.plan.outputs.items()}
+        self.report.outputs = {name: summarize_value(value) for name, value in outputs.items()}
+        return RunResult(outputs, self.report, self.values)
+
+    # -- one node --------------------------------------------------------------------
+
+    def inputs_for(self, node: PlannedNode) -> dict[str, Any]:
+        """The keyword arguments of a node call: literals, upstream values, the context."""
+        spec = node.spec
+        kwargs = dict(node.literals)
+        ports = self.engine.registry.ports
+        for edge in node.links:
+            value = self.values[edge.source][edge.output]
+            if edge.convert is not None:
+                value = edge.convert(value)
+            problem = ports.get(spec.inputs[edge.input].port).problem_with(value)
+            if problem:
+                raise TypeError(f"input {edge.input!r} from {edge.source}.{edge.output}: {problem}")
+            kwargs[edge.input] = value
+        if self.settings.paths.restricted:
+            self._check_paths(node, kwargs)
+        if spec.context_param:
+            # Volatile nodes are never cached, so they may read any run setting.
+            keys = None if spec.volatile else frozenset(spec.context_keys)
+            kwargs[spec.context_param] = RunContext(node.id, spec.id, self.settings, self.engine.models,
+                                                    self._progress, self._record_file, keys)
+        return kwargs
+
+    def _check_paths(self, node: PlannedNode, kwargs: dict[str, Any]) -> None:
+        """Check declared path inputs, whose values may only arrive now (over a link)."""
+        for name, access in path_inputs(node.spec):
+            value = kwargs.get(name)
+            if isinstance(value, (str, os.PathLike)):
+                problem = self.settings.paths.problem(value, access)
+                if problem:
+                    raise PathNotAllowedError(f"input {name!r}: {problem}")
+
+    def start(self, node: PlannedNode) -> float:
+        """Mark a node as started (cancellation check, event); returns the start time."""
+        if self.settings.cancel_event.is_set():
+            raise RunCancelledError(f"run cancelled before node {node.id!r}")
+        self.emit(NodeStarted(self.run_id, node.id, node.spec.id))
+        return time.perf_counter()
+
+    def finish(self, node: PlannedNode, result: Any, seconds: float) -> None:
+        """Check and store a node's result."""
+        outputs = self._outputs_of(node, result)
+        self.values[node.id] = outputs
+        self._store(node, outputs)
+        record = self.report.nodes[node.id]
+        record.status = NodeStatus.RAN
+        record.seconds = seconds
+        self.emit(NodeFinished(self.run_id, node.id, node.spec.id, seconds))
+
+    def use_cached(self, node: PlannedNode, outputs: dict[str, Any]) -> None:
+        """Take a node's result from the cache, or from another run of the same sweep."""
+        self.values[node.id] = outputs
+        self.report.nodes[node.id].status = NodeStatus.CACHED
+        self.emit(NodeCached(self.run_id, node.id, node.spec.id))
+
+    def block(self, node_id: str) -> None:
+        """A node this one depends on failed: it will not run."""
+        self.report.nodes[node_id].status = NodeStatus.BLOCKED
+
+    def fail(self, node: PlannedNode, error: BaseException, seconds: float) -> NodeExecutionError:
+        """Record a node failure; raises unless the run keeps going."""
+        if isinstance(error, ImportError):
+            # A plugin's declared optional dependency is missing: say which pip line fixes it.
+            error = self.engine.registry.install_hint(node.spec.plugin, error) or error
+        record = self.report.nodes[node.id]
+        record.status = NodeStatus.FAILED
+        record.seconds = seconds
+        record.error = f"{type(error).__name__}: {error}"
+        failure = NodeExecutionError(node.id, node.spec.id, error, self.report)
+        failure.__cause__ = error
+        failure.traceback = traceback.format_exc()  # type: ignore[attr-defined]
+        self.emit(NodeFailed(self.run_id, node.id, node.spec.id, record.error))
+        if not self.keep_going:
+            raise failure from error
+        with self._lock:
+            self.failures.append(failure)
+        return failure
+
+    def run_node(self, node: PlannedNode) -> bool:
+        """Run one node; returns False when it failed and the run keeps going."""
+        models = self.engine.models
+        started = self.start(node)
+        token = ACTIVE_RUN.set(self)
+        try:
+            result = self.engine.node_callable(node)(**self.inputs_for(node))
+            self.finish(node, result, models.seconds_without_loads(started))
+        except (KeyboardInterrupt, RunCancelledError):
+            record = self.report.nodes[node.id]
+            record.status, record.error = NodeStatus.FAILED, "cancelled"
+            raise
+        except Exception as error:  # noqa: BLE001 - every node failure is reported the same way
+            self.fail(node, error, models.seconds_without_loads(started))
+            return False
+        finally:
+            ACTIVE_RUN.reset(token)
+        return True
+
+    def _outputs_of(self, node: PlannedNode, result: Any) -> dict[str, Any]:
+        spec = node.spec
+        if not spec.outputs:
+            return {}
+        if spec.single_output:
+            (name,) = spec.outputs
+            outputs = {name: result}
+        elif isinstance(result, dict):
+            missing = set(spec.outputs) - set(result)
+            if missing:
+                raise TypeError(f"{spec.id} returned no value for output(s) {sorted(missing)}")
+            outputs = {name: result[name] for name in spec.outputs}
+        elif isinstance(result, tuple) and len(result) == len(spec.outputs):
+            outputs = dict(zip(spec.outputs, result))
+        else:
+            raise TypeError(f"{spec.id} must return a dict with keys {sorted(spec.outputs)}")
+        ports = self.engine.registry.ports
+        for name, value in outputs.items():
+            problem = ports.get(spec.outputs[name].port).problem_with(value)
+            if problem:
+                raise TypeError(f"{spec.id} returned a bad value for output {name!r}: {problem}")
+        return outputs

@@ -1,0 +1,269 @@
+"""The one scheduler: a ready-queue over (run, node) pairs.
+
+A single run, ``--jobs N``, a sweep's many runs and the batched calls of
+``batch`` nodes are all the same loop (after ComfyUI's ``ExecutionList``):
+
+- every run contributes the nodes it must run (those not cached); a pair
+  ``(run, node)`` is *ready* when the node's sources in that run have finished;
+- a node id is *launched* once every run that needs it is ready for it (or
+  blocked), lowest topological rank first, so a sweep's runs advance together
+  and their calls of one node meet in one place;
+- there, pairs with the same signature run once and share the result, pairs
+  already in the cache take it, and a node with a ``batch`` function receives
+  the remaining calls in batches of ``batch_size``;
+- a failed pair blocks its descendants in its own run only; a run that does
+  not keep going stops the whole schedule.
+
+With ``jobs == 1`` units run inline on the calling thread (no thread-pool
+overhead for the common case); with more, up to ``jobs`` units run at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import defaultdict, deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import RunCancelledError
+from .events import ACTIVE_RUN
+
+if TYPE_CHECKING:
+    from .planning import PlannedNode
+    from .run_state import RunState
+
+
+@dataclass(slots=True)
+class _RunQueue:
+    """Readiness of one run's nodes: how many sources each still waits for, and who waits on whom."""
+
+    state: "RunState"
+    waiting: dict[str, int] = field(default_factory=dict)
+    consumers: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+
+class Scheduler:
+    """Runs the nodes of one or more runs; see the module docstring.
+
+    Args:
+        runs: the runs, each already begun (``RunState.begin`` walked the cache).
+        jobs: how many units (single or batched calls) may run at once.
+        batch_size: the most calls one ``batch`` function call receives.
+        cancel_event: set to stop launching work; running nodes see it through their context.
+    """
+
+    def __init__(self, runs: list["RunState"], *, jobs: int = 1, batch_size: int = 1,
+                 cancel_event: threading.Event | None = None) -> None:
+        self.jobs = max(1, jobs)
+        self.batch_size = max(1, batch_size)
+        self.cancel_event = cancel_event or threading.Event()
+        self._queues = [_RunQueue(state) for state in runs]
+        self._rank: dict[str, int] = {}
+        #: node id -> pairs ready to run / number of pairs still waiting for sources.
+        self._ready: dict[str, list[_RunQueue]] = defaultdict(list)
+        self._unready: dict[str, int] = defaultdict(int)
+        self._launchable: list[tuple[int, str]] = []
+        for queue in self._queues:
+            self._enqueue(queue)
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    def _enqueue(self, queue: _RunQueue) -> None:
+        state = queue.state
+        to_run = state.to_run
+        pending = set(to_run)
+        nodes = state.plan.nodes
+        for node_id in to_run:
+            if node_id not in self._rank:
+                self._rank[node_id] = len(self._rank)
+            count = 0
+            for link in nodes[node_id].links:
+                if link.source in pending:
+                    count += 1
+                    queue.consumers[link.source].append(node_id)
+            queue.waiting[node_id] = count
+            if count:
+                self._unready[node_id] += 1
+            else:
+                self._ready[node_id].append(queue)
+        for node_id in to_run:
+            self._maybe_launchable(node_id)
+
+    def _maybe_launchable(self, node_id: str) -> None:
+        if not self._unready[node_id] and self._ready[node_id]:
+            heapq.heappush(self._launchable, (self._rank[node_id], node_id))
+
+    def _done(self, queue: _RunQueue, node_id: str, ok: bool) -> None:
+        """A pair finished (ok) or failed: release or block what waits on it."""
+        if not ok:
+            self._block_consumers(queue, node_id)
+            return
+        for consumer in queue.consumers.get(node_id, ()):
+            remaining = queue.waiting[consumer] - 1
+            queue.waiting[consumer] = remaining
+            if remaining == 0:
+                self._unready[consumer] -= 1
+                self._ready[consumer].append(queue)
+                self._maybe_launchable(consumer)
+
+    def _block_consumers(self, queue: _RunQueue, node_id: str) -> None:
+        stack = list(queue.consumers.get(node_id, ()))
+        while stack:
+            current = stack.pop()
+            if queue.waiting.get(current, 0) < 0:
+                continue  # already blocked
+            queue.waiting[current] = -1
+            self._unready[current] -= 1
+            queue.state.block(current)
+            self._maybe_launchable(current)
+            stack.extend(queue.consumers.get(current, ()))
+
+    # -- running -----------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run every pair; raises the first failure of a run that does not keep going."""
+        if self.jobs == 1:
+            while self._launchable:
+                self._check_cancelled()
+                _, node_id = heapq.heappop(self._launchable)
+                for unit in self._units(node_id):
+                    self._finish_unit(unit, self._execute(unit))
+            return
+        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="sfumato-node") as pool:
+            running: dict[Future[list[_Completion]], _Unit] = {}
+            waiting_units: deque[_Unit] = deque()
+            while self._launchable or waiting_units or running:
+                while self._launchable:
+                    _, node_id = heapq.heappop(self._launchable)
+                    waiting_units.extend(self._units(node_id))
+                while waiting_units and len(running) < self.jobs:
+                    self._check_cancelled()
+                    unit = waiting_units.popleft()
+                    running[pool.submit(self._execute, unit)] = unit
+                if not running:
+                    continue
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    unit = running.pop(future)
+                    try:
+                        completions = future.result()
+                    except BaseException:
+                        # A run that does not keep going failed, or the schedule was cancelled:
+                        # stop launching, let running units see the cancel flag, and re-raise.
+                        self.cancel_event.set()
+                        for other in running:
+                            other.cancel()
+                        raise
+                    self._finish_unit(unit, completions)
+
+    def _check_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise RunCancelledError("run cancelled")
+
+    def _finish_unit(self, unit: "_Unit", completions: list["_Completion"]) -> None:
+        for queue, node_id, ok in completions:
+            self._done(queue, node_id, ok)
+
+    def _units(self, node_id: str) -> list["_Unit"]:
+        """The work for one node id across runs, with cached and duplicate calls taken out.
+
+        Pairs with the same signature form a group: its first pair runs, the
+        others share the result. Groups already in the cache are served now.
+        A batchable node's groups are split into units of ``batch_size``
+        groups (one batch call each); other nodes get one unit per group.
+        """
+        queues = self._ready.pop(node_id, [])
+        by_signature: dict[str, list[tuple[_RunQueue, "PlannedNode"]]] = {}
+        for index, queue in enumerate(queues):
+            node = queue.state.plan.nodes[node_id]
+            key = node.signature if not node.spec.volatile else f"{node.signature}:{index}"
+            by_signature.setdefault(key, []).append((queue, node))
+        groups: list[_Group] = []
+        for group in by_signature.values():
+            queue, node = group[0]
+            cached = queue.state.cached(node)
+            if cached is not None:
+                for other_queue, other_node in group:
+                    other_queue.state.use_cached(other_node, cached)
+                    self._done(other_queue, node_id, True)
+                continue
+            groups.append(group)
+        if not groups:
+            return []
+        spec = groups[0][0][1].spec
+        if spec.batch is not None and len(groups) > 1:
+            return [_Unit(groups[start:start + self.batch_size], batched=True)
+                    for start in range(0, len(groups), self.batch_size)]
+        return [_Unit([group]) for group in groups]
+
+    def _execute(self, unit: "_Unit") -> list["_Completion"]:
+        """Run a unit (on a worker thread or inline); returns each pair's completion."""
+        groups = unit.groups
+        if unit.batched and self._run_batch(groups):
+            return [completion for group in groups for completion in _share(group)]
+        completions: list[_Completion] = []
+        for group in groups:
+            queue, node = group[0]
+            queue.state.run_node(node)
+            completions.extend(_share(group))
+        return completions
+
+    @staticmethod
+    def _run_batch(groups: list["_Group"]) -> bool:
+        """One ``batch`` call for the first pair of every group; False means retry call by call."""
+        firsts = [group[0] for group in groups]
+        spec = firsts[0][1].spec
+        # A model the batch loads is credited to the batch's first run.
+        token = ACTIVE_RUN.set(firsts[0][0].state)
+        try:
+            started = [queue.state.start(node) for queue, node in firsts]
+            arguments = [queue.state.inputs_for(node) for queue, node in firsts]
+            results = spec.batch(arguments)  # type: ignore[misc]
+            if len(results) != len(arguments):
+                raise TypeError(f"{spec.id}'s batch function returned {len(results)} results "
+                                f"for {len(arguments)} calls")
+            # Model loads are reported as loads, not as node time (ModelManager.seconds_without_loads).
+            seconds = firsts[0][0].state.engine.models.seconds_without_loads(min(started)) / len(firsts)
+            for (queue, node), result in zip(firsts, results):
+                queue.state.finish(node, result, seconds)
+        except (KeyboardInterrupt, RunCancelledError):
+            raise
+        except Exception:  # noqa: BLE001 - retried call by call, so a failure lands on its own run
+            return False
+        finally:
+            ACTIVE_RUN.reset(token)
+        return True
+
+
+#: Pairs of one node id with the same signature: the first runs, the others share its result.
+_Group = list[tuple[_RunQueue, "PlannedNode"]]
+#: A pair that finished: its run's queue, the node id, and whether it succeeded.
+_Completion = tuple[_RunQueue, str, bool]
+
+
+@dataclass(slots=True)
+class _Unit:
+    """Work launched as one: a single call, or the groups of one batched call."""
+
+    groups: list[_Group]
+    #: Run as one call of the node's ``batch`` function (else call by call).
+    batched: bool = False
+
+
+def _share(group: _Group) -> list[_Completion]:
+    """Give the first pair's result to the other pairs with the same signature."""
+    first_queue, first_node = group[0]
+    outputs = first_queue.state.values.get(first_node.id)
+    completions = [(first_queue, first_node.id, outputs is not None)]
+    for queue, node in group[1:]:
+        if outputs is None:
+            queue.state.fail(node, RuntimeError(f"the same call failed in run {first_queue.state.run_id}"), 0.0)
+            completions.append((queue, node.id, False))
+        else:
+            queue.state.use_cached(node, outputs)
+            completions.append((queue, node.id, True))
+    return completions
+
