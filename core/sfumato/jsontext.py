@@ -142,46 +142,65 @@ def json_problems(value: Any, path: str = "", *, max_depth: int = MAX_DEPTH, lim
     Walks with an explicit stack, so any depth is safe to check.
     """
     problems: list[tuple[str, str]] = []
-    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    # A child's place is kept as (parent's place, key) and written out as a path only for a
+    # problem: building a path string for every value was a third of planning a large graph.
+    stack: list[tuple[Any, Any, int]] = [(value, None, 0)]
+
+    def where(place: Any) -> str:
+        keys = []
+        while place is not None:
+            place, key = place
+            keys.append(key)
+        text = path
+        for key in reversed(keys):
+            text = _join(text, key)
+        return text or "$"
+
     while stack and len(problems) < limit:
-        item, where, depth = stack.pop()
-        if item is None or isinstance(item, bool):
+        item, place, depth = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                problem = text_problem(item)
+                if problem:
+                    problems.append((where(place), f"the text {problem}"))
+        elif item is None or kind is bool:
             continue
-        if isinstance(item, str):
+        elif kind is int or (isinstance(item, int) and not isinstance(item, bool)):
+            if item.bit_length() > INTEGER_BITS:
+                problems.append((where(place), f"an integer of {item.bit_length()} bits; integers must fit in "
+                                               f"{INTEGER_BITS} bits"))
+        elif kind is float or isinstance(item, float):
+            if not math.isfinite(item):
+                problems.append((where(place), f"{item!r} is not a finite number (JSON has no NaN or infinity)"))
+        elif isinstance(item, str):
             problem = text_problem(item)
             if problem:
-                problems.append((where or "$", f"the text {problem}"))
-        elif isinstance(item, int):
-            if item.bit_length() > INTEGER_BITS:
-                problems.append((where or "$", f"an integer of {item.bit_length()} bits; integers must fit in "
-                                               f"{INTEGER_BITS} bits"))
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                problems.append((where or "$", f"{item!r} is not a finite number (JSON has no NaN or infinity)"))
+                problems.append((where(place), f"the text {problem}"))
         elif isinstance(item, (dict, list, tuple)):
             if depth >= max_depth:
-                problems.append((where or "$", f"nested more than {max_depth} levels deep"))
+                problems.append((where(place), f"nested more than {max_depth} levels deep"))
                 continue
             if isinstance(item, dict):
-                children: list[tuple[Any, str]] = []
+                children: list[tuple[Any, Any]] = []
                 for key, child in item.items():
-                    if not isinstance(key, str):
-                        problems.append((where or "$", f"key {key!r:.40} is not a string"))
+                    if type(key) is not str and not isinstance(key, str):
+                        problems.append((where(place), f"key {key!r:.40} is not a string"))
                         continue
                     if len(key) > MAX_KEY_LENGTH:
-                        problems.append((_join(where, key), f"a key of {len(key):,} characters; keys (ids, "
-                                                            f"names) are at most {MAX_KEY_LENGTH}"))
+                        problems.append((where((place, key)), f"a key of {len(key):,} characters; keys (ids, "
+                                                              f"names) are at most {MAX_KEY_LENGTH}"))
                         continue
-                    if has_lone_surrogate(key):
-                        problems.append((_join(where, key.encode("utf-8", "replace").decode()),
+                    if not key.isascii() and has_lone_surrogate(key):
+                        problems.append((where((place, key.encode("utf-8", "replace").decode())),
                                          "the key holds a lone surrogate, which is not Unicode text"))
                         continue
-                    children.append((child, _join(where, key)))
+                    children.append((child, (place, key)))
             else:
-                children = [(child, _join(where, index)) for index, child in enumerate(item)]
-            stack.extend((child, child_path, depth + 1) for child, child_path in reversed(children))
+                children = [(child, (place, index)) for index, child in enumerate(item)]
+            stack.extend((child, child_place, depth + 1) for child, child_place in reversed(children))
         else:
-            problems.append((where or "$", f"a {type(item).__name__} is not a JSON value"))
+            problems.append((where(place), f"a {type(item).__name__} is not a JSON value"))
     return problems
 
 

@@ -76,20 +76,23 @@ class Scheduler:
         to_run = state.to_run
         pending = set(to_run)
         nodes = state.plan.nodes
+        rank, waiting, consumers = self._rank, queue.waiting, queue.consumers
+        ready_now = []
         for node_id in to_run:
-            if node_id not in self._rank:
-                self._rank[node_id] = len(self._rank)
+            if node_id not in rank:
+                rank[node_id] = len(rank)
             count = 0
             for link in nodes[node_id].links:
                 if link.source in pending:
                     count += 1
-                    queue.consumers[link.source].append(node_id)
-            queue.waiting[node_id] = count
+                    consumers[link.source].append(node_id)
+            waiting[node_id] = count
             if count:
                 self._unready[node_id] += 1
             else:
                 self._ready[node_id].append(queue)
-        for node_id in to_run:
+                ready_now.append(node_id)
+        for node_id in ready_now:
             self._maybe_launchable(node_id)
 
     def _maybe_launchable(self, node_id: str) -> None:
@@ -101,13 +104,15 @@ class Scheduler:
         if not ok:
             self._block_consumers(queue, node_id)
             return
+        waiting, unready = queue.waiting, self._unready
         for consumer in queue.consumers.get(node_id, ()):
-            remaining = queue.waiting[consumer] - 1
-            queue.waiting[consumer] = remaining
+            remaining = waiting[consumer] - 1
+            waiting[consumer] = remaining
             if remaining == 0:
-                self._unready[consumer] -= 1
+                unready[consumer] -= 1
                 self._ready[consumer].append(queue)
-                self._maybe_launchable(consumer)
+                if not unready[consumer]:
+                    heapq.heappush(self._launchable, (self._rank[consumer], consumer))
 
     def _block_consumers(self, queue: _RunQueue, node_id: str) -> None:
         stack = list(queue.consumers.get(node_id, ()))
@@ -126,11 +131,19 @@ class Scheduler:
     def run(self) -> None:
         """Run every pair; raises the first failure of a run that does not keep going."""
         if self.jobs == 1:
-            while self._launchable:
+            launchable, done, ready = self._launchable, self._done, self._ready
+            single = self._queues[0] if len(self._queues) == 1 else None
+            while launchable:
                 self._check_cancelled()
-                _, node_id = heapq.heappop(self._launchable)
+                _, node_id = heapq.heappop(launchable)
+                if single is not None:
+                    # One run (the common case): no sharing or batching to arrange.
+                    del ready[node_id]
+                    done(single, node_id, single.state.run_node(single.state.plan.nodes[node_id]))
+                    continue
                 for unit in self._units(node_id):
-                    self._finish_unit(unit, self._execute(unit))
+                    for queue, finished, ok in self._execute(unit):
+                        done(queue, finished, ok)
             return
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="sfumato-node") as pool:
             running: dict[Future[list[_Completion]], _Unit] = {}
@@ -176,6 +189,10 @@ class Scheduler:
         groups (one batch call each); other nodes get one unit per group.
         """
         queues = self._ready.pop(node_id, [])
+        if len(self._queues) == 1:
+            # One run: its cache was consulted when it began, and there is nothing to share.
+            [queue] = queues
+            return [_Unit([[(queue, queue.state.plan.nodes[node_id])]])]
         by_signature: dict[str, list[tuple[_RunQueue, "PlannedNode"]]] = {}
         for index, queue in enumerate(queues):
             node = queue.state.plan.nodes[node_id]
@@ -204,6 +221,9 @@ class Scheduler:
         groups = unit.groups
         if unit.batched and self._run_batch(groups):
             return [completion for group in groups for completion in _share(group)]
+        if len(groups) == 1 and len(groups[0]) == 1:
+            [[(queue, node)]] = groups
+            return [(queue, node.id, queue.state.run_node(node))]
         completions: list[_Completion] = []
         for group in groups:
             queue, node = group[0]
