@@ -28,7 +28,7 @@ from sfumato import (
     validate_graph,
 )
 from sfumato.cli import main
-from sfumato.sweeps import combine, parse_axis
+from sfumato.run.sweeps import combine, parse_axis
 from sfumato_imaging.geometry import pad, resize, upscale
 from sfumato_imaging.sheets import grid
 

@@ -10,7 +10,7 @@ import pytest
 
 import sfumato
 from sfumato import Engine, GraphBuilder, PromptWeights, ValueCodec, node
-from sfumato.cache import DiskCache
+from sfumato.store.cache import DiskCache
 
 CALLS: list[str] = []
 

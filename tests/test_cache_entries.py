@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sfumato.cache import MANIFEST, DiskCache
+from sfumato.store.cache import MANIFEST, DiskCache
 
 SIGNATURE = "ef" * 20
 

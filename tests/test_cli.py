@@ -190,9 +190,9 @@ def test_validate_names_a_template_width_over_the_limit(tmp_path, capsys):
 
 
 def test_drawing_a_graph_with_a_cycle_as_svg_exits_2_naming_the_nodes(tmp_path, capsys, monkeypatch):
-    import sfumato.drawing
+    import sfumato.graph.drawing
 
-    monkeypatch.setattr(sfumato.drawing.shutil, "which", lambda name: None)  # sfumato's own SVG, not Graphviz's
+    monkeypatch.setattr(sfumato.graph.drawing.shutil, "which", lambda name: None)  # sfumato's own SVG, not Graphviz's
     graph = tmp_path / "cycle.json"
     graph.write_text(json.dumps({"version": 1, "nodes": {
         "a": {"type": "text.value", "inputs": {"text": {"from": "b.text"}}},

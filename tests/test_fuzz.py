@@ -34,8 +34,8 @@ from sfumato import (
     validate_graph,
 )
 from sfumato.cli import main
-from sfumato.graph import PARAM_TYPES, parse_graph_text
-from sfumato.params import PARAM_PORTS
+from sfumato.graph.document import PARAM_TYPES, parse_graph_text
+from sfumato.graph.params import PARAM_PORTS
 
 SCALE = int(os.environ.get("FUZZ_SCALE", "1"))
 RANDOM = bool(os.environ.get("FUZZ_RANDOM"))
@@ -281,7 +281,7 @@ def test_raw_text_is_valid_or_a_sfumato_error(text):
 @fuzz(40)
 @given(graph_documents())
 def test_any_parsed_graph_draws_or_is_a_sfumato_error(document):
-    from sfumato.drawing import to_dot, to_mermaid, to_svg
+    from sfumato.graph.drawing import to_dot, to_mermaid, to_svg
 
     try:
         graph = Graph.from_dict(document)
@@ -301,7 +301,7 @@ def test_any_parsed_graph_draws_or_is_a_sfumato_error(document):
 ), max_size=3), st.booleans())
 def test_sweep_specs_make_parameter_sets_or_a_parameter_error(specs, zip_axes):
     from sfumato import ParameterError
-    from sfumato.sweeps import combine, parse_axis
+    from sfumato.run.sweeps import combine, parse_axis
 
     try:
         runs = combine([parse_axis(spec) for spec in specs if not spec.partition("=")[2].strip().startswith("@")],

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sfumato import Graph, GraphBuilder, GraphValidationError, graph_json_schema
-from sfumato.graph import Link, ParamRef, Value, parse_graph_text
+from sfumato.graph.document import Link, ParamRef, Value, parse_graph_text
 
 REPO = Path(__file__).resolve().parents[1]
 

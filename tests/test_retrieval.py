@@ -208,3 +208,23 @@ def test_a_huge_folder_is_not_walked_whole_to_fingerprint_it(tmp_path, monkeypat
     assert first.startswith("too-many-files:") and first != second  # never served stale from the cache
     monkeypatch.setattr(nodes, "MAX_FINGERPRINT_ENTRIES", 100)
     assert nodes._folder_fingerprint({"folder": str(folder)}) == nodes._folder_fingerprint({"folder": str(folder)})
+
+
+def test_reference_image_reads_its_hit_through_the_path_policy(tmp_path):
+    from PIL import Image
+
+    import sfumato
+    import sfumato.testing as st
+    from sfumato import PathNotAllowedError, PathPolicy, Retrieved, RetrievedItem
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(outside / "hit.png")
+    retrieved = Retrieved(((RetrievedItem(str(outside / "hit.png"), "a red square", 0.9),),))
+    registry = sfumato.Registry.load()
+    node = registry.nodes["fuse.reference_image"]
+    allowed = st.make_context(node, registry=registry, path_policy=PathPolicy.confined(read=[outside]))
+    assert st.call_node(node, retrieved=retrieved, context=allowed)["images"].labels == ("a red square",)
+    confined = st.make_context(node, registry=registry, path_policy=PathPolicy.confined(read=[tmp_path / "data"]))
+    with pytest.raises(PathNotAllowedError, match="hit.png"):
+        st.call_node(node, retrieved=retrieved, context=confined)

@@ -9,7 +9,7 @@ import pytest
 import sfumato
 from sfumato import Engine, Graph, default_registry, resolve_graph_path, shipped_graphs, validate_graph
 from sfumato.cli.main import main
-from sfumato.shipped import SHIPPED_GRAPHS_DIR
+from sfumato.graph.shipped import SHIPPED_GRAPHS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 GRAPHS = sorted((REPO / "graphs").glob("*.json"))
@@ -77,10 +77,10 @@ def test_example_data_defaults_outside_a_clone_name_the_parameter_to_set(tmp_pat
 def test_example_data_defaults_are_fine_from_the_repository_root_or_when_set(tmp_path, monkeypatch):
     graph = Graph.load(resolve_graph_path("enhance-folder"))
     monkeypatch.chdir(REPO)
-    assert sfumato.shipped.missing_example_paths(graph) == []
+    assert sfumato.graph.shipped.missing_example_paths(graph) == []
     monkeypatch.chdir(tmp_path)
-    assert [i.path for i in sfumato.shipped.missing_example_paths(graph)] == ["params.folder.default"]
-    assert sfumato.shipped.missing_example_paths(graph, {"folder": "mine"}) == []
+    assert [i.path for i in sfumato.graph.shipped.missing_example_paths(graph)] == ["params.folder.default"]
+    assert sfumato.graph.shipped.missing_example_paths(graph, {"folder": "mine"}) == []
 
 
 def test_graphs_command_lists_every_shipped_graph_and_what_needs_setting_outside_a_clone(tmp_path, monkeypatch,

@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import BATCH_SIZES, CALLS
 from sfumato import Engine, Graph, ParameterError
 from sfumato.cli import main
-from sfumato.sweeps import combine, parse_axis
+from sfumato.run.sweeps import combine, parse_axis
 
 REPO = Path(__file__).resolve().parents[1]
 

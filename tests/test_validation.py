@@ -250,7 +250,7 @@ def test_model_name_for_a_user_without_a_home_is_an_issue_not_a_crash(registry):
 
 
 def test_did_you_mean_among_thousands_finds_a_typo_at_either_end():
-    from sfumato.planning import Suggestions
+    from sfumato.run.planning import Suggestions
 
     names = Suggestions([f"node_{i}" for i in range(5000)])
     assert names.closest("nodes_1234") == "node_1234"

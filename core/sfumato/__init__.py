@@ -11,13 +11,13 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .builder import GraphBuilder, NodeHandle, OutputHandle, ParamHandle
-from .catalog import node_as_dict, node_input_schema
-from .codecs import ValueCodec
-from .context import RunContext, UndeclaredContextReadError
-from .devices import torch_dtype
-from .drawing import to_svg as graph_to_svg
-from .engine import Engine
+from .graph.builder import GraphBuilder, NodeHandle, OutputHandle, ParamHandle
+from .plugin.catalog import node_as_dict, node_input_schema
+from .store.codecs import ValueCodec
+from .plugin.context import RunContext, UndeclaredContextReadError
+from .plugin.devices import torch_dtype
+from .graph.drawing import to_svg as graph_to_svg
+from .run.engine import Engine
 from .errors import (
     GraphIssue,
     GraphValidationError,
@@ -30,7 +30,7 @@ from .errors import (
     RunFailedError,
     SfumatoError,
 )
-from .events import (
+from .plugin.events import (
     ModelEvicted,
     ModelLoaded,
     NodeCached,
@@ -42,23 +42,23 @@ from .events import (
     RunFinished,
     RunStarted,
 )
-from .files import UnsafePathError, claim_new_file, path_inside, write_atomically
-from .graph import Graph, graph_json_schema
-from .limits import LimitExceededError, Limits, current_limits, limits_scope, set_limits
-from .metadata import MetadataError, image_metadata, png_info, read_png_metadata
-from .hookspecs import hookimpl
-from .models import ModelManager, ModelSource
-from .nodes import NodeSpec, Port, node, spec_of
-from .paths import PathInput, PathNotAllowedError, PathPolicy, ReadablePath, WritablePath
-from .planning import Plan, plan_run, validate_graph
-from .ports import PortType
+from .plugin.files import UnsafePathError, claim_new_file, path_inside, write_atomically
+from .graph.document import Graph, graph_json_schema
+from .plugin.limits import LimitExceededError, Limits, current_limits, limits_scope, set_limits
+from .run.metadata import MetadataError, image_metadata, png_info, read_png_metadata
+from .plugin.hookspecs import hookimpl
+from .store.models import ModelManager, ModelSource
+from .plugin.nodes import NodeSpec, Port, node, spec_of
+from .plugin.paths import PathInput, PathNotAllowedError, PathPolicy, ReadablePath, WritablePath
+from .run.planning import Plan, plan_run, validate_graph
+from .plugin.ports import PortType
 from .registry import Registry, default_registry
-from .requirements import MissingExtraError, Requirement
-from .report import NodeStatus, RunOutcome, RunReport, RunResult, RunStatus
-from .seeds import image_seed, image_seeds
-from .shipped import resolve_graph_path, shipped_graphs
-from .sweeps import SweepAxis, combine as combine_axes
-from .values import Conditioning, Embedding, ImageBatch, Latent, PromptWeights, Retrieved, RetrievedItem
+from .plugin.requirements import MissingExtraError, Requirement
+from .run.report import NodeStatus, RunOutcome, RunReport, RunResult, RunStatus
+from .plugin.seeds import image_seed, image_seeds
+from .graph.shipped import resolve_graph_path, shipped_graphs
+from .run.sweeps import SweepAxis, combine as combine_axes
+from .plugin.values import Conditioning, Embedding, ImageBatch, Latent, PromptWeights, Retrieved, RetrievedItem
 
 try:
     __version__ = _metadata.version("sfumato")

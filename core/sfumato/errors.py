@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .report import RunReport
+    from .run.report import RunReport
 
 
 class SfumatoError(Exception):

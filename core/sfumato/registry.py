@@ -18,13 +18,13 @@ from typing import Any, Callable, Iterable
 
 import pluggy
 
-from . import hookspecs
-from .codecs import ValueCodec
 from .errors import NodeDefinitionError, PluginError
-from .models import ModelSource
-from .nodes import NodeSpec, spec_of
-from .ports import PortType, PortTypeRegistry
-from .requirements import MissingExtraError, Requirement
+from .plugin import hookspecs
+from .plugin.nodes import NodeSpec, spec_of
+from .plugin.ports import PortType, PortTypeRegistry
+from .plugin.requirements import MissingExtraError, Requirement
+from .store.codecs import ValueCodec
+from .store.models import ModelSource
 
 ENTRY_POINT_GROUP = "sfumato"
 DISABLE_ENV = "SFUMATO_DISABLE_PLUGINS"

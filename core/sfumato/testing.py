@@ -30,12 +30,13 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable
 
-from .context import RunContext, RunSettings
-from .engine import Engine
 from .errors import ParameterError
-from .models import ModelManager
-from .nodes import NodeSpec, spec_of
+from .plugin.context import RunContext, RunSettings
+from .plugin.nodes import NodeSpec, spec_of
+from .plugin.paths import PathPolicy
 from .registry import Registry
+from .run.engine import Engine
+from .store.models import ModelManager
 
 __all__ = ["call_node", "make_context", "make_engine", "plugin_registry", "sfumato_context", "sfumato_engine"]
 
@@ -61,6 +62,7 @@ def make_context(
     params: dict[str, Any] | None = None,
     models: ModelManager | None = None,
     events: list[dict[str, Any]] | None = None,
+    path_policy: PathPolicy | None = None,
 ) -> RunContext:
     """A :class:`RunContext` for calling a node directly.
 
@@ -75,11 +77,14 @@ def make_context(
         models: a model manager to share between calls (default: a new one over the registry's sources).
         events: if given, progress reports and recorded files are appended here as dicts,
             so a test can assert on them.
+        path_policy: where the node may read and write (default: anywhere), e.g.
+            ``PathPolicy.confined(read=[tmp_path])`` to test that a node checks the paths it opens.
     """
     registry = registry or _installed()
     spec = spec_of(node) if node is not None else None
     settings = RunSettings(device=device, dtype=dtype, seed=seed, output_dir=Path(output_dir),
-                           params=dict(params or {}), cancel_event=threading.Event(), registry=registry)
+                           params=dict(params or {}), cancel_event=threading.Event(), registry=registry,
+                           paths=path_policy or PathPolicy())
     sink = events if events is not None else []
 
     def progress(node_id: str, node_type: str, current: int, total: int, message: str, preview: Any) -> None:

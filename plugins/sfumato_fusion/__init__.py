@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import sfumato
-from sfumato import Conditioning, Field, ImageBatch, Retrieved, node
+from sfumato import Conditioning, Field, ImageBatch, Retrieved, RunContext, node
 
 
 def _check_same_encoder(a: Conditioning, b: Conditioning, what: str) -> None:
@@ -66,8 +66,8 @@ def concat(conditioning: Conditioning, reference: Conditioning) -> Conditioning:
                         conditioning.pooled, conditioning.texts)
 
 
-@node("fuse.reference_image", category="fusion", output="images")
-def reference_image(retrieved: Retrieved, query_index: Annotated[int, Field(ge=0)] = 0,
+@node("fuse.reference_image", category="fusion", output="images", context_keys=())
+def reference_image(retrieved: Retrieved, context: RunContext, query_index: Annotated[int, Field(ge=0)] = 0,
                     min_score: Annotated[float, Field(ge=-1, le=1)] = -1.0) -> ImageBatch:
     """The best retrieved image of a query, to use as ``init_images`` for image-to-image.
 
@@ -85,7 +85,8 @@ def reference_image(retrieved: Retrieved, query_index: Annotated[int, Field(ge=0
     hits = [h for h in retrieved.hits[query_index] if h.score >= min_score] if query_index < len(retrieved.hits) else []
     if not hits:
         raise ValueError(f"no reference scores at least {min_score} for query {query_index}")
-    with Image.open(hits[0].path) as image:
+    # The index names the file; the run's path policy decides whether it may be read.
+    with Image.open(context.readable_path(hits[0].path)) as image:
         return ImageBatch((image.convert("RGB"),), (hits[0].caption,))
 
 

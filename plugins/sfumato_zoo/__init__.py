@@ -1,8 +1,9 @@
 """sfumato_zoo: the project's tiny offline models, their dataset, judge and training (built-in plugin).
 
 Registers the model sources ``tiny-shapes-diffusion``, ``tiny-shapes-vae`` and
-``tiny-shapes-gan`` (weights shipped in this package), the ``zoo.score`` node,
-and the ``sfumato zoo`` command (train, eval, grid).
+``tiny-shapes-gan`` (weights shipped in this package), the generator nodes of
+the VAE and GAN backends (``vae.generate``, ``gan.generate``), the
+``zoo.score`` node, and the ``sfumato zoo`` command (train, eval, grid).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ def sfumato_model_sources() -> list[sfumato.ModelSource]:
 
 @sfumato.hookimpl
 def sfumato_node_types() -> list[Any]:
-    from . import nodes
+    from . import generators, nodes
 
-    return [nodes.score, nodes.judge, nodes.render_shapes]
+    return [nodes.score, nodes.judge, nodes.render_shapes, generators.vae_generate, generators.gan_generate]
 
 
 @sfumato.hookimpl

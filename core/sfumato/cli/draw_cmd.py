@@ -19,8 +19,8 @@ def add_parsers(subparsers: Any) -> None:
 
 
 def draw_command(args: argparse.Namespace) -> int:
-    from ..drawing import render_picture, to_dot, to_mermaid
-    from .run_cmd import load_graph_argument
+    from ..graph.drawing import render_picture, to_dot, to_mermaid
+    from .arguments import load_graph_argument
 
     graph, _, _ = load_graph_argument(args.graph)
     output = Path(args.output) if args.output else None

@@ -10,8 +10,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from ..catalog import node_as_dict, node_input_schema
-from ..nodes import NodeSpec
+from ..plugin.catalog import node_as_dict, node_input_schema
+from ..plugin.nodes import NodeSpec
 from .output import print_error, print_json, stdout
 
 
@@ -137,7 +137,7 @@ def plugins_command(args: argparse.Namespace) -> int:
 
 
 def schema_command(args: argparse.Namespace) -> int:
-    from ..graph import graph_json_schema
+    from ..graph.document import graph_json_schema
     from ..registry import default_registry
 
     registry = default_registry()
@@ -157,7 +157,7 @@ def schema_command(args: argparse.Namespace) -> int:
 
 
 def inspect_command(args: argparse.Namespace) -> int:
-    from ..metadata import read_png_metadata
+    from ..run.metadata import read_png_metadata
 
     try:
         data = read_png_metadata(args.image)
@@ -201,7 +201,7 @@ def remake_commands(image: str, data: dict[str, Any]) -> list[str]:
         return [f"remake it (the run that made it; it is image {index} of that run's output):  {rerun}"]
     if batch_size == 1:
         return [f"remake exactly this image:  {rerun}"]
-    from ..seeds import image_seed
+    from ..plugin.seeds import image_seed
 
     return [
         f"remake exactly this image (image {index} of a batch of {batch_size} made with seed {seed}):  "
@@ -223,8 +223,8 @@ def _feeds_one_generator(graph: Any) -> bool:
 
 def graphs_command(args: argparse.Namespace) -> int:
     """List the graphs that ship with sfumato (run one by name from any folder)."""
-    from ..graph import Graph
-    from ..shipped import missing_example_paths, shipped_graphs
+    from ..graph.document import Graph
+    from ..graph.shipped import missing_example_paths, shipped_graphs
 
     rows = []
     for name, path in shipped_graphs().items():

@@ -11,7 +11,7 @@ import sys
 from typing import Sequence
 
 from ..errors import GraphValidationError, ParameterError, SfumatoError
-from ..limits import LimitExceededError
+from ..plugin.limits import LimitExceededError
 from . import draw_cmd, info_cmds, run_cmd
 from .output import print_error, print_graph_issues
 

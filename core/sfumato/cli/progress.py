@@ -7,7 +7,7 @@ from typing import Any
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..events import (
+from ..plugin.events import (
     ModelEvicted,
     ModelLoaded,
     NodeCached,

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import re
-from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
-from ..devices import check_device_available, check_device_name, check_dtype_name
 from ..errors import GraphIssue, GraphValidationError, NodeExecutionError, ParameterError, RunFailedError, SfumatoError
-from ..graph import Graph
-from ..limits import LimitExceededError, Limits, current_limits, set_limits
-from ..report import RunReport
+from ..plugin.devices import check_device_available
+from ..plugin.limits import LimitExceededError, set_limits
+from ..run.report import RunReport
+from .arguments import check_run_settings, load_graph_argument, parse_limits, parse_memory, parse_sets
 from .output import print_error, print_graph_issues, print_json, stderr, stdout
 
-_MEMORY_PATTERN = re.compile(r"^(?:(cpu|cuda|mps)=)?(\d+(?:\.\d+)?)\s*(GB|GiB|MB|MiB|G|M)?$", re.IGNORECASE)
 _TABLE_ROWS = 40
 LIMIT_HELP = ("raise or lower a resource limit (repeatable): max_image_pixels, max_batch_pixels, "
               "max_text_length or max_sweep_runs")
@@ -63,74 +59,6 @@ def add_parsers(subparsers: Any) -> None:
     validate.set_defaults(handler=validate_command)
 
 
-def parse_sets(items: list[str]) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ParameterError(f"--set expects NAME=VALUE, got {item!r}")
-        values[name.strip()] = value
-    return values
-
-
-def parse_limits(items: list[str], base: Limits | None = None) -> Limits:
-    """``--limit max_image_pixels=100000000`` (repeatable) over the current limits."""
-    limits = base or current_limits()
-    names = [f.name for f in dataclasses.fields(Limits)]
-    for item in items:
-        name, sep, value = (part.strip() for part in item.partition("="))
-        if not sep or name not in names:
-            raise ParameterError(f"--limit expects NAME=NUMBER with NAME one of {', '.join(names)}; got {item!r:.80}")
-        try:
-            number = int(value.replace("_", ""))
-        except ValueError:
-            number = 0
-        if not 0 < number < 2**63:
-            raise ParameterError(f"--limit {name}: expected a positive whole number, got {value!r:.40}")
-        limits = dataclasses.replace(limits, **{name: number})
-    return limits
-
-
-def parse_memory(items: list[str]) -> dict[str, int]:
-    budgets: dict[str, int] = {}
-    for item in items:
-        match = _MEMORY_PATTERN.match(item.strip())
-        if not match:
-            raise ParameterError(f"--max-memory expects [DEVICE=]SIZE such as 4GB or cuda=10GB, got {item!r}")
-        device, number, unit = match.group(1) or "", float(match.group(2)), (match.group(3) or "B").upper()
-        factor = {"B": 1, "M": 2**20, "MB": 10**6, "MIB": 2**20, "G": 2**30, "GB": 10**9, "GIB": 2**30}[unit]
-        for kind in ([device.lower()] if device else ["cpu", "cuda", "mps"]):
-            budgets[kind] = int(number * factor)
-    return budgets
-
-
-def load_graph_argument(path_text: str) -> tuple[Graph, dict[str, Any], int | None]:
-    """A graph file, or the graph, parameters and seed stored in a sfumato PNG."""
-    path = Path(path_text)
-    if path.suffix.lower() == ".png":
-        from ..metadata import read_png_metadata
-
-        try:
-            data = read_png_metadata(path)
-        except (OSError, ValueError) as error:
-            raise GraphValidationError([GraphIssue("$", str(error))], str(path)) from None
-        graph = Graph.from_dict(data["graph"], source=f"{path} (stored graph)")
-        return graph, dict(data.get("params", {})), data.get("seed")
-    from ..shipped import resolve_graph_path  # a path, else a shipped graph's name
-
-    return Graph.load(resolve_graph_path(path_text)), {}, None
-
-
-def check_run_settings(args: argparse.Namespace) -> None:
-    """Settings that are wrong whatever the graph: refused before anything is read or loaded."""
-    check_device_name(args.device)
-    check_dtype_name(args.dtype)
-    if getattr(args, "jobs", 1) < 1:
-        raise ParameterError(f"--jobs must be at least 1, got {args.jobs}")
-    if args.seed is not None and not 0 <= args.seed < 2**64:
-        raise ParameterError(f"--seed must be between 0 and 2**64 - 1, got {args.seed}")
-
-
 def run_command(args: argparse.Namespace) -> int:
     check_run_settings(args)
     # --limit holds for this command only (main() may be called again in the same process).
@@ -142,7 +70,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..engine import Engine
+    from ..run.engine import Engine
 
     if args.executor == "local":
         # A GPU that is not there is found now, before any model loads (an executor's
@@ -155,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     graph, stored_params, stored_seed = load_graph_argument(args.graph)
     sets = parse_sets(args.sets)
     params: dict[str, Any] = {**stored_params, **sets}
-    from ..shipped import check_example_paths
+    from ..graph.shipped import check_example_paths
 
     check_example_paths(graph, params)  # shipped graphs' examples/ data is in the repository only
     if "seed" in sets:
@@ -225,8 +153,8 @@ def validate_command(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from ..planning import plan_run, validate_graph
     from ..registry import default_registry
+    from ..run.planning import plan_run, validate_graph
 
     try:
         graph, stored_params, _ = load_graph_argument(args.graph)

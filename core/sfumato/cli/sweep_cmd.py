@@ -13,27 +13,27 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ParameterError
-from ..report import RunOutcome
-from ..sweeps import combine, parse_axis
+from ..run.report import RunOutcome
+from ..run.sweeps import combine, parse_axis
+from .arguments import load_graph_argument, parse_memory, parse_sets
 from .output import print_error, print_json, stderr, stdout
-from .run_cmd import load_graph_argument, parse_memory, parse_sets
 
 #: Rows of the sweep table; the JSON report has every run.
 _TABLE_ROWS = 50
 
 
 def sweep_command(args: argparse.Namespace) -> int:
-    from ..engine import Engine
     from ..registry import default_registry
+    from ..run.engine import Engine
 
     graph, stored_params, stored_seed = load_graph_argument(args.graph)
     axes = [parse_axis(text) for text in args.sweeps]
     param_sets = combine(axes, zip_axes=args.zip, base={**stored_params, **parse_sets(args.sets)})
     if args.grid:  # checked before any run: a grid over an axis that was not swept cannot be drawn
-        from ..sweep_grid import grid_axes
+        from ..run.sweep_grid import grid_axes
 
         grid_axes(args.grid, axes)
-    from ..shipped import check_example_paths
+    from ..graph.shipped import check_example_paths
 
     check_example_paths(graph, param_sets[0])  # shipped graphs' examples/ data is in the repository only
     seed = args.seed if args.seed is not None else stored_seed
@@ -73,7 +73,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         x_axis, _, y_axis = args.grid.partition(",")
         if not y_axis:
             raise ParameterError("--grid expects two sweep axes: X,Y")
-        from ..sweep_grid import labelled_grid
+        from ..run.sweep_grid import labelled_grid
 
         report["grid"] = str(labelled_grid(outcomes, x_axis.strip(), y_axis.strip(),
                                            output_dir / f"{graph.name}-grid.png"))

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ModelNotFoundError
-from .events import ModelEvicted, ModelLoaded, active_run_id
+from ..errors import ModelNotFoundError
+from ..plugin.events import ModelEvicted, ModelLoaded, active_run_id
 
 
 @dataclass

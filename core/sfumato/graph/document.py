@@ -22,8 +22,8 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..errors import GraphIssue, GraphValidationError
 from .collector import collector_paused
-from .errors import GraphIssue, GraphValidationError
 from .jsontext import JSONTextError, json_problems, parse_json
 
 FORMAT_VERSION = 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from .errors import SfumatoError
+from ..errors import SfumatoError
 
 
 class MissingExtraError(SfumatoError, ImportError):

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ParameterError
-from .limits import current_limits
+from ..errors import ParameterError
+from ..plugin.limits import current_limits
 
 # At most 19 digits per bound: any larger is no 64-bit integer (and a longer
 # digit string would first meet Python's int/str conversion limit).

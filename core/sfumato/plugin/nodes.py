@@ -25,8 +25,8 @@ from typing import Annotated, Any, Callable, Literal, get_args, get_origin
 from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
+from ..errors import NodeDefinitionError
 from .context import RunContext
-from .errors import NodeDefinitionError
 from .paths import PathInput
 
 NODE_ATTRIBUTE = "__sfumato_node__"

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from .errors import SfumatoError
+from ..errors import SfumatoError
 
 
 class LimitExceededError(SfumatoError, ValueError):

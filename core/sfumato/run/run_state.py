@@ -3,7 +3,7 @@
 Everything that belongs to one run lives here and travels with it — never on
 the shared :class:`Engine` — so that the runs of a sweep, or two jobs on one
 engine, keep their own reports, model loads, event errors and cancellation.
-The :class:`~sfumato.scheduler.Scheduler` decides what runs when; a
+The :class:`~sfumato.run.scheduler.Scheduler` decides what runs when; a
 ``RunState`` knows how to run one of its nodes and what that means for its
 report.
 """
@@ -18,9 +18,9 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .context import RunContext, RunSettings
-from .errors import NodeExecutionError, RunCancelledError
-from .events import (
+from ..errors import NodeExecutionError, RunCancelledError
+from ..plugin.context import RunContext, RunSettings
+from ..plugin.events import (
     ACTIVE_RUN,
     ModelLoaded,
     NodeCached,
@@ -32,7 +32,7 @@ from .events import (
     RunFinished,
     RunStarted,
 )
-from .paths import PathNotAllowedError, path_inputs
+from ..plugin.paths import PathNotAllowedError, path_inputs
 from .planning import Plan, PlannedNode
 from .report import NodeRecord, NodeStatus, RunReport, RunResult, RunStatus, summarize_value
 

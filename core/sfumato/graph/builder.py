@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .graph import FORMAT_VERSION, Graph
+from .document import FORMAT_VERSION, Graph
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Iterable, Literal
 
-from .errors import GraphIssue, SfumatoError
+from ..errors import GraphIssue, SfumatoError
 
 if TYPE_CHECKING:
-    from .planning import PlannedNode
+    from ..run.planning import PlannedNode
 
 Access = Literal["read", "write"]
 

@@ -21,9 +21,9 @@ import pluggy
 if TYPE_CHECKING:
     import argparse
 
-    from .codecs import ValueCodec
+    from ..store.codecs import ValueCodec
+    from ..store.models import ModelSource
     from .events import RunEvent
-    from .models import ModelSource
     from .ports import PortType
     from .requirements import Requirement
 

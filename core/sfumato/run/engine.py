@@ -3,8 +3,8 @@
 An :class:`Engine` keeps what outlives a run — caches, loaded models, class
 nodes' instances, observers — and turns calls into runs: :meth:`Engine.run`
 one, :meth:`Engine.run_many` a sweep. Each run's own state is a
-:class:`~sfumato.run_state.RunState`; all of them are executed by the one
-:class:`~sfumato.scheduler.Scheduler`, so a single run, ``jobs > 1``, a
+:class:`~sfumato.run.run_state.RunState`; all of them are executed by the one
+:class:`~sfumato.run.scheduler.Scheduler`, so a single run, ``jobs > 1``, a
 sweep's shared and batched calls, and cancellation behave the same way.
 """
 
@@ -15,15 +15,15 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .cache import DiskCache, MemoryCache
-from .devices import check_device_name, check_dtype_name
-from .errors import GraphValidationError, NodeExecutionError, ParameterError, RunCancelledError, RunFailedError
-from .events import ACTIVE_RUN, RunEvent
-from .graph import Graph
-from .models import ModelManager
-from .paths import PathNotAllowedError, PathPolicy
+from ..errors import GraphValidationError, NodeExecutionError, ParameterError, RunCancelledError, RunFailedError
+from ..graph.document import Graph
+from ..plugin.devices import check_device_name, check_dtype_name
+from ..plugin.events import ACTIVE_RUN, RunEvent
+from ..plugin.paths import PathNotAllowedError, PathPolicy
+from ..registry import Registry, default_registry
+from ..store.cache import DiskCache, MemoryCache
+from ..store.models import ModelManager
 from .planning import Plan, PlannedNode, plan_run
-from .registry import Registry, default_registry
 from .report import RunOutcome, RunResult, RunStatus
 from .run_state import RunState
 from .scheduler import Scheduler

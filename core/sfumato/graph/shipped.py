@@ -17,10 +17,10 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from .errors import GraphIssue, GraphValidationError
+from ..errors import GraphIssue, GraphValidationError
 
 #: Where the shipped graph files are installed.
-SHIPPED_GRAPHS_DIR = Path(__file__).resolve().parent / "shipped_graphs"
+SHIPPED_GRAPHS_DIR = Path(__file__).resolve().parents[1] / "shipped_graphs"
 
 #: Defaults starting with this name sample data of the source repository.
 EXAMPLES_PREFIX = "examples/"

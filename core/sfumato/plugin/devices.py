@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 
 class DeviceError(ParameterError, ValueError):

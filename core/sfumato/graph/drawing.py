@@ -11,8 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import GraphIssue, GraphValidationError
-from .graph import Graph, Link, ParamRef
+from ..errors import GraphIssue, GraphValidationError
+from .document import Graph, Link, ParamRef
 
 RENDER_HINT = ("no Graphviz 'dot' program was found to render PNG pictures; install Graphviz "
                "(Debian/Ubuntu: apt install graphviz; macOS: brew install graphviz), "

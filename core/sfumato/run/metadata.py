@@ -13,9 +13,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .context import RunContext
-from .errors import GraphValidationError, SfumatoError
-from .jsontext import JSONTextError, describe_problems, json_problems, parse_json
+from ..errors import GraphValidationError, SfumatoError
+from ..graph.jsontext import JSONTextError, describe_problems, json_problems, parse_json
+from ..plugin.context import RunContext
 
 PNG_KEY = "sfumato"
 METADATA_FORMAT = 1
@@ -37,7 +37,7 @@ def library_versions() -> dict[str, str]:
 
 
 def plugin_versions() -> dict[str, str]:
-    from .registry import default_registry
+    from ..registry import default_registry
 
     return {
         record.name: record.version or "local"
@@ -101,7 +101,7 @@ def check_metadata(data: Any, where: str = "the metadata") -> dict[str, Any]:
         raise MetadataError(f"{where} is damaged: {describe_problems(unsafe)}")
     if not isinstance(data.get("graph"), dict):
         raise MetadataError(f"{where} is damaged: 'graph' must be a graph object")
-    from .graph import Graph
+    from ..graph.document import Graph
 
     try:
         # The stored graph's structure, as a graph file's (its node types are checked when run).

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import heapq
 import threading
-import time
 from collections import defaultdict, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import RunCancelledError
-from .events import ACTIVE_RUN
+from ..errors import RunCancelledError
+from ..plugin.events import ACTIVE_RUN
 
 if TYPE_CHECKING:
     from .planning import PlannedNode

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import ParameterError
-from .limits import current_limits
+from ..errors import ParameterError
+from ..plugin.limits import current_limits
 from .report import RunOutcome
 from .sweeps import SweepAxis
 

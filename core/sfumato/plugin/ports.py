@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import NodeDefinitionError
+from ..errors import NodeDefinitionError
 from .values import Conditioning, Embedding, ImageBatch, Latent, PromptWeights, Retrieved
 
 ANY = "Any"

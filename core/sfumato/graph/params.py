@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from .errors import GraphIssue, ParameterError
-from .graph import Graph, ParamDeclaration
+from ..errors import GraphIssue, ParameterError
+from .document import Graph, ParamDeclaration
 from .jsontext import JSONTextError, describe_problems, json_problems, parse_json
 
 _PYTHON_TYPES: dict[str, Any] = {

@@ -18,14 +18,14 @@ from typing import Any, Callable
 
 import networkx as nx
 
-from .collector import collector_paused
-from .errors import GraphIssue, GraphValidationError, ParameterError
-from .graph import Graph, Link, ParamRef
-from .limits import LimitExceededError
-from .nodes import NodeSpec
-from .paths import path_issues
-from .params import PARAM_PORTS, declaration_issues, param_problems
-from .registry import Registry
+from ..errors import GraphIssue, GraphValidationError, ParameterError
+from ..graph.collector import collector_paused
+from ..graph.document import Graph, Link, ParamRef
+from ..graph.params import PARAM_PORTS, declaration_issues, param_problems
+from ..plugin.limits import LimitExceededError
+from ..plugin.nodes import NodeSpec
+from ..plugin.paths import path_issues
+from ..registry import Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +286,8 @@ class _ModelNames:
         return self._answers[value]
 
     def _check(self, value: str) -> str | None:
-        from .errors import ModelNotFoundError
-        from .models import ModelManager
+        from ..errors import ModelNotFoundError
+        from ..store.models import ModelManager
 
         try:
             ModelManager(sources=self._registry.models).resolve(value)

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import NodeDefinitionError, RunCancelledError
+from ..errors import NodeDefinitionError, RunCancelledError
 from .paths import PathNotAllowedError, PathPolicy
 
 if TYPE_CHECKING:
-    from .models import ModelManager
+    from ..store.models import ModelManager
 
 
 class UndeclaredContextReadError(NodeDefinitionError):
@@ -43,7 +43,7 @@ class RunSettings:
     registry: Any = None
     #: Someone watches this run live (a server page): nodes may send preview images with progress.
     previews: bool = False
-    #: Where nodes may read and write files (see :mod:`sfumato.paths`).
+    #: Where nodes may read and write files (see :mod:`sfumato.plugin.paths`).
     paths: PathPolicy = field(default_factory=PathPolicy)
     #: This run's position in its sweep; ``None`` for a single run (savers put it in file names).
     run_index: int | None = None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .values import Conditioning, Embedding, ImageBatch, Latent, PromptWeights, Retrieved, RetrievedItem
+from ..plugin.values import Conditioning, Embedding, ImageBatch, Latent, PromptWeights, Retrieved, RetrievedItem
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
 #: Deeper values are kept in memory only (the manifest must stay readable by ``json``).
