@@ -44,6 +44,8 @@ class PluginRecord:
     detail: str = ""
     #: Declared optional dependencies that are not installed.
     missing: list[Requirement] = field(default_factory=list)
+    #: What it registered besides nodes, by kind ("conversions", "codecs", "executors", "commands").
+    provides: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def needs(self) -> str:
@@ -166,6 +168,7 @@ class Registry:
             try:
                 for source, target, convert in function() or ():
                     self.ports.add_conversion(source, target, convert)
+                    self.plugins[name].provides.setdefault("conversions", []).append(f"{source} -> {target}")
             except Exception as error:  # noqa: BLE001
                 self._quarantine(name, error)
         providers: dict[str, list[str]] = {}
@@ -219,6 +222,7 @@ class Registry:
                 if missing:
                     executors = {key: _refusing(factory, missing, name) for key, factory in executors.items()}
                 self.executors.update(executors)
+                self.plugins[name].provides["executors"] = sorted(executors)
             except Exception as error:  # noqa: BLE001
                 self._quarantine(name, error)
         self._register_codecs()
@@ -316,6 +320,7 @@ class Registry:
                                              "its values are kept in memory only")
                 continue
             self.codecs[codec.name] = codec
+            self.plugins[name].provides.setdefault("codecs", []).append(codec.name)
 
     def install_hint(self, plugin: str, error: BaseException) -> MissingExtraError | None:
         """The error naming the ``pip install`` line when ``error`` is a missing optional dependency of ``plugin``."""
@@ -394,6 +399,8 @@ class Registry:
                 function(subparsers=subparsers)
             except Exception as error:  # noqa: BLE001
                 failures.append((name, _one_line(error)))
+            if name in self.plugins:
+                self.plugins[name].provides["commands"] = sorted(set(subparsers.choices) - before)
             missing = self.plugins[name].missing if name in self.plugins else []
             for command in set(subparsers.choices) - before if missing else ():
                 # The command is listed, and refuses to start with the line that installs what it needs.

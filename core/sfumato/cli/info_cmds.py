@@ -1,4 +1,4 @@
-"""``sfumato nodes``, ``plugins``, ``schema`` and ``inspect``: what is installed and stored."""
+"""``sfumato nodes``, ``plugins``, ``models``, ``schema`` and ``inspect``: what is installed and stored."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from ..plugin.catalog import node_as_dict, node_input_schema
+from ..plugin.catalog import model_as_dict, node_as_dict, node_input_schema, plugin_as_dict
 from ..plugin.nodes import NodeSpec
 from .output import print_error, print_json, stdout
 
@@ -27,6 +27,10 @@ def add_parsers(subparsers: Any) -> None:
     plugins.add_argument("--json", action="store_true")
     plugins.add_argument("--verbose", action="store_true", help="show the full error of failed plugins")
     plugins.set_defaults(handler=plugins_command)
+
+    models = subparsers.add_parser("models", help="list the model sources plugins register, and where their weights are")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(handler=models_command)
 
     schema = subparsers.add_parser("schema", help="print the JSON Schema of graph files")
     schema.add_argument("--node", help="print the input schema of one node type instead")
@@ -111,14 +115,24 @@ def nodes_command(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The rows of the "provides" column of ``sfumato plugins``: (label, key of ``plugin_as_dict``).
+_PROVIDES = (("ports", "port_types"), ("conversions", "conversions"), ("codecs", "codecs"),
+             ("models", "models"), ("commands", "commands"), ("executors", "executors"))
+
+
 def plugins_command(args: argparse.Namespace) -> int:
     from ..registry import default_registry
 
-    records = list(default_registry().plugins.values())
+    registry = default_registry()
+    # 'plugins' is built without the plugins' commands (main skips them for built-in
+    # commands); add them to a parser of its own to learn which plugin adds which.
+    registry.add_cli_commands(argparse.ArgumentParser(add_help=False).add_subparsers())
+    records = list(registry.plugins.values())
+    rows = [plugin_as_dict(record, registry) for record in records]
     # Non-zero when a plugin failed, so scripts and CI notice; a missing optional extra is not a failure.
     exit_code = 1 if any(r.status == "failed" for r in records) else 0
     if args.json:
-        print_json([r.as_dict() for r in records])
+        print_json(rows)
         return exit_code
     table = Table()
     for column in ("plugin", "distribution", "version", "nodes", "status"):
@@ -129,11 +143,38 @@ def plugins_command(args: argparse.Namespace) -> int:
             record.status, f"[red]failed[/]: {escape(record.error)}")
         table.add_row(record.name, record.distribution, record.version, str(len(record.node_ids)), status)
     stdout.print(table)
+    # What each provides besides nodes, one line per kind: lists of names do not fit a table column.
+    for row in rows:
+        provided = [f"  {label}: {escape(', '.join(row[key]))}" for label, key in _PROVIDES if row[key]]
+        if provided:
+            stdout.print(f"[bold]{escape(row['name'])}[/] provides")
+            stdout.print("\n".join(provided))
     if args.verbose:
         for record in records:
             if record.detail:
                 stdout.print(f"[bold]{record.name}[/]\n{escape(record.detail)}")
     return exit_code
+
+
+def models_command(args: argparse.Namespace) -> int:
+    """List the registered model sources: what each is, and whether its weights are where it says."""
+    from ..registry import default_registry
+
+    rows = [model_as_dict(source) for source in sorted(default_registry().models.values(), key=lambda s: s.name)]
+    if args.json:
+        print_json(rows)
+        return 0
+    table = Table(title="model sources: use the name as a node's model input", title_justify="left")
+    for column in ("name", "plugin", "kind", "description", "weights"):
+        table.add_column(column)
+    for row in rows:
+        if row["problem"]:
+            where = f"[red]cannot locate[/]: {escape(row['problem'])}"
+        else:
+            where = escape(row["path"]) + ("" if row["exists"] else " [red](missing)[/]")
+        table.add_row(row["name"], row["plugin"], row["kind"], escape(row["description"]), where)
+    stdout.print(table)
+    return 0
 
 
 def schema_command(args: argparse.Namespace) -> int:

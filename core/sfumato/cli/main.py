@@ -36,7 +36,7 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
 
 
 def _needs_plugin_commands(argv: Sequence[str]) -> bool:
-    builtin = {"run", "validate", "nodes", "plugins", "schema", "inspect", "draw", "graphs"}
+    builtin = {"run", "validate", "nodes", "plugins", "models", "schema", "inspect", "draw", "graphs"}
     first = next((a for a in argv if not a.startswith("-")), None)
     return first is None or first not in builtin
 

@@ -1,4 +1,5 @@
-"""Describing node types as JSON: for ``sfumato nodes --json``, ``sfumato schema`` and the server."""
+"""Describing what plugins provide as JSON: node types (``sfumato nodes --json``, ``sfumato schema``,
+the server), plugins (``sfumato plugins``) and model sources (``sfumato models``)."""
 
 from __future__ import annotations
 
@@ -57,4 +58,41 @@ def node_input_schema(spec: NodeSpec) -> dict[str, Any]:
     return {
         "type": "object", "title": spec.id, "description": spec.summary, "properties": properties,
         "required": [i.name for i in spec.inputs.values() if i.required], "additionalProperties": False,
+    }
+
+
+def plugin_as_dict(record: Any, registry: Any) -> dict[str, Any]:
+    """What one plugin is and provides: its ``PluginRecord`` and everything it registered.
+
+    ``registry`` is the :class:`~sfumato.Registry` holding it; CLI commands are
+    listed only once the registry has added them to a parser (``add_cli_commands``).
+    """
+    provides = record.provides
+    return {
+        **record.as_dict(),
+        "node_ids": sorted(record.node_ids),
+        "port_types": sorted(n for n, owner in registry.ports.owners.items() if owner == record.name),
+        "conversions": list(provides.get("conversions", [])),
+        "codecs": list(provides.get("codecs", [])),
+        "models": sorted(n for n, source in registry.models.items() if source.plugin == record.name),
+        "commands": list(provides.get("commands", [])),
+        "executors": list(provides.get("executors", [])),
+    }
+
+
+def model_as_dict(source: Any) -> dict[str, Any]:
+    """A JSON-able description of a model source: its name, where its weights are, whether they exist."""
+    try:
+        path, problem = source.path(), ""
+    except Exception as error:  # noqa: BLE001 - a plugin's lookup failing is listed, not fatal
+        path, problem = None, f"{type(error).__name__}: {error}".splitlines()[0]
+    return {
+        "name": source.name,
+        "plugin": source.plugin,
+        "kind": source.kind,
+        "description": source.description,
+        "generator": getattr(source, "generator", "") or "",
+        "path": str(path) if path is not None else None,
+        "exists": path is not None and path.exists(),
+        "problem": problem,
     }
