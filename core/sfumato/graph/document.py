@@ -9,8 +9,13 @@
      "outputs": {"image": "gen.images"}}
 
 An input value is a literal, a link ``{"from": "node.output"}``, a graph
-parameter ``{"param": "name"}``, or ``{"value": ...}`` for a literal that would
-otherwise look like a link.
+parameter ``{"param": "name"}``, a graph input ``{"input": "name"}`` (set only
+when the graph is used as a node type, see :mod:`sfumato.graph.subgraph`), or
+``{"value": ...}`` for a literal that would otherwise look like a link.
+
+A node entry may record the ``version`` of its node type that it was written
+for; loading it with a newer version applies the plugins' migrations (see
+:mod:`sfumato.graph.migrations`).
 """
 
 from __future__ import annotations
@@ -66,7 +71,17 @@ class NodeEntry(BaseModel):
     type: str = Field(description="the node type id, e.g. image.sharpen")
     inputs: dict[str, Any] = Field(default_factory=dict, description="literal, {from}, {param} or {value}")
     title: str = Field("", description="an optional human title")
+    version: int | None = Field(None, ge=1, description="the version of the node type this entry was written for")
     meta: dict[str, Any] = Field(default_factory=dict, description="free-form editor data (layout); ignored by the engine")
+
+
+class InputDeclaration(BaseModel):
+    """A typed input of a graph used as a node type: only an outer graph's link sets it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(description="the port type, e.g. Image or Conditioning")
+    description: str = ""
 
 
 class GraphDocument(BaseModel):
@@ -78,6 +93,8 @@ class GraphDocument(BaseModel):
     name: str = Field("", description="a short name, used in output file names")
     description: str = ""
     params: dict[str, ParamDeclaration] = Field(default_factory=dict)
+    inputs: dict[str, InputDeclaration] = Field(
+        default_factory=dict, description="typed inputs linked by an outer graph when this graph is a node type")
     nodes: dict[str, NodeEntry]
     outputs: dict[str, str] = Field(default_factory=dict, description="graph outputs: name -> 'node.output'")
 
@@ -107,18 +124,28 @@ class ParamRef:
 
 
 @dataclass(frozen=True, slots=True)
+class GraphInputRef:
+    """An input fed by one of the graph's declared ``inputs`` (a subgraph's link from outside)."""
+
+    name: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"input": self.name}
+
+
+@dataclass(frozen=True, slots=True)
 class Value:
     """A literal input value."""
 
     value: Any
 
     def as_json(self) -> Any:
-        if isinstance(self.value, dict) and len(self.value) == 1 and next(iter(self.value)) in ("from", "param", "value"):
+        if isinstance(self.value, dict) and len(self.value) == 1 and next(iter(self.value)) in ("from", "param", "input", "value"):
             return {"value": self.value}
         return self.value
 
 
-InputRef = Union[Link, ParamRef, Value]
+InputRef = Union[Link, ParamRef, GraphInputRef, Value]
 
 
 def parse_input(raw: Any) -> InputRef | str:
@@ -134,6 +161,10 @@ def parse_input(raw: Any) -> InputRef | str:
             if not isinstance(value, str):
                 return f"a parameter reference must be written {{'param': 'name'}}, got {value!r}"
             return ParamRef(value)
+        if key == "input":
+            if not isinstance(value, str):
+                return f"a graph input reference must be written {{'input': 'name'}}, got {value!r}"
+            return GraphInputRef(value)
         if key == "value":
             return Value(value)
     return Value(raw)
@@ -306,6 +337,8 @@ class Graph:
         data["nodes"] = {}
         for node_id, entry in self.document.nodes.items():
             node: dict[str, Any] = {"type": entry.type}
+            if entry.version is not None:
+                node["version"] = entry.version
             node["inputs"] = {name: ref.as_json() for name, ref in self.inputs[node_id].items()}
             if entry.title:
                 node["title"] = entry.title

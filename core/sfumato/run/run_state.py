@@ -61,6 +61,7 @@ class RunState:
         self.settings = RunSettings(engine.device, engine.dtype, plan.seed, output_dir, plan.graph, plan.params,
                                     cancel_event, engine.registry, engine.previews, engine.path_policy, run_index)
         self.report = RunReport(self.run_id, plan.graph.name, plan.params, plan.seed)
+        self.report.warnings = [warning.as_dict() for warning in plan.warnings]
         self.values: dict[str, dict[str, Any]] = {}
         self.failures: list[NodeExecutionError] = []
         #: The nodes that must run (not cached), in plan order; set by :meth:`begin`.
@@ -131,8 +132,9 @@ class RunState:
         """
         plan = self.plan
         self.started = time.perf_counter()
-        for node_id in plan.graph.nodes:
-            record = NodeRecord(plan.graph.nodes[node_id].type)
+        graph_nodes = plan.flat_graph.nodes
+        for node_id in graph_nodes:
+            record = NodeRecord(graph_nodes[node_id].type)
             if node_id not in plan.nodes:
                 record.reason = "feeds no output"
             self.report.nodes[node_id] = record

@@ -1,0 +1,163 @@
+"""Versioned node entries and their migrations.
+
+A node type has a version (``@node(..., version=2)``); a graph file may record,
+in each node entry, the version it was written for (``"version": 1``). When the
+installed node type is newer, the plugin's :class:`Migration` steps rewrite the
+entry one version at a time — renamed inputs, removed inputs, defaults that
+changed, or any function of the inputs — and every change is said in words.
+A graph written for a newer version than the installed one is refused, naming
+both versions: running it would silently mean something else.
+
+A version step with no migration registered is compatible (a node may bump its
+version because its results changed, with the same inputs). An entry with no
+recorded version is taken as written for the installed version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from ..errors import GraphIssue, GraphValidationError
+from .document import Graph, Value, parse_input
+
+
+@dataclass(frozen=True)
+class Migration:
+    """How a node entry of ``node_type`` goes from ``from_version`` to ``from_version + 1``.
+
+    Applied in this order: ``renamed`` (old input name -> new), ``removed``
+    inputs dropped, ``old_defaults`` written explicitly where the entry left
+    the input unset (the default changed, and the graph meant the old one),
+    then ``update(inputs) -> inputs`` on the inputs as JSON, for anything else.
+
+    Args:
+        node_type: the node type id, e.g. ``image.blur``.
+        from_version: the version this step upgrades from.
+        renamed: inputs that were renamed.
+        removed: inputs that no longer exist.
+        old_defaults: the old default of each input whose default changed (names after renaming).
+        update: a function of the entry's inputs (JSON, after the steps above).
+        note: what the step does, added to the change report.
+    """
+
+    node_type: str
+    from_version: int
+    renamed: Mapping[str, str] = field(default_factory=dict)
+    removed: tuple[str, ...] = ()
+    old_defaults: Mapping[str, Any] = field(default_factory=dict)
+    update: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    note: str = ""
+    plugin: str = ""
+
+
+@dataclass
+class MigrationResult:
+    """A graph brought to the installed node versions, and what that changed."""
+
+    graph: Graph
+    changes: list[str]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+def index_migrations(migrations: Iterable[Migration]) -> dict[tuple[str, int], Migration]:
+    """Migrations by ``(node type, from version)``; a step registered twice is an error."""
+    found: dict[tuple[str, int], Migration] = {}
+    for migration in migrations:
+        key = (migration.node_type, migration.from_version)
+        if key in found:
+            raise ValueError(f"two migrations of {migration.node_type} from version {migration.from_version} "
+                             f"(plugins {found[key].plugin!r} and {migration.plugin!r})")
+        found[key] = migration
+    return found
+
+
+def migrate_graph(graph: Graph, versions: Mapping[str, int], migrations: Mapping[tuple[str, int], Migration],
+                  *, stamp: bool = False) -> MigrationResult:
+    """``graph`` with every node entry brought to the installed version of its type.
+
+    ``versions`` maps node type ids to installed versions. The graph given is
+    not modified. With ``stamp`` every entry of a known type records its
+    version afterwards (what ``sfumato upgrade`` writes). Raises
+    :class:`GraphValidationError` for entries written for a newer version.
+    """
+    issues: list[GraphIssue] = []
+    changes: list[str] = []
+    nodes = dict(graph.document.nodes)
+    inputs = dict(graph.inputs)
+    for node_id, entry in graph.document.nodes.items():
+        installed = versions.get(entry.type)
+        if installed is None:
+            continue  # unknown types are reported by validation
+        written = entry.version
+        if written is not None and written > installed:
+            issues.append(GraphIssue(f"nodes.{node_id}.version",
+                                     f"written for {entry.type} version {written}, but the installed {entry.type} "
+                                     f"is version {installed}; upgrade the plugin that provides it", node_id))
+            continue
+        if written is not None and written < installed:
+            refs = dict(graph.inputs.get(node_id, {}))
+            said: list[str] = []
+            for version in range(written, installed):
+                step = migrations.get((entry.type, version))
+                if step is not None:
+                    refs = _apply(step, refs, said)
+            inputs[node_id] = refs
+            detail = "; ".join(said) if said else "no input changes"
+            changes.append(f"node {node_id!r} ({entry.type}): version {written} -> {installed}: {detail}")
+        if written != installed and (stamp or written is not None):
+            nodes[node_id] = entry.model_copy(update={"version": installed})
+    if issues:
+        raise GraphValidationError(issues, graph.source)
+    if not changes and nodes == graph.document.nodes:
+        return MigrationResult(graph, [])
+    document = graph.document.model_copy(update={"nodes": nodes})
+    migrated = dataclasses.replace(graph, document=document, inputs=inputs)
+    return MigrationResult(migrated, changes)
+
+
+def _apply(step: Migration, refs: dict[str, Any], said: list[str]) -> dict[str, Any]:
+    for old, new in step.renamed.items():
+        if old in refs:
+            refs[new] = refs.pop(old)
+            said.append(f"input {old!r} renamed to {new!r}")
+    for name in step.removed:
+        if name in refs:
+            del refs[name]
+            said.append(f"input {name!r} removed")
+    for name, default in step.old_defaults.items():
+        if name not in refs:
+            refs[name] = Value(default)
+            said.append(f"input {name!r} set to its old default {default!r}")
+    if step.update is not None:
+        raw = step.update({name: ref.as_json() for name, ref in refs.items()})
+        refs = {}
+        for name, value in raw.items():
+            ref = parse_input(value)
+            refs[name] = Value(value) if isinstance(ref, str) else ref
+    if step.note:
+        said.append(step.note)
+    return refs
+
+
+def with_recorded_versions(graph: Graph, recorded: Mapping[str, Any]) -> Graph:
+    """``graph`` with the node versions an image's metadata recorded (``{type: {"version": N}}``).
+
+    Entries that already say their version keep it; a PNG made with an older
+    node version is then migrated like an older graph file.
+    """
+    nodes = dict(graph.document.nodes)
+    changed = False
+    for node_id, entry in graph.document.nodes.items():
+        made_by = recorded.get(entry.type)
+        version = made_by.get("version") if isinstance(made_by, dict) else None
+        if entry.version is None and isinstance(version, int) and not isinstance(version, bool) and version >= 1:
+            nodes[node_id] = entry.model_copy(update={"version": version})
+            changed = True
+    if not changed:
+        return graph
+    return dataclasses.replace(graph, document=graph.document.model_copy(update={"nodes": nodes}))
