@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from sfumato import read_png_metadata
+from sfumato import ImageBatch, MetadataError, Registry, hookimpl, node, read_png_metadata
 from sfumato.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,3 +101,132 @@ def test_the_command_inspect_prints_remakes_exactly_that_image(tmp_path, capsys)
     assert main([*arguments[1:], "--out", str(tmp_path / "b"), "--json"]) == 0
     [remade] = json.loads(capsys.readouterr().out)["files"]
     assert np.array_equal(np.asarray(Image.open(third)), np.asarray(Image.open(remade)))
+
+
+# -- what made an image, and making it again: provenance and --check ---------------------------
+
+
+def _swatch_plugin(version: int, red: int) -> types.ModuleType:
+    """A plugin "swatch" whose node ``swatch.fill`` (at ``version``) paints an 8x8 image of red ``red``."""
+
+    @node("swatch.fill", version=version, category="test")
+    def fill(green: int = 0) -> ImageBatch:
+        """A flat colour."""
+        return ImageBatch((Image.new("RGB", (8, 8), (red, green, 0)),))
+
+    module = types.ModuleType("swatch")
+    module.sfumato_node_types = hookimpl(lambda: [fill])  # type: ignore[attr-defined]
+    return module
+
+
+SWATCH_GRAPH = {"version": 1, "name": "swatch", "nodes": {
+    "fill": {"type": "swatch.fill", "inputs": {"green": 7}},
+    "save": {"type": "image.save", "inputs": {"images": {"from": "fill.images"}}}}}
+
+
+@pytest.fixture
+def use_plugins(monkeypatch):
+    """Make the CLI's registry the installed plugins plus the given ones (call again to swap them)."""
+    import sfumato.registry as registry_module
+
+    def use(*plugins: types.ModuleType) -> None:
+        monkeypatch.setattr(registry_module, "_default", Registry.load(plugins=plugins))
+
+    return use
+
+
+@pytest.fixture
+def swatch_png(tmp_path, use_plugins, capsys) -> str:
+    """A PNG made by swatch.fill v1 (red 200)."""
+    use_plugins(_swatch_plugin(1, 200))
+    (tmp_path / "swatch.json").write_text(json.dumps(SWATCH_GRAPH))
+    assert main(["run", str(tmp_path / "swatch.json"), "--out", str(tmp_path / "made"), "--json"]) == 0
+    [path] = json.loads(capsys.readouterr().out)["files"]
+    return path
+
+
+def test_png_metadata_records_node_versions_plugins_device_and_dtype(tmp_path, capsys):
+    import torch  # noqa: F401 - device and dtype are recorded where torch computes
+
+    assert main(["run", str(REPO / "graphs" / "prompt-card.json"), "--out", str(tmp_path), "--device", "cpu",
+                 "--json"]) == 0
+    [path] = json.loads(capsys.readouterr().out)["files"]
+    stored = read_png_metadata(path)
+    assert stored["nodes"]["image.save"] == {"version": 1, "plugin": "imaging"}
+    assert stored["nodes"]["text.template"]["plugin"] == "text" and set(stored["nodes"]) == {
+        entry["type"] for entry in stored["graph"]["nodes"].values()}
+    assert stored["plugins"]["imaging"] and (stored["device"], stored["dtype"]) == ("cpu", "float32")
+
+
+def test_damaged_node_versions_in_png_metadata_are_refused():
+    from sfumato.run.metadata import check_metadata
+
+    graph = {"version": 1, "nodes": {}}
+    with pytest.raises(MetadataError, match="'nodes' must map node types"):
+        check_metadata({"graph": graph, "nodes": {"image.save": "v1"}})
+    with pytest.raises(MetadataError, match="'device' must be a string"):
+        check_metadata({"graph": graph, "device": 3})
+
+
+def test_png_rerun_with_another_node_version_warns_naming_what_made_it(swatch_png, tmp_path, use_plugins, capsys):
+    use_plugins(_swatch_plugin(2, 200))
+    assert main(["run", swatch_png, "--out", str(tmp_path / "again"), "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "made with node swatch.fill v1 from plugin swatch local; installed: v2" in err
+
+
+def test_png_rerun_with_the_same_versions_gives_no_warning(swatch_png, tmp_path, capsys):
+    assert main(["run", swatch_png, "--out", str(tmp_path / "again"), "--json"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_png_rerun_without_its_plugin_exits_2_naming_the_node_version_and_plugin(swatch_png, tmp_path,
+                                                                               use_plugins, capsys):
+    use_plugins()
+    assert main(["run", swatch_png, "--out", str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err
+    assert "made with node swatch.fill v1 from plugin swatch local" in err
+    assert "plugin swatch is not installed" in err and "Traceback" not in err
+    assert not (tmp_path / "again").exists()
+
+
+def test_check_of_a_png_whose_pixels_come_out_the_same_exits_0(tmp_path, capsys):
+    assert main(["run", str(REPO / "graphs" / "prompt-card.json"), "--out", str(tmp_path / "a"),
+                 "--set", "seed=3", "--json"]) == 0
+    [path] = json.loads(capsys.readouterr().out)["files"]
+    assert main(["run", path, "--check"]) == 0
+    assert "match" in capsys.readouterr().out
+    assert main(["run", path, "--check", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["match"] is True and result["max_difference"] == 0 and result["differences"] == []
+    assert sorted(p.name for p in tmp_path.rglob("*.png")) == [Path(path).name]  # --check writes nothing here
+
+
+def test_check_of_a_png_whose_pixels_differ_exits_1_saying_what_differs(swatch_png, use_plugins, capsys):
+    use_plugins(_swatch_plugin(2, 205))
+    assert main(["run", swatch_png, "--check", "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["match"] is False and result["max_difference"] == 5
+    assert result["pixels_different"] == result["pixels"] == 64
+    assert result["differences"] == ["node swatch.fill: v1 from plugin swatch then, v2 from plugin swatch now"]
+    assert main(["run", swatch_png, "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "differs in 64 of 64 pixels (largest difference 5" in out and "node swatch.fill: v1" in out
+
+
+def test_check_with_nothing_recorded_differing_says_a_node_may_not_be_deterministic(swatch_png, use_plugins,
+                                                                                     capsys):
+    use_plugins(_swatch_plugin(1, 201))  # same version, other pixels: what a nondeterministic node does
+    assert main(["run", swatch_png, "--check"]) == 1
+    assert "may not be deterministic" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra", [["--set", "green=1"], ["--seed", "4"], ["--sweep", "green=1,2"]])
+def test_check_takes_no_options_that_change_the_run(swatch_png, extra, capsys):
+    assert main(["run", swatch_png, "--check", *extra]) == 2
+    assert "--check makes the image again as it was made" in capsys.readouterr().err
+
+
+def test_check_of_a_graph_file_exits_2(capsys):
+    assert main(["run", str(REPO / "graphs" / "prompt-card.json"), "--check"]) == 2
+    assert "no .png" in capsys.readouterr().err

@@ -216,6 +216,10 @@ def inspect_command(args: argparse.Namespace) -> int:
         stdout.print(f"  {name} = {escape(json.dumps(value))}")
     stdout.print("versions: " + ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items()))
     stdout.print("plugins: " + ", ".join(f"{k} {v}" for k, v in data.get("plugins", {}).items()))
+    if "nodes" in data:
+        stdout.print("nodes: " + escape(", ".join(f"{k} v{v['version']} ({v['plugin']})" for k, v in data["nodes"].items())))
+    if data.get("device"):
+        stdout.print(f"device: {escape(data['device'])}   dtype: {escape(str(data.get('dtype')))}")
     for line in remake_commands(args.image, data):
         stdout.print(escape(line))
     return 0

@@ -15,6 +15,7 @@ from ..plugin.limits import LimitExceededError, set_limits
 from ..run.report import RunReport
 from .arguments import check_run_settings, load_graph_argument, parse_limits, parse_memory, parse_sets
 from .output import print_error, print_graph_issues, print_json, stderr, stdout
+from .reproduce import check_command, check_provenance
 
 _TABLE_ROWS = 40
 LIMIT_HELP = ("raise or lower a resource limit (repeatable): max_image_pixels, max_batch_pixels, "
@@ -39,6 +40,9 @@ def add_parsers(subparsers: Any) -> None:
     run.add_argument("--max-memory", action="append", default=[], metavar="[DEVICE=]SIZE",
                      help="model memory budget, e.g. 4GB or cuda=10GB (repeatable)")
     run.add_argument("--json", action="store_true", help="print the run report as JSON")
+    run.add_argument("--check", action="store_true",
+                     help="for a PNG: make it again in a temporary folder and report whether the pixels match "
+                          "(exit 0) or what differs (exit 1)")
     sweep = run.add_argument_group("sweeps")
     sweep.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="NAME=VALUES",
                        help="run once per value: 0..7 (range), a,b,c (list) or @file (one per line); repeatable")
@@ -76,6 +80,9 @@ def _run(args: argparse.Namespace) -> int:
         # A GPU that is not there is found now, before any model loads (an executor's
         # workers may have GPUs that this machine lacks, so only local runs are checked).
         check_device_available(args.device)
+    if args.check:
+        return check_command(args)
+    check_provenance(args.graph)  # a PNG made by node or plugin versions that are gone or differ
     if args.sweeps or args.executor != "local":
         from .sweep_cmd import sweep_command
 
@@ -121,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def print_report(report: RunReport) -> None:
+    print_warnings(report.warnings)
     table = Table(title=f"{report.graph}: {report.status} in {report.seconds:.2f}s", title_justify="left")
     table.add_column("node")
     table.add_column("type")
@@ -156,9 +164,12 @@ def _validate(args: argparse.Namespace) -> int:
     from ..registry import default_registry
     from ..run.planning import plan_run, validate_graph
 
+    warnings: list[GraphIssue] = []  # reported, and never a reason to refuse the graph
     try:
         graph, stored_params, _ = load_graph_argument(args.graph)
-        issues = validate_graph(graph, default_registry())
+        found = validate_graph(graph, default_registry(), warnings=True)
+        issues = [issue for issue in found if issue.severity != "warning"]
+        warnings = [issue for issue in found if issue.severity == "warning"]
         if not issues and args.sets:
             plan_run(graph, default_registry(), {**stored_params, **parse_sets(args.sets)}, params_from_text=True)
     except GraphValidationError as error:
@@ -168,9 +179,20 @@ def _validate(args: argparse.Namespace) -> int:
     except SfumatoError as error:  # any other refusal of the input (a limit, damaged PNG metadata)
         issues = [GraphIssue("$", str(error))]
     if args.json:
-        print_json({"valid": not issues, "issues": [i.as_dict() for i in issues]})
-    elif issues:
+        print_json({"valid": not issues, "issues": [i.as_dict() for i in issues],
+                    "warnings": [w.as_dict() for w in warnings]})
+        return 2 if issues else 0
+    print_warnings(warnings)
+    if issues:
         print_graph_issues(GraphValidationError(issues, args.graph))
     else:
         stdout.print(f"[green]valid[/]: {escape(args.graph)} ({len(graph.nodes)} nodes)")
     return 2 if issues else 0
+
+
+def print_warnings(warnings: list[Any]) -> None:
+    """Validation warnings (``GraphIssue`` or its dict), one line each on stderr; they do not fail anything."""
+    for warning in warnings:
+        path, message = (warning["path"], warning["message"]) if isinstance(warning, dict) else \
+            (warning.path, warning.message)
+        stderr.print(f"[yellow]warning[/]: {escape(path)}: {escape(message)}")

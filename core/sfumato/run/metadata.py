@@ -1,19 +1,25 @@
 """Reproducibility metadata stored in the PNG files sfumato writes.
 
 Each PNG carries a ``sfumato`` text chunk with JSON: the graph document, the
-resolved parameters, the seed, the image's index in its batch and the versions
-of sfumato, its plugins and the main libraries. ``sfumato run IMAGE.png`` runs
-it again; ``sfumato inspect IMAGE.png`` prints it.
+resolved parameters, the seed, the image's index in its batch, the versions of
+sfumato, its plugins and the main libraries, the version and plugin of each
+node type in the graph, and the device and dtype. ``sfumato run IMAGE.png``
+runs it again (naming what changed since, :func:`provenance_issues`);
+``sfumato run IMAGE.png --check`` also compares the pixels
+(:func:`compare_pixels`, :func:`metadata_differences`); ``sfumato inspect
+IMAGE.png`` prints it.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..errors import GraphValidationError, SfumatoError
+from ..errors import GraphIssue, GraphValidationError, SfumatoError
 from ..graph.jsontext import JSONTextError, describe_problems, json_problems, parse_json
 from ..plugin.context import RunContext
 
@@ -36,26 +42,49 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def plugin_versions() -> dict[str, str]:
+def plugin_versions(registry: Any = None) -> dict[str, str]:
+    """Versions of the plugins that loaded (``local`` for one not installed as a distribution)."""
     from ..registry import default_registry
 
     return {
         record.name: record.version or "local"
-        for record in default_registry().plugins.values() if record.status == "ok"
+        for record in (registry or default_registry()).plugins.values() if record.status == "ok"
     }
 
 
+def node_versions(document: dict[str, Any], registry: Any = None) -> dict[str, dict[str, Any]]:
+    """``{node type: {"version": N, "plugin": name}}`` for each node type the graph ``document`` uses."""
+    from ..registry import default_registry
+
+    registry = registry or default_registry()
+    used = {entry.get("type") for entry in (document.get("nodes") or {}).values() if isinstance(entry, dict)}
+    return {node_type: {"version": registry.nodes[node_type].version, "plugin": registry.nodes[node_type].plugin}
+            for node_type in sorted(t for t in used if t in registry.nodes)}
+
+
 def image_metadata(context: RunContext, index: int = 0) -> dict[str, Any]:
-    """The metadata to store with the ``index``-th image a node saves."""
+    """The metadata to store with the ``index``-th image a node saves.
+
+    The node's context must declare (``context_keys``) the settings read here:
+    graph, params, seed, device and dtype, as output nodes do by default.
+    """
+    registry = context.settings.registry
+    document = context.graph_document
+    # Device and dtype shape pixels only through torch: when no node has imported
+    # it, none computed on a device, and resolving "auto" would import it for nothing.
+    torch_used = "torch" in sys.modules
     return {
         "format": METADATA_FORMAT,
-        "graph": context.graph_document,
+        "graph": document,
         "params": context.params,
         "seed": context.seed,
         "node": context.node_id,
         "index": index,
         "versions": library_versions(),
-        "plugins": plugin_versions(),
+        "plugins": plugin_versions(registry),
+        "nodes": node_versions(document, registry),
+        "device": context.device if torch_used else None,
+        "dtype": context.dtype if torch_used else None,
     }
 
 
@@ -84,6 +113,9 @@ _FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "index": ((int, type(None)), "an integer"),
     "versions": ((dict,), "an object"),
     "plugins": ((dict,), "an object"),
+    "nodes": ((dict,), "an object"),
+    "device": ((str, type(None)), "a string"),
+    "dtype": ((str, type(None)), "a string"),
 }
 
 
@@ -118,6 +150,11 @@ def check_metadata(data: Any, where: str = "the metadata") -> dict[str, Any]:
     for name in ("versions", "plugins"):
         if not all(isinstance(value, str) for value in data.get(name, {}).values()):
             raise MetadataError(f"{where} is damaged: the values of {name!r} must be strings")
+    for node_type, made_by in data.get("nodes", {}).items():
+        if (not isinstance(made_by, dict) or not isinstance(made_by.get("plugin"), str)
+                or not isinstance(made_by.get("version"), int) or isinstance(made_by.get("version"), bool)):
+            raise MetadataError(f"{where} is damaged: 'nodes' must map node types to "
+                                f'{{"version": integer, "plugin": string}}, not {node_type!r:.60}: {made_by!r:.60}')
     if isinstance(data.get("index"), int) and data["index"] < 0:
         raise MetadataError(f"{where} is damaged: 'index' must not be negative")
     return data
@@ -154,3 +191,116 @@ def read_png_metadata(path: str | Path) -> dict[str, Any]:
     except JSONTextError as error:
         raise MetadataError(f"{path}: the sfumato metadata is damaged: {error}") from None
     return check_metadata(data, f"{path}: the sfumato metadata")
+
+
+# -- comparing with what is installed and with a re-made image ----------------------------------
+
+
+def _made_with(data: dict[str, Any], node_type: str) -> str:
+    """``node image.sharpen v2 from plugin imaging 0.1.0``, as far as the metadata says."""
+    made_by = data.get("nodes", {}).get(node_type)
+    if made_by is None:  # metadata from before node versions were recorded
+        return f"node {node_type} (its version is not recorded)"
+    plugin = made_by["plugin"]
+    return f"node {node_type} v{made_by['version']} from plugin {plugin} {data.get('plugins', {}).get(plugin, '')}".rstrip()
+
+
+def provenance_issues(data: dict[str, Any], registry: Any) -> tuple[list[GraphIssue], list[GraphIssue]]:
+    """What is missing or different, in ``registry``, from the node types and plugins that made an image.
+
+    ``data`` is checked metadata (:func:`read_png_metadata`). Returns
+    ``(missing, changed)``: node types that are not installed (the graph cannot
+    run), and node types installed at another version or from another version
+    of their plugin (it runs, and its pixels may differ). Each issue names the
+    node type, version and plugin that made the image.
+    """
+    missing: list[GraphIssue] = []
+    changed: list[GraphIssue] = []
+    types_used: dict[str, str] = {}
+    for node_id, entry in data["graph"].get("nodes", {}).items():
+        types_used.setdefault(entry.get("type", ""), node_id)
+    for node_type, node_id in sorted(types_used.items()):
+        made_with = _made_with(data, node_type)
+        made_by = data.get("nodes", {}).get(node_type)
+        path = f"nodes.{node_id}.type"
+        if node_type not in registry.nodes:
+            plugin = registry.plugins.get(made_by["plugin"]) if made_by else None
+            if made_by and plugin is None:
+                why = f"plugin {made_by['plugin']} is not installed"
+            elif made_by and plugin.status != "ok":
+                why = f"plugin {made_by['plugin']} is {plugin.status}" + (f": {plugin.error}" if plugin.error else "")
+            else:
+                why = registry.unknown_node_message(node_type)
+            missing.append(GraphIssue(path, f"this image was made with {made_with}; it is not installed ({why})",
+                                      node_id))
+            continue
+        if made_by is None:
+            continue
+        spec = registry.nodes[node_type]
+        record = registry.plugins.get(spec.plugin)
+        plugin_now = (record.version or "local") if record else ""
+        plugin_then = data.get("plugins", {}).get(made_by["plugin"], "")
+        if (spec.version, spec.plugin, plugin_now) != (made_by["version"], made_by["plugin"], plugin_then):
+            installed = f"v{spec.version} from plugin {spec.plugin} {plugin_now}".rstrip()
+            changed.append(GraphIssue(path, f"made with {made_with}; installed: {installed}", node_id))
+    return missing, changed
+
+
+#: The metadata fields that say what made an image, for :func:`metadata_differences`.
+_MADE_WITH = (("versions", "library"), ("plugins", "plugin"), ("nodes", "node"))
+
+
+def metadata_differences(made: dict[str, Any], remade: dict[str, Any]) -> list[str]:
+    """What made two images differently: library, plugin and node versions, device, dtype.
+
+    ``made`` and ``remade`` are checked metadata; fields that ``made`` does not
+    record (metadata from an older sfumato) are not compared. Each difference
+    reads ``plugin imaging: 0.1.0 then, 0.2.0 now``.
+    """
+    differences = []
+    for field, what in _MADE_WITH:
+        if field not in made:
+            continue
+        before, after = made[field], remade.get(field, {})
+        for name in sorted(set(before) | set(after)):
+            old, new = before.get(name), after.get(name)
+            if old != new:
+                if field == "nodes":
+                    old = f"v{old['version']} from plugin {old['plugin']}" if old else None
+                    new = f"v{new['version']} from plugin {new['plugin']}" if new else None
+                differences.append(f"{what} {name}: {old or 'not used'} then, {new or 'not used'} now")
+    for field in ("device", "dtype"):
+        # Recorded only where torch computed (see image_metadata): "not recorded" is no difference.
+        if made.get(field) and remade.get(field) and made[field] != remade[field]:
+            differences.append(f"{field}: {made[field]} then, {remade[field]} now")
+    return differences
+
+
+@dataclass
+class PixelComparison:
+    """How two images' pixels compare: :func:`compare_pixels`."""
+
+    equal: bool
+    #: Why they cannot be compared pixel by pixel (another size or mode), else "".
+    mismatch: str = ""
+    #: The largest difference of one channel of one pixel (0 to 255 for 8-bit images).
+    max_difference: int = 0
+    #: Pixels with any channel different, and all pixels.
+    pixels_different: int = 0
+    pixels: int = 0
+
+
+def compare_pixels(made: str | Path, remade: str | Path) -> PixelComparison:
+    """Compare two image files pixel by pixel (exactly: the same size, mode and values)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(made) as first, Image.open(remade) as second:
+        if (first.size, first.mode) != (second.size, second.mode):
+            return PixelComparison(False, f"{second.width}x{second.height} {second.mode} now, "
+                                          f"{first.width}x{first.height} {first.mode} then")
+        a, b = np.asarray(first).astype(np.int64), np.asarray(second).astype(np.int64)
+    difference = np.abs(a - b)
+    per_pixel = difference.reshape(difference.shape[0], difference.shape[1], -1).max(axis=2)
+    return PixelComparison(bool(not per_pixel.any()), "", int(difference.max(initial=0)),
+                           int(np.count_nonzero(per_pixel)), int(per_pixel.size))
