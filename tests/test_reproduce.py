@@ -230,3 +230,13 @@ def test_check_takes_no_options_that_change_the_run(swatch_png, extra, capsys):
 def test_check_of_a_graph_file_exits_2(capsys):
     assert main(["run", str(REPO / "graphs" / "prompt-card.json"), "--check"]) == 2
     assert "no .png" in capsys.readouterr().err
+
+
+def test_a_subgraph_file_in_a_stored_graph_is_not_reported_as_a_missing_node_type():
+    from sfumato.run.metadata import provenance_issues
+
+    data = {"graph": {"version": 1, "nodes": {"sub": {"type": "graph:blur-twice.json"},
+                                              "gone": {"type": "swatch.fill"}}}}
+    missing, changed = provenance_issues(data, Registry.load(entry_points=False))
+    assert [issue.node for issue in missing] == ["gone"] and changed == []
+    assert "(its version is not recorded)" in missing[0].message

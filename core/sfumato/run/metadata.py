@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import GraphIssue, GraphValidationError, SfumatoError
 from ..graph.jsontext import JSONTextError, describe_problems, json_problems, parse_json
+from ..graph.subgraph import GRAPH_PREFIX
 from ..plugin.context import RunContext
 
 PNG_KEY = "sfumato"
@@ -218,7 +219,8 @@ def provenance_issues(data: dict[str, Any], registry: Any) -> tuple[list[GraphIs
     changed: list[GraphIssue] = []
     types_used: dict[str, str] = {}
     for node_id, entry in data["graph"].get("nodes", {}).items():
-        types_used.setdefault(entry.get("type", ""), node_id)
+        if not entry.get("type", "").startswith(GRAPH_PREFIX):  # a graph file: planning finds it, or says why not
+            types_used.setdefault(entry.get("type", ""), node_id)
     for node_type, node_id in sorted(types_used.items()):
         made_with = _made_with(data, node_type)
         made_by = data.get("nodes", {}).get(node_type)

@@ -1,0 +1,333 @@
+"""The graph editor on the web page (issue 18), in Debian's chromium (Playwright, headless), and the
+read-only API it stands on (port rules, validation).
+
+Every browser step is a UI action (drag, click, type), as a person would do it. Screenshots go to
+``$SFUMATO_SCREENSHOTS`` when set (CI artifacts), else into the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_server import Server
+from test_server_page import browser_or_skip, screenshots
+
+from sfumato import shipped_graphs
+
+VIEW = {"width": 1280, "height": 900}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    instance = Server(tmp_path_factory.mktemp("editor")).start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        instance = browser_or_skip(p)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport=VIEW, accept_downloads=True)
+    page = context.new_page()
+    page.goto(f"http://127.0.0.1:{server.port}/")
+    page.wait_for_selector("#editor[data-ready=true]")
+    page.locator("#editor").scroll_into_view_if_needed()
+    yield page
+    context.close()
+
+
+# -- UI actions -------------------------------------------------------------------------------------
+
+
+def drop_node(page, node_type: str, x: float, y: float) -> str:
+    """Drag a node type from the palette onto the canvas at (x, y) in canvas pixels; its new id."""
+    before = set(page.eval_on_selector_all(".ed-node", "els => els.map((e) => e.dataset.id)"))
+    page.fill("#ed-search", node_type)
+    page.locator(f".ed-palette-item[data-type='{node_type}']").drag_to(
+        page.locator("#ed-canvas"), target_position={"x": x, "y": y})
+    page.fill("#ed-search", "")
+    after = set(page.eval_on_selector_all(".ed-node", "els => els.map((e) => e.dataset.id)"))
+    [added] = after - before
+    return added
+
+
+def centre(locator) -> tuple[float, float]:
+    box = locator.bounding_box()
+    assert box is not None
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def drag_link(page, source: str, target: str, *, release: bool = True) -> None:
+    """Drag from output ``node.output`` to the input row ``node.input`` with the mouse."""
+    node, output = source.rsplit(".", 1)
+    target_node, name = target.rsplit(".", 1)
+    page.mouse.move(*centre(page.locator(f".ed-node[data-id='{node}'] .ed-socket-out[data-key='{source}']")))
+    page.mouse.down()
+    row = page.locator(f".ed-node[data-id='{target_node}'] .ed-in[data-input='{name}']")
+    x, y = centre(row.locator("label"))
+    page.mouse.move(x, y, steps=8)
+    if release:
+        page.mouse.up()
+
+
+def field(page, node: str, name: str):
+    return page.locator(f".ed-node[data-id='{node}'] .ed-in[data-input='{name}'] .ed-widget")
+
+
+def wait_valid(page) -> None:
+    page.wait_for_selector("#ed-issues[data-state=valid]", timeout=30_000)
+
+
+def saved_document(page) -> dict:
+    with page.expect_download() as download:
+        page.click("#ed-save")
+    return json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+
+
+def open_shipped(page, name: str) -> None:
+    page.select_option("#ed-open-graph", name)
+    page.wait_for_function(f"document.querySelector('#ed-status').textContent.includes('{name}')")
+
+
+# -- the API the editor stands on -------------------------------------------------------------------
+
+
+def test_ports_endpoint_serves_the_engines_link_rules(server):
+    status, ports = server.request("GET", "/api/ports")
+    assert status == 200
+    compatible = ports["compatible"]
+    assert "Float" in compatible["Int"]  # a declared conversion
+    assert "TextList" in compatible["Text"]  # a declared conversion
+    assert "Text" not in compatible["Images"] and "Images" not in compatible["Text"]
+    assert {"from": "Int", "to": "Float"} in ports["conversions"]
+    assert all("Any" in targets for targets in compatible.values())
+
+
+def test_validate_endpoint_gives_the_issues_the_cli_gives(server, tmp_path):
+    document = {"version": 1, "name": "bad", "nodes": {
+        "card": {"type": "image.text_card", "inputs": {"text": "hi", "width": -3}},
+        "sharpen": {"type": "image.sharpen", "inputs": {"images": {"from": "card.images"}, "radius": -5}},
+        "save": {"type": "image.save", "inputs": {"images": {"from": "card.nowhere"}}}}}
+    status, answer = server.request("POST", "/api/validate", {"graph": document})
+    assert status == 200 and answer["valid"] is False
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(document))
+    completed = subprocess.run([sys.executable, "-m", "sfumato.cli.main", "validate", str(path), "--json"],
+                               capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert completed.returncode == 2
+    assert answer["issues"] == json.loads(completed.stdout)["issues"]
+    assert {issue["node"] for issue in answer["issues"]} == {"card", "sharpen", "save"}
+
+
+def test_validate_endpoint_accepts_a_valid_graph_and_refuses_a_non_document(server):
+    status, answer = server.request("POST", "/api/validate", {"graph": json.loads(shipped_graphs()["text-to-image"].read_text())})
+    assert status == 200 and answer == {"valid": True, "issues": []}
+    status, answer = server.request("POST", "/api/validate", {"graph": "text-to-image"})
+    assert status == 400 and "graph document" in answer["error"]
+
+
+# -- the editor in chromium ------------------------------------------------------------------------
+
+
+def test_text_to_image_built_from_an_empty_canvas_runs_and_makes_an_image(page, server, tmp_path):
+    shots = screenshots(tmp_path)
+    page.click("#ed-new")
+    prompt = drop_node(page, "text.value", 30, 30)
+    encode = drop_node(page, "encode.text", 30, 170)
+    generate = drop_node(page, "generate.image", 280, 30)
+    save = drop_node(page, "image.save", 530, 30)
+    field(page, prompt, "text").fill("a red circle on a black background")
+    field(page, prompt, "text").press("Tab")
+    drag_link(page, f"{prompt}.text", f"{encode}.texts")  # Text feeds TextList by the engine's conversion
+    drag_link(page, f"{encode}.conditioning", f"{generate}.conditioning")
+    drag_link(page, f"{generate}.images", f"{save}.images")
+    page.click(f".ed-node[data-id='{generate}'] .ed-more")
+    field(page, generate, "steps").fill("4")
+    field(page, generate, "steps").press("Tab")
+    assert page.locator(".ed-link").count() == 3
+    wait_valid(page)
+    page.screenshot(path=str(shots / "editor-built.png"))
+    page.click("#ed-run")
+    page.wait_for_selector(f".ed-node[data-id='{save}'].done", timeout=120_000)
+    page.wait_for_function("document.querySelector('#ed-status').textContent.includes('finished')", timeout=60_000)
+    assert "1 image(s)" in page.inner_text("#ed-status")
+    for node in (prompt, encode, generate, save):
+        assert page.locator(f".ed-node[data-id='{node}']").get_attribute("class").split()[-1] in ("done", "cached")
+    page.wait_for_selector(f".ed-node[data-id='{save}'] .ed-preview:not([hidden])")
+    page.wait_for_selector("#gallery .thumb")
+    page.screenshot(path=str(shots / "editor-ran.png"))
+    document = saved_document(page)
+    assert [node["type"] for node in document["nodes"].values()] == [
+        "text.value", "encode.text", "generate.image", "image.save"]
+    assert document["nodes"][save]["inputs"] == {"images": {"from": f"{generate}.images"}}
+    assert document["nodes"][generate]["inputs"]["steps"] == 4
+
+
+def test_mismatched_link_is_refused_while_dragging(page, tmp_path):
+    page.click("#ed-new")
+    text = drop_node(page, "text.value", 40, 60)
+    sharpen = drop_node(page, "image.sharpen", 330, 60)
+    drag_link(page, f"{text}.text", f"{sharpen}.images", release=False)
+    row = page.locator(f".ed-node[data-id='{sharpen}'] .ed-in[data-input='images']")
+    assert "link-refused" in row.get_attribute("class")
+    assert "refused: Text cannot feed Images" in page.inner_text("#ed-status")
+    page.screenshot(path=str(screenshots(tmp_path) / "editor-refused.png"))
+    page.mouse.up()
+    assert page.locator(".ed-link").count() == 0
+    assert "images" not in saved_document(page)["nodes"][sharpen]["inputs"]
+    # The same gesture with matching types makes the link.
+    card = drop_node(page, "image.text_card", 40, 300)
+    drag_link(page, f"{card}.images", f"{sharpen}.images")
+    assert page.locator(".ed-link").count() == 1
+
+
+@pytest.mark.parametrize("name", sorted(shipped_graphs()))
+def test_every_shipped_graph_round_trips_unchanged(page, name):
+    open_shipped(page, name)
+    saved = saved_document(page)
+    assert saved == json.loads(shipped_graphs()[name].read_text(encoding="utf-8"))
+    # ... in the order the engine writes it, too.
+    status_document = page.evaluate(f"api('/api/graphs/{name}').then((g) => g.document)")
+    assert json.dumps(saved) == json.dumps(status_document)
+
+
+def test_graph_without_positions_is_laid_out_left_to_right_by_dependency(page):
+    open_shipped(page, "text-to-image")
+
+    def left(node: str) -> float:
+        return page.locator(f".ed-node[data-id='{node}']").bounding_box()["x"]
+
+    chain = ["clean", "weights", "encode", "generate", "upscale", "sharpen", "save"]
+    xs = [left(node) for node in chain]
+    assert xs == sorted(xs) and len(set(xs)) == len(xs)
+
+
+def test_moved_node_keeps_its_position_in_meta(page):
+    open_shipped(page, "prompt-card")
+    node = page.locator(".ed-node").first
+    node_id = node.get_attribute("data-id")
+    x, y = centre(node.locator("header"))
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 120, y + 40, steps=5)
+    page.mouse.up()
+    pos = saved_document(page)["nodes"][node_id]["meta"]["pos"]
+    assert isinstance(pos, list) and len(pos) == 2
+
+
+def test_validation_issue_is_shown_on_its_node_and_field(page, tmp_path):
+    page.click("#ed-new")
+    card = drop_node(page, "image.text_card", 40, 60)
+    sharpen = drop_node(page, "image.sharpen", 330, 60)
+    drag_link(page, f"{card}.images", f"{sharpen}.images")
+    field(page, card, "text").fill("hello")
+    field(page, card, "text").press("Tab")
+    wait_valid(page)
+    page.click(f".ed-node[data-id='{sharpen}'] .ed-more")
+    field(page, sharpen, "radius").fill("-5")
+    field(page, sharpen, "radius").press("Tab")
+    issue = page.locator(f".ed-node[data-id='{sharpen}'] .ed-in[data-input='radius'] .ed-field-issue")
+    issue.wait_for(state="visible", timeout=30_000)
+    assert "greater than or equal to 0" in issue.inner_text()
+    assert "has-issue" in page.locator(f".ed-node[data-id='{sharpen}']").get_attribute("class")
+    assert "nodes.sharpen.inputs.radius" in page.inner_text("#ed-issues")
+    page.screenshot(path=str(screenshots(tmp_path) / "editor-issue.png"))
+    # A missing required link shows on the node's field too.
+    page.keyboard.press("Escape")
+    page.click(f".ed-node[data-id='{sharpen}'] .ed-chip button")  # unlink images
+    page.locator(f".ed-node[data-id='{sharpen}'] .ed-node-issues, "
+                 f".ed-node[data-id='{sharpen}'] .ed-in[data-input='images'] .ed-field-issue").filter(
+        has_text="images").first.wait_for(timeout=30_000)
+
+
+def test_input_promoted_to_a_parameter_with_name_and_default(page):
+    page.click("#ed-new")
+    card = drop_node(page, "image.text_card", 40, 60)
+    page.click(f".ed-node[data-id='{card}'] .ed-in[data-input='text'] .ed-promote")
+    page.fill("#ed-param-name", "caption")
+    page.fill("#ed-param-default", "hello world")
+    page.click("#ed-param-ok")
+    assert "param caption" in page.inner_text(f".ed-node[data-id='{card}'] .ed-in[data-input='text']")
+    document = saved_document(page)
+    assert list(document["params"]) == ["caption"]
+    assert document["params"]["caption"]["type"] == "str"
+    assert document["params"]["caption"]["default"] == "hello world"
+    assert document["nodes"][card]["inputs"]["text"] == {"param": "caption"}
+    assert list(document) == ["version", "name", "params", "nodes"]
+    wait_valid(page)
+
+
+def test_undo_redo_delete_copy_paste(page):
+    page.click("#ed-new")
+    card = drop_node(page, "image.text_card", 40, 60)
+    page.click(f".ed-node[data-id='{card}'] header")
+    page.keyboard.press("Control+c")
+    page.keyboard.press("Control+v")
+    assert page.locator(".ed-node").count() == 2
+    page.keyboard.press("Delete")  # the pasted copy is selected
+    assert page.locator(".ed-node").count() == 1
+    page.keyboard.press("Control+z")
+    assert page.locator(".ed-node").count() == 2
+    page.click("#ed-redo")
+    assert page.locator(".ed-node").count() == 1
+    page.click("#ed-undo")
+    page.click("#ed-undo")
+    assert page.locator(".ed-node").count() == 1
+
+
+def test_zoom_and_pan_move_the_canvas(page):
+    open_shipped(page, "prompt-card")
+    node = page.locator(".ed-node").first
+    before = node.bounding_box()
+    page.click("#ed-zoom-in")
+    zoomed = node.bounding_box()
+    assert zoomed["width"] > before["width"] * 1.1
+    canvas = page.locator("#ed-canvas").bounding_box()
+    x, y = canvas["x"] + canvas["width"] - 20, canvas["y"] + canvas["height"] - 20  # the background
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x - 100, y - 50, steps=4)
+    page.mouse.up()
+    panned = node.bounding_box()
+    assert abs(panned["x"] - (zoomed["x"] - 100)) < 2 and abs(panned["y"] - (zoomed["y"] - 50)) < 2
+
+
+def test_palette_is_searchable_and_usable_from_the_keyboard(page):
+    page.click("#ed-new")
+    page.fill("#ed-search", "sharpen")
+    assert page.eval_on_selector_all(".ed-palette-item", "els => els.map((e) => e.dataset.type)") == ["image.sharpen"]
+    page.press("#ed-search", "Enter")
+    assert page.locator(".ed-node[data-id='image_sharpen']").count() == 1
+    page.fill("#ed-search", "text.")
+    page.press("#ed-search", "ArrowDown")
+    page.keyboard.press("ArrowDown")
+    second = page.evaluate("document.activeElement.dataset.type")
+    page.keyboard.press("Enter")
+    assert page.locator(f".ed-node header small:text-is('{second}')").count() == 1
+
+
+def test_png_made_by_sfumato_opens_its_graph(page, server):
+    graph = {"version": 1, "name": "render-and-save", "nodes": {
+        "render": {"type": "zoo.render", "inputs": {"shape": "circle"}},
+        "save": {"type": "image.save", "inputs": {"images": {"from": "render.images"}}}}}
+    status, job = server.request("POST", "/api/jobs", {"graph": graph})
+    assert status == 201
+    done = server.wait(job["id"])
+    assert done["status"] == "done", done.get("error")
+    png = server.data / "outputs" / next(p for p in done["outputs"] if p.endswith(".png"))
+    page.set_input_files("#ed-open-file", str(png))
+    page.wait_for_function("document.querySelector('#ed-status').textContent.includes('stored in')")
+    assert saved_document(page) == graph
