@@ -227,6 +227,21 @@ def create_app(config: ServerConfig) -> FastAPI:
         return [{**node_as_dict(spec), "input_schema": node_input_schema(spec)}
                 for spec in sorted(default_registry().nodes.values(), key=lambda s: s.id)]
 
+    @app.get("/api/ports")
+    def list_ports() -> dict[str, Any]:
+        """Port types and which output type may feed which input type (the engine's own rule,
+        subtypes and conversions included), so an editor refuses a link the engine would refuse."""
+        ports = default_registry().ports
+        names = sorted(ports.types)
+        return {
+            "types": [{"name": name, "description": ports.types[name].description,
+                       "parents": list(ports.types[name].parents), "literal": ports.types[name].literal}
+                      for name in names],
+            "conversions": [{"from": source, "to": target} for source, target in sorted(ports.conversions)],
+            "compatible": {source: [target for target in names if ports.is_compatible(source, target)]
+                           for source in names},
+        }
+
     # -- jobs -----------------------------------------------------------------------
 
     def validate(graph: Graph, param_sets: Any) -> None:
@@ -273,6 +288,33 @@ def create_app(config: ServerConfig) -> FastAPI:
         worker.wake.set()
         hub.publish({"job": job_id, "type": "job_queued"})
         return {"id": job_id, "status": "queued", "runs": sweep.size if sweep else 1}
+
+    def check_document(body: bytes) -> dict[str, Any]:
+        """``sfumato validate --json`` for a posted graph: the CLI's validation, then the job's planning."""
+        data = parse_json(body, max_depth=config.max_json_depth)
+        if not isinstance(data, dict) or not isinstance(data.get("graph"), dict):
+            raise RequestError(400, "expected {\"graph\": a graph document, \"params\": {...}}")
+        params = {} if data.get("params") is None else data["params"]
+        if not isinstance(params, dict):
+            raise RequestError(400, "'params' must be an object of parameter values")
+        try:
+            graph = Graph.from_dict(data["graph"], source="<editor>")
+            if len(graph.nodes) > config.max_graph_nodes:
+                raise RequestError(413, f"the graph has {len(graph.nodes)} nodes; "
+                                        f"the limit is {config.max_graph_nodes}")
+            issues = [issue.as_dict() for issue in validate_graph(graph, default_registry())]
+            if not issues:
+                validate(graph, [params])  # what queueing it would check too: parameters, paths
+        except (GraphValidationError, ParameterError) as error:
+            issues = _issues(error)
+        except SfumatoError as error:  # any other refusal of the input (a limit)
+            issues = [{"path": "$", "node": None, "message": str(error)}]
+        return {"valid": not issues, "issues": issues}
+
+    @app.post("/api/validate")
+    async def validate_document(request: Request) -> Any:
+        """Validate a graph document without queueing it: ``{"valid": bool, "issues": [...]}``."""
+        return await off_loop(check_document, await request.body(), limiter=heavy)
 
     @app.post("/api/jobs", status_code=201)
     async def submit(request: Request) -> Any:
