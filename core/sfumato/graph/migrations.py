@@ -54,10 +54,14 @@ class Migration:
 
 @dataclass
 class MigrationResult:
-    """A graph brought to the installed node versions, and what that changed."""
+    """A graph brought to the installed node versions, and what that changed.
+
+    Each change is a warning-severity :class:`GraphIssue` at the entry's
+    ``version`` path: validation and runs report it, and it stops nothing.
+    """
 
     graph: Graph
-    changes: list[str]
+    changes: list[GraphIssue]
 
     @property
     def changed(self) -> bool:
@@ -86,7 +90,7 @@ def migrate_graph(graph: Graph, versions: Mapping[str, int], migrations: Mapping
     :class:`GraphValidationError` for entries written for a newer version.
     """
     issues: list[GraphIssue] = []
-    changes: list[str] = []
+    changes: list[GraphIssue] = []
     nodes = dict(graph.document.nodes)
     inputs = dict(graph.inputs)
     for node_id, entry in graph.document.nodes.items():
@@ -108,7 +112,9 @@ def migrate_graph(graph: Graph, versions: Mapping[str, int], migrations: Mapping
                     refs = _apply(step, refs, said)
             inputs[node_id] = refs
             detail = "; ".join(said) if said else "no input changes"
-            changes.append(f"node {node_id!r} ({entry.type}): version {written} -> {installed}: {detail}")
+            changes.append(GraphIssue(f"nodes.{node_id}.version",
+                                      f"migrated from {entry.type} version {written} to {installed}: {detail}",
+                                      node_id, "warning"))
         if written != installed and (stamp or written is not None):
             nodes[node_id] = entry.model_copy(update={"version": installed})
     if issues:
@@ -161,3 +167,13 @@ def with_recorded_versions(graph: Graph, recorded: Mapping[str, Any]) -> Graph:
     if not changed:
         return graph
     return dataclasses.replace(graph, document=graph.document.model_copy(update={"nodes": nodes}))
+
+
+def upgrade_graph(graph: Graph, registry: Any) -> MigrationResult:
+    """``graph`` migrated to the node versions installed in ``registry``, every entry stamped with its version.
+
+    What ``sfumato upgrade`` writes. Subgraph files are not followed: each file
+    is upgraded on its own. Raises :class:`GraphValidationError` for an entry
+    written for a newer node version than the installed one.
+    """
+    return migrate_graph(graph, registry.node_versions(), registry.migrations, stamp=True)
