@@ -66,6 +66,7 @@ def load_graph_argument(path_text: str) -> tuple[Graph, dict[str, Any], int | No
     """A graph file, or the graph, parameters and seed stored in a sfumato PNG."""
     path = Path(path_text)
     if path.suffix.lower() == ".png":
+        from ..graph.migrations import with_recorded_versions
         from ..run.metadata import read_png_metadata
 
         try:
@@ -73,6 +74,8 @@ def load_graph_argument(path_text: str) -> tuple[Graph, dict[str, Any], int | No
         except (OSError, ValueError) as error:
             raise GraphValidationError([GraphIssue("$", str(error))], str(path)) from None
         graph = Graph.from_dict(data["graph"], source=f"{path} (stored graph)")
+        # The node versions that made the image: planning migrates the graph from them.
+        graph = with_recorded_versions(graph, data.get("nodes", {}))
         return graph, dict(data.get("params", {})), data.get("seed")
     from ..graph.shipped import resolve_graph_path  # a path, else a shipped graph's name
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from ..errors import GraphValidationError, ParameterError, SfumatoError
 from ..plugin.limits import LimitExceededError
-from . import draw_cmd, info_cmds, run_cmd
+from . import draw_cmd, info_cmds, run_cmd, upgrade_cmd
 from .output import print_error, print_graph_issues
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -27,6 +27,7 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     run_cmd.add_parsers(subparsers)
     info_cmds.add_parsers(subparsers)
     draw_cmd.add_parsers(subparsers)
+    upgrade_cmd.add_parsers(subparsers)
     if with_plugins:
         from ..registry import default_registry
 
@@ -36,7 +37,7 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
 
 
 def _needs_plugin_commands(argv: Sequence[str]) -> bool:
-    builtin = {"run", "validate", "nodes", "plugins", "models", "schema", "inspect", "draw", "graphs"}
+    builtin = {"run", "validate", "nodes", "plugins", "models", "schema", "inspect", "draw", "graphs", "upgrade"}
     first = next((a for a in argv if not a.startswith("-")), None)
     return first is None or first not in builtin
 
