@@ -124,3 +124,47 @@ def test_models_lists_the_shipped_zoo_models_as_present(capsys):
     assert main(["models", "--json"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["tiny-shapes-diffusion"]["plugin"] == "zoo" and rows["tiny-shapes-diffusion"]["exists"] is True
+
+
+@pytest.fixture
+def test_nodes(monkeypatch) -> None:
+    """The CLI's registry: the installed plugins and the test nodes of conftest."""
+    import sfumato.registry as registry_module
+    from conftest import test_plugin
+
+    monkeypatch.setattr(registry_module, "_default", sfumato.Registry.load(plugins=[test_plugin]))
+
+
+@pytest.mark.parametrize("node_id, lines", [
+    ("test.counter", ["kind: class node", "batched: no", "cached: by its inputs; in memory and the disk cache"]),
+    ("test.scale", ["kind: function node", "batched: yes"]),
+    ("test.clock", ["cached: never: volatile"]),
+    ("test.record", ["output node: it always runs",
+                     "reads from the run context: device, dtype, seed, output_dir, params, graph\n"]),
+    ("test.add", ["reads from the run context: nothing (it takes no run context)"]),
+])
+def test_nodes_show_says_how_a_node_runs_and_is_cached(test_nodes, node_id, lines, capsys):
+    assert main(["nodes", "show", node_id]) == 0
+    out = capsys.readouterr().out
+    assert f"{node_id} v1" in out and "plugin sfumato_test_nodes local" in out
+    for line in lines:
+        assert line in out
+
+
+def test_nodes_show_json_has_kind_batching_cache_context_plugin_version_and_input_ranges(test_nodes, capsys):
+    assert main(["nodes", "show", "test.counter", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["class_node"] is True and shown["batched"] is False and shown["volatile"] is False
+    assert shown["plugin"] == "sfumato_test_nodes" and shown["plugin_version"] == "local"
+    assert main(["nodes", "show", "test.record", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["context_keys"] == ["device", "dtype", "seed", "output_dir", "params", "graph"]
+    assert shown["output_node"] is True
+    assert main(["nodes", "show", "test.clock", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cache"]["volatile"] is True
+    assert main(["nodes", "show", "image.save", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["cache"]["checks_entries"] is True and "run_index" in shown["context_keys"]
+    assert main(["nodes", "show", "test.add", "--json"]) == 0
+    [_, b] = json.loads(capsys.readouterr().out)["inputs"]
+    assert (b["name"], b["type"], b["ge"], b["le"]) == ("b", "Float", -100, 100)

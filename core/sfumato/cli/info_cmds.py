@@ -69,6 +69,22 @@ def nodes_markdown(specs: list[NodeSpec]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def node_traits(spec: NodeSpec) -> list[str]:
+    """How a node type runs and is cached, one line each, for ``sfumato nodes show``."""
+    kind = "class node (one instance per process keeps its state between calls)" if spec.is_class else "function node"
+    batched = "yes: a sweep merges its calls into batches" if spec.batch is not None else "no"
+    if spec.volatile:
+        cache = "never: volatile, it reruns every time"
+    else:
+        cache = "by its inputs" + (", the run settings it reads" if spec.context_param and spec.context_keys else "")
+        cache += " and a fingerprint of the files it reads" if spec.fingerprint else ""
+        cache += "; an entry is checked before reuse" if spec.is_cache_entry_valid else ""
+        cache += "; in memory only" if not spec.cacheable_to_disk else "; in memory and the disk cache"
+    reads = (", ".join(spec.context_keys) or "nothing") if spec.context_param else "nothing (it takes no run context)"
+    return [f"kind: {kind}" + ("; output node: it always runs" if spec.output_node else ""),
+            f"batched: {batched}", f"cached: {cache}", f"reads from the run context: {reads}"]
+
+
 def nodes_command(args: argparse.Namespace) -> int:
     from ..registry import default_registry
 
@@ -83,12 +99,17 @@ def nodes_command(args: argparse.Namespace) -> int:
         except KeyError as error:
             print_error(error.args[0])
             return 2
+        record = registry.plugins.get(spec.plugin)
+        plugin_version = (record.version or "local") if record else ""
         if args.json:
-            print_json({**node_as_dict(spec), "input_schema": node_input_schema(spec)})
+            print_json({**node_as_dict(spec), "plugin_version": plugin_version, "input_schema": node_input_schema(spec)})
             return 0
-        stdout.print(f"[bold]{spec.id}[/] v{spec.version}  [dim]({spec.category}, plugin {escape(spec.plugin)})[/]")
+        stdout.print(f"[bold]{spec.id}[/] v{spec.version}  "
+                     f"[dim]({spec.category}, plugin {escape(spec.plugin)} {escape(plugin_version)})[/]")
+        for line in node_traits(spec):
+            stdout.print(escape(line))
         if spec.description:
-            stdout.print(escape(spec.description))
+            stdout.print("\n" + escape(spec.description))
         table = Table(title="inputs", title_justify="left")
         for column in ("name", "type", "default", "constraints", "description"):
             table.add_column(column)

@@ -22,6 +22,13 @@ def node_as_dict(spec: NodeSpec) -> dict[str, Any]:
         "plugin": spec.plugin,
         "description": spec.description,
         "output_node": spec.output_node,
+        "batched": spec.batch is not None,
+        "class_node": spec.is_class,
+        "volatile": spec.volatile,
+        "cache": {"volatile": spec.volatile, "fingerprint": spec.fingerprint is not None,
+                  "checks_entries": spec.is_cache_entry_valid is not None, "to_disk": spec.cacheable_to_disk},
+        # Only a node taking a RunContext can read run settings; its declared ones join its signature.
+        "context_keys": list(spec.context_keys) if spec.context_param else [],
         "inputs": [
             {"name": i.name, "type": i.port, "required": i.required, "default": _default_text(i.default),
              "description": i.description, **i.constraints()}
