@@ -155,7 +155,7 @@ def test_text_to_image_built_from_an_empty_canvas_runs_and_makes_an_image(page, 
     drag_link(page, f"{encode}.conditioning", f"{generate}.conditioning")
     drag_link(page, f"{generate}.images", f"{save}.images")
     page.click(f".ed-node[data-id='{generate}'] .ed-more")
-    field(page, generate, "steps").fill("4")
+    field(page, generate, "steps").fill("2")
     field(page, generate, "steps").press("Tab")
     assert page.locator(".ed-link").count() == 3
     wait_valid(page)
@@ -173,7 +173,7 @@ def test_text_to_image_built_from_an_empty_canvas_runs_and_makes_an_image(page, 
     assert [node["type"] for node in document["nodes"].values()] == [
         "text.value", "encode.text", "generate.image", "image.save"]
     assert document["nodes"][save]["inputs"] == {"images": {"from": f"{generate}.images"}}
-    assert document["nodes"][generate]["inputs"]["steps"] == 4
+    assert document["nodes"][generate]["inputs"]["steps"] == 2
 
 
 def test_mismatched_link_is_refused_while_dragging(page, tmp_path):
@@ -204,8 +204,9 @@ def test_every_shipped_graph_round_trips_unchanged(page, name):
     assert json.dumps(saved) == json.dumps(status_document)
 
 
-def test_graph_without_positions_is_laid_out_left_to_right_by_dependency(page):
+def test_graph_without_positions_is_laid_out_left_to_right_by_dependency(page, tmp_path):
     open_shipped(page, "text-to-image")
+    page.screenshot(path=str(screenshots(tmp_path) / "editor-text-to-image.png"))
 
     def left(node: str) -> float:
         return page.locator(f".ed-node[data-id='{node}']").bounding_box()["x"]
@@ -243,7 +244,7 @@ def test_validation_issue_is_shown_on_its_node_and_field(page, tmp_path):
     issue.wait_for(state="visible", timeout=30_000)
     assert "greater than or equal to 0" in issue.inner_text()
     assert "has-issue" in page.locator(f".ed-node[data-id='{sharpen}']").get_attribute("class")
-    assert "nodes.sharpen.inputs.radius" in page.inner_text("#ed-issues")
+    assert f"nodes.{sharpen}.inputs.radius" in page.inner_text("#ed-issues")
     page.screenshot(path=str(screenshots(tmp_path) / "editor-issue.png"))
     # A missing required link shows on the node's field too.
     page.keyboard.press("Escape")

@@ -233,6 +233,10 @@
 
   function render() {
     const world = $("ed-world");
+    // Drawing again replaces every node element: keep the keyboard focus where it was.
+    const active = document.activeElement;
+    const focus = !$("ed-canvas").contains(active) ? null
+      : active.id ? { id: active.id } : active.classList.contains("ed-node") ? { node: active.dataset.id } : {};
     for (const element of world.querySelectorAll(".ed-node")) element.remove();
     $("ed-name").value = ed.doc.name || "";
     const elements = {};
@@ -258,6 +262,10 @@
     paintIssues();
     paintSelection();
     drawLinks();
+    if (focus) {
+      const target = (focus.id && document.getElementById(focus.id)) || (focus.node && nodeElementOf(focus.node)) || $("ed-canvas");
+      target.focus({ preventScroll: true });
+    }
   }
 
   function nodeElement(id, node) {
@@ -712,6 +720,8 @@
         if (ed.selected.has(id)) ed.selected.delete(id); else ed.selected.add(id);
       } else if (!ed.selected.has(id)) ed.selected = new Set([id]);
       paintSelection();
+      // The drag below prevents the default focus; keys (Delete, Ctrl+C) go to the focused node.
+      if (!event.target.closest("input, textarea, select, button")) node.focus({ preventScroll: true });
       if (nodeHead) startMove(event);
       return;
     }
@@ -979,6 +989,7 @@
       $("ed-run").disabled = false;
       try {
         const job = await api(`/api/jobs/${jobId}`);
+        showReport(job);
         if (job.status === "done") {
           status(`Job ${jobId} finished: ${job.outputs.filter((p) => p.endsWith(".png")).length} image(s) in the gallery.`);
           showSaved(job);
@@ -989,6 +1000,19 @@
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED) { $("ed-run").disabled = false; status(`Lost the progress stream of job ${jobId}.`, true); }
     };
+  }
+
+  // Node states from the job's report: the event stream misses what ran before the page subscribed.
+  function showReport(job) {
+    const runs = job.report && job.report.runs ? job.report.runs : [job.report];
+    const states = { ran: "done", cached: "cached", failed: "failed", blocked: "failed", skipped: null };
+    for (const run of runs) {
+      for (const [id, record] of Object.entries((run && run.nodes) || {})) {
+        const state = states[record.status];
+        const text = record.status === "ran" ? `done ${Number(record.seconds).toFixed(1)} s` : record.status;
+        if (state !== undefined) setNodeState(id, state, text);
+      }
+    }
   }
 
   // The finished images, shown on the node that wrote them (image.save's "paths").
