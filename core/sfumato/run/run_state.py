@@ -32,6 +32,7 @@ from ..plugin.events import (
     RunFinished,
     RunStarted,
 )
+from ..plugin.lazy import lazy_of
 from ..plugin.paths import PathNotAllowedError, path_inputs
 from .planning import Plan, PlannedNode
 from .report import NodeRecord, NodeStatus, RunReport, RunResult, RunStatus, summarize_value
@@ -66,6 +67,10 @@ class RunState:
         self.failures: list[NodeExecutionError] = []
         #: The nodes that must run (not cached), in plan order; set by :meth:`begin`.
         self.to_run: list[str] = []
+        #: Nodes looked at by the walk from the targets (run, cached, or lazily added since).
+        self._visited: set[str] = set()
+        #: Sources of lazy inputs a node did not need -> why they do not run.
+        self._untaken: dict[str, str] = {}
         self.started = 0.0
         self._lock = threading.Lock()
 
@@ -140,9 +145,22 @@ class RunState:
             self.report.nodes[node_id] = record
         self.emit(RunStarted(self.run_id, plan.graph.name, len(plan.order)))
         nodes = plan.nodes
+        to_run = self._walk(plan.targets)
+        for node_id in plan.order:
+            if node_id not in self._visited:
+                self.report.nodes[node_id].reason = "its consumers were cached"
+        self.to_run = [node_id for node_id in plan.order if node_id in to_run]
+        return self.to_run
+
+    def _walk(self, starts: list[str]) -> set[str]:
+        """Walk back from ``starts``: cached nodes take their result and stop the walk; returns the nodes to run.
+
+        The lazy inputs of a node are not followed: what feeds them runs only
+        when the node asks for it (:meth:`activate`).
+        """
+        nodes, visited = self.plan.nodes, self._visited
         to_run: set[str] = set()
-        visited: set[str] = set()
-        stack = list(plan.targets)
+        stack = list(starts)
         while stack:
             node_id = stack.pop()
             if node_id in visited:
@@ -154,16 +172,58 @@ class RunState:
                 self.use_cached(node, cached)
                 continue
             to_run.add(node_id)
-            stack.extend(edge.source for edge in node.links)
-        for node_id in plan.order:
-            if node_id not in visited:
-                self.report.nodes[node_id].reason = "its consumers were cached"
-        self.to_run = [node_id for node_id in plan.order if node_id in to_run]
-        return self.to_run
+            lazy = lazy_of(node.spec)
+            stack.extend(edge.source for edge in node.links if lazy is None or edge.input not in lazy.names)
+        return to_run
+
+    # -- lazy inputs ---------------------------------------------------------------
+
+    def lazy_needed(self, node: PlannedNode) -> set[str]:
+        """The lazy inputs ``node`` needs, asked of it with its literals and eager input values."""
+        lazy = lazy_of(node.spec)
+        assert lazy is not None
+        values = dict(node.literals)
+        for edge in node.links:
+            if edge.input not in lazy.names:
+                value = self.values[edge.source][edge.output]
+                values[edge.input] = edge.convert(value) if edge.convert is not None else value
+        needed = set(lazy.needs(values))
+        unknown = needed - set(lazy.names)
+        if unknown:
+            raise ValueError(f"{node.spec.id} asked for {sorted(unknown)}, which are not among its lazy inputs "
+                             f"{list(lazy.names)}")
+        for edge in node.links:
+            if edge.input in lazy.names and edge.input not in needed:
+                self._untaken.setdefault(edge.source, f"untaken branch: input {edge.input!r} of "
+                                                      f"{node.id!r} ({node.spec.id}) was not needed")
+        return needed
+
+    def activate(self, sources: list[str]) -> list[str]:
+        """Nodes a lazy input turned out to need: the ones to run now (cached ones are served), in plan order."""
+        added = self._walk(sources)
+        new = [node_id for node_id in self.plan.order if node_id in added]
+        self.to_run.extend(new)
+        for node_id in new:
+            self._untaken.pop(node_id, None)
+        return new
+
+    def _report_untaken(self) -> None:
+        """Say why the nodes behind untaken branches did not run (they stay ``skipped``)."""
+        records, nodes = self.report.nodes, self.plan.nodes
+        stack = [(node_id, reason) for node_id, reason in self._untaken.items()]
+        while stack:
+            node_id, reason = stack.pop()
+            record = records[node_id]
+            if record.status != NodeStatus.SKIPPED or record.reason.startswith("untaken branch"):
+                continue
+            record.reason = reason
+            stack.extend((edge.source, reason) for edge in nodes[node_id].links)
 
     def end(self, status: RunStatus | None = None) -> RunResult | None:
         """Close the run: status, timing, final event; the result when it succeeded."""
         self.report.seconds = time.perf_counter() - self.started
+        if self._untaken:
+            self._report_untaken()
         self.report.status = status or (RunStatus.FAILED if self.failures else RunStatus.OK)
         self.emit(RunFinished(self.run_id, str(self.report.status), self.report.seconds))
         if self.report.status != RunStatus.OK:
@@ -179,7 +239,10 @@ class RunState:
         spec = node.spec
         kwargs = dict(node.literals)
         ports = self.engine.registry.ports
+        lazy = lazy_of(spec)
         for edge in node.links:
+            if lazy is not None and edge.input in lazy.names and edge.source not in self.values:
+                continue  # a lazy input the node did not need: it takes its default
             value = self.values[edge.source][edge.output]
             if edge.convert is not None:
                 value = edge.convert(value)

@@ -12,7 +12,11 @@ A single run, ``--jobs N``, a sweep's many runs and the batched calls of
   already in the cache take it, and a node with a ``batch`` function receives
   the remaining calls in batches of ``batch_size``;
 - a failed pair blocks its descendants in its own run only; a run that does
-  not keep going stops the whole schedule.
+  not keep going stops the whole schedule;
+- a node with lazy inputs (``flow.if``) is ready once its eager sources have
+  finished; it is then asked which lazy inputs it needs, and only the nodes
+  feeding those join its run's queue (the node waits for them). Untaken
+  branches never run. One queue still decides everything.
 
 With ``jobs == 1`` units run inline on the calling thread (no thread-pool
 overhead for the common case); with more, up to ``jobs`` units run at once.
@@ -29,6 +33,11 @@ from typing import TYPE_CHECKING
 
 from ..errors import RunCancelledError
 from ..plugin.events import ACTIVE_RUN
+from ..plugin.lazy import lazy_of
+from .report import NodeStatus
+
+#: A node in one of these states will not produce a value in this run.
+_NOT_RUNNING = (NodeStatus.FAILED, NodeStatus.BLOCKED)
 
 if TYPE_CHECKING:
     from .planning import PlannedNode
@@ -42,6 +51,8 @@ class _RunQueue:
     state: "RunState"
     waiting: dict[str, int] = field(default_factory=dict)
     consumers: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: Lazy nodes already told which lazy inputs they need.
+    resolved: set[str] = field(default_factory=set)
 
 
 class Scheduler:
@@ -70,29 +81,78 @@ class Scheduler:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    def _enqueue(self, queue: _RunQueue) -> None:
+    def _enqueue(self, queue: _RunQueue, to_run: list[str] | None = None) -> None:
+        """Add nodes of a run (all it must run, or those a lazy input added) to the queue."""
         state = queue.state
-        to_run = state.to_run
-        pending = set(to_run)
+        first = to_run is None
+        to_run = state.to_run if to_run is None else to_run
+        waiting = queue.waiting
+        pending = set(to_run) if first else set(to_run) | {n for n in waiting if _unfinished(state, n)}
         nodes = state.plan.nodes
-        rank, waiting, consumers = self._rank, queue.waiting, queue.consumers
+        rank, consumers = self._rank, queue.consumers
         ready_now = []
         for node_id in to_run:
             if node_id not in rank:
                 rank[node_id] = len(rank)
+            node = nodes[node_id]
+            lazy = lazy_of(node.spec)
             count = 0
-            for link in nodes[node_id].links:
-                if link.source in pending:
+            for link in node.links:
+                if link.source in pending and (lazy is None or link.input not in lazy.names):
                     count += 1
                     consumers[link.source].append(node_id)
             waiting[node_id] = count
             if count:
                 self._unready[node_id] += 1
             else:
-                self._ready[node_id].append(queue)
                 ready_now.append(node_id)
         for node_id in ready_now:
-            self._maybe_launchable(node_id)
+            self._became_ready(queue, node_id)
+
+    def _became_ready(self, queue: _RunQueue, node_id: str) -> None:
+        """A pair's sources have finished: it is ready, unless lazy inputs it needs must run first."""
+        node = queue.state.plan.nodes[node_id]
+        if node_id not in queue.resolved and lazy_of(node.spec) is not None:
+            queue.resolved.add(node_id)
+            if self._wait_for_lazy(queue, node):
+                return
+        self._ready[node_id].append(queue)
+        if not self._unready[node_id]:
+            heapq.heappush(self._launchable, (self._rank[node_id], node_id))
+
+    def _wait_for_lazy(self, queue: _RunQueue, node: "PlannedNode") -> bool:
+        """Ask a lazy node what it needs and queue that; True when it must wait (or failed)."""
+        state = queue.state
+        try:
+            needed = state.lazy_needed(node)
+        except (KeyboardInterrupt, RunCancelledError):
+            raise
+        except Exception as error:  # noqa: BLE001 - fails like the node itself (raises unless keeping going)
+            state.fail(node, error, 0.0)
+            queue.waiting[node.id] = -1
+            self._block_consumers(queue, node.id)
+            return True
+        sources = [edge.source for edge in node.links if edge.input in needed and edge.source not in state.values]
+        if not sources:
+            return False
+        if any(state.report.nodes[source].status in _NOT_RUNNING for source in sources):
+            state.block(node.id)  # a branch it needs already failed in this run (kept going)
+            queue.waiting[node.id] = -1
+            self._block_consumers(queue, node.id)
+            return True
+        added = state.activate(sources)
+        # Before the new nodes are queued, so none can be released before the wait is counted.
+        count = 0
+        for source in dict.fromkeys(sources):
+            if source not in state.values:
+                count += 1
+                queue.consumers[source].append(node.id)
+        if not count:
+            return False
+        queue.waiting[node.id] = count
+        self._unready[node.id] += 1
+        self._enqueue(queue, added)
+        return True
 
     def _maybe_launchable(self, node_id: str) -> None:
         if not self._unready[node_id] and self._ready[node_id]:
@@ -109,9 +169,7 @@ class Scheduler:
             waiting[consumer] = remaining
             if remaining == 0:
                 unready[consumer] -= 1
-                self._ready[consumer].append(queue)
-                if not unready[consumer]:
-                    heapq.heappush(self._launchable, (self._rank[consumer], consumer))
+                self._became_ready(queue, consumer)
 
     def _block_consumers(self, queue: _RunQueue, node_id: str) -> None:
         stack = list(queue.consumers.get(node_id, ()))
@@ -255,6 +313,11 @@ class Scheduler:
         finally:
             ACTIVE_RUN.reset(token)
         return True
+
+
+def _unfinished(state: "RunState", node_id: str) -> bool:
+    """Queued in the run and neither finished nor failed (so a new node waits for it)."""
+    return node_id not in state.values and state.report.nodes[node_id].status not in _NOT_RUNNING
 
 
 #: Pairs of one node id with the same signature: the first runs, the others share its result.

@@ -1,0 +1,20 @@
+"""sfumato_flow: branching nodes whose untaken branches never run (built-in plugin).
+
+``flow.if`` and ``flow.switch`` take their branches as lazy inputs
+(:func:`sfumato.lazy_inputs`): the scheduler runs the condition first, then only
+the branch chosen. ``flow.compare`` makes a condition from two numbers.
+Registered under the ``sfumato`` entry-point group like any third-party plugin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sfumato
+
+from . import nodes
+
+
+@sfumato.hookimpl
+def sfumato_node_types() -> list[Any]:
+    return [nodes.if_, nodes.switch, nodes.compare]

@@ -1,0 +1,73 @@
+"""The flow nodes: ``flow.if``, ``flow.switch`` and ``flow.compare``."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Iterable, Literal
+
+import sfumato
+from sfumato import node
+
+#: How many cases ``flow.switch`` takes.
+CASES = 8
+_CASE_NAMES = tuple(f"case{index}" for index in range(CASES))
+
+
+def _branch_of(values: dict[str, Any]) -> list[str]:
+    return ["if_true" if values["condition"] else "if_false"]
+
+
+@sfumato.lazy_inputs("if_true", "if_false", needs=_branch_of, same_type=("if_true", "if_false"))
+@node("flow.if", category="flow", output="value")
+def if_(condition: bool, if_true: Any = None, if_false: Any = None) -> Any:
+    """Pass on ``if_true`` when the condition holds, else ``if_false``; only that branch runs.
+
+    The nodes feeding the other branch are never run (the run report lists
+    them as skipped, "untaken branch"). Both branches must have one type,
+    checked before the run; the output has that type.
+
+    Args:
+        condition: which branch to take.
+        if_true: the value when the condition is true.
+        if_false: the value when the condition is false.
+    """
+    return if_true if condition else if_false
+
+
+def _case_of(values: dict[str, Any]) -> Iterable[str]:
+    index = values["index"]
+    if not 0 <= index < CASES:
+        raise ValueError(f"index {index} is outside 0..{CASES - 1}")
+    return [f"case{index}"]
+
+
+@sfumato.lazy_inputs(*_CASE_NAMES, needs=_case_of, same_type=_CASE_NAMES)
+@node("flow.switch", category="flow", output="value")
+def switch(index: int, case0: Any = None, case1: Any = None, case2: Any = None, case3: Any = None,
+           case4: Any = None, case5: Any = None, case6: Any = None, case7: Any = None) -> Any:
+    """Pass on the case chosen by ``index`` (0 to 7); only that case's branch runs.
+
+    Args:
+        index: which case to pass on.
+        case0: the value for index 0 (likewise case1 to case7).
+    """
+    chosen = (case0, case1, case2, case3, case4, case5, case6, case7)[index]
+    if chosen is None:
+        raise ValueError(f"case{index} is chosen but has no value: link it or give it a value")
+    return chosen
+
+
+_OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
+              "==": operator.eq, "!=": operator.ne}
+
+
+@node("flow.compare", category="flow", output="result")
+def compare(a: float, b: float = 0.0, op: Literal[">=", ">", "<=", "<", "==", "!="] = ">=") -> bool:
+    """Compare two numbers: ``a op b`` (a condition for ``flow.if``).
+
+    Args:
+        a: the left number (a score, a count).
+        b: the right number (a threshold).
+        op: the comparison.
+    """
+    return bool(_OPERATORS[op](a, b))

@@ -1,0 +1,146 @@
+"""Lazy branches: flow.if and flow.switch run only the branch they take."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import sfumato
+
+from conftest import CALLS
+
+
+def if_graph(condition: Any, *, false_value: Any = None) -> sfumato.Graph:
+    """flow.if between two counting branches: 'yes' (test.add, 1 + 10) and 'no' (test.scale, 1 * 3)."""
+    nodes: dict[str, Any] = {
+        "n": {"type": "test.number", "inputs": {"value": 1.0}},
+        "yes": {"type": "test.add", "inputs": {"a": {"from": "n.value"}, "b": 10.0}},
+        "no": {"type": "test.scale", "inputs": {"a": {"from": "n.value"}, "factor": 3.0}},
+        "pick": {"type": "flow.if", "inputs": {"condition": condition, "if_true": {"from": "yes.value"},
+                                               "if_false": {"from": "no.value"} if false_value is None
+                                               else false_value}},
+        "after": {"type": "test.add", "inputs": {"a": {"from": "pick.value"}, "b": 0.5}},
+    }
+    return sfumato.Graph.from_dict({"version": 1, "params": {"go": {"type": "bool", "default": True}},
+                                    "nodes": nodes, "outputs": {"value": "after.value"}})
+
+
+def test_untaken_branch_of_flow_if_never_runs(engine):
+    result = engine.run(if_graph({"param": "go"}))
+    assert result.outputs == {"value": 11.5}
+    assert CALLS["test.scale"] == 0
+    assert CALLS["test.add"] == 2  # 'yes' and 'after'
+    CALLS.clear()
+    result = engine.run(if_graph({"param": "go"}), {"go": False})
+    assert result.outputs == {"value": 3.5}
+    assert CALLS["test.scale"] == 1 and CALLS["test.add"] == 1  # 'no' and 'after' ('yes' was not needed)
+
+
+def test_run_report_shows_the_skipped_branch(engine):
+    report = engine.run(if_graph(False)).report
+    assert report.nodes["yes"].status == sfumato.NodeStatus.SKIPPED
+    assert report.nodes["yes"].reason == "untaken branch: input 'if_true' of 'pick' (flow.if) was not needed"
+    assert report.nodes["no"].status == sfumato.NodeStatus.RAN
+
+
+def test_condition_computed_by_a_node_decides_the_branch(engine):
+    graph = if_graph({"from": "check.result"})
+    graph = sfumato.Graph.from_dict({**graph.to_dict(), "nodes": {
+        **graph.to_dict()["nodes"],
+        "check": {"type": "flow.compare", "inputs": {"a": {"from": "n.value"}, "b": 5.0, "op": ">"}}}})
+    assert engine.run(graph).outputs == {"value": 3.5}
+    assert CALLS["test.add"] == 1
+
+
+def test_branch_shared_with_a_taken_path_still_runs_once(engine):
+    document = if_graph(True).to_dict()
+    document["nodes"]["also"] = {"type": "test.record", "inputs": {"a": {"from": "no.value"}}}
+    result = engine.run(sfumato.Graph.from_dict(document))
+    assert result.outputs == {"value": 11.5}
+    assert CALLS["test.scale"] == 1  # 'no' feeds an output node too
+
+
+def test_flow_if_branches_of_different_types_are_refused_at_validation(registry):
+    document = if_graph(True).to_dict()
+    document["nodes"]["words"] = {"type": "test.stats", "inputs": {"values": ["a"]}}
+    document["nodes"]["pick"]["inputs"]["if_false"] = {"from": "words.count"}
+    document["nodes"]["text"] = {"type": "test.stats", "inputs": {"values": ["a"]}}
+    assert sfumato.validate_graph(sfumato.Graph.from_dict(document), registry) == []  # Int and Float agree
+    document["params"]["words"] = {"type": "str", "default": "some text"}
+    document["nodes"]["pick"]["inputs"]["if_false"] = {"param": "words"}
+    issues = sfumato.validate_graph(sfumato.Graph.from_dict(document), registry)
+    assert [issue.path for issue in issues] == ["nodes.pick.inputs.if_false"]
+    assert issues[0].message == ("flow.if takes one type on if_true, if_false: 'if_true' (yes.value) is Float, "
+                                 "but 'if_false' (parameter 'words') is Text")
+
+
+def test_flow_if_output_carries_its_branch_type_to_consumers(registry):
+    graph = sfumato.Graph.from_dict({"version": 1, "nodes": {
+        "n": {"type": "test.number"},
+        "pick": {"type": "flow.if", "inputs": {"condition": True, "if_true": {"from": "n.value"},
+                                               "if_false": {"from": "n.value"}}},
+        "stats": {"type": "test.stats", "inputs": {"values": {"from": "pick.value"}}}}})
+    issues = sfumato.validate_graph(graph, registry)
+    assert [issue.path for issue in issues] == ["nodes.stats.inputs.values"]
+    assert "pick.value is Float, but input 'values' of test.stats takes TextList" in issues[0].message
+
+
+def switch_graph(index: Any) -> sfumato.Graph:
+    return sfumato.Graph.from_dict({"version": 1, "params": {"which": {"type": "int", "default": 0}}, "nodes": {
+        "n": {"type": "test.number", "inputs": {"value": 2.0}},
+        "zero": {"type": "test.add", "inputs": {"a": {"from": "n.value"}}},
+        "one": {"type": "test.scale", "inputs": {"a": {"from": "n.value"}, "factor": 5.0}},
+        "two": {"type": "test.counter", "inputs": {"a": {"from": "n.value"}}},
+        "choose": {"type": "flow.switch", "inputs": {"index": index, "case0": {"from": "zero.value"},
+                                                     "case1": {"from": "one.value"}, "case2": {"from": "two.value"}}}},
+        "outputs": {"value": "choose.value"}})
+
+
+def test_flow_switch_runs_only_the_chosen_case(engine):
+    assert engine.run(switch_graph({"param": "which"}), {"which": 1}).outputs == {"value": 10.0}
+    assert (CALLS["test.add"], CALLS["test.scale"]) == (0, 1)
+    report = engine.run(switch_graph({"param": "which"}), {"which": 0}).report
+    assert report.nodes["two"].status == sfumato.NodeStatus.SKIPPED
+    assert (CALLS["test.add"], CALLS["test.scale"]) == (1, 1)
+
+
+def test_flow_switch_index_outside_its_cases_fails_the_node(engine):
+    with pytest.raises(sfumato.NodeExecutionError, match="index 9 is outside 0..7"):
+        engine.run(switch_graph(9))
+    assert CALLS["test.add"] == CALLS["test.scale"] == 0
+
+
+def test_chosen_case_without_a_value_fails_with_a_clear_error(engine):
+    with pytest.raises(sfumato.NodeExecutionError, match="case3 is chosen but has no value"):
+        engine.run(switch_graph(3))
+
+
+def test_lazy_branches_in_a_sweep_run_per_run_choice(engine):
+    outcomes = engine.run_many(if_graph({"param": "go"}), [{"go": True}, {"go": False}, {"go": True}])
+    assert [outcome.outputs["value"] for outcome in outcomes] == [11.5, 3.5, 11.5]
+    assert CALLS["test.scale"] == 1
+
+
+def test_lazy_branches_with_parallel_jobs(registry, tmp_path):
+    engine = sfumato.Engine(registry, device="cpu", output_dir=tmp_path / "out", jobs=3)
+    assert engine.run(if_graph(False)).outputs == {"value": 3.5}
+    assert CALLS["test.add"] == 1
+
+
+def test_cached_branch_is_served_when_the_condition_flips_back(engine):
+    engine.run(if_graph({"param": "go"}), {"go": True})
+    engine.run(if_graph({"param": "go"}), {"go": False})
+    CALLS.clear()
+    report = engine.run(if_graph({"param": "go"}), {"go": True}).report
+    assert report.nodes["after"].status == sfumato.NodeStatus.CACHED
+    assert sum(CALLS.values()) == 0
+
+
+def test_failing_branch_fails_the_run_only_when_taken(engine):
+    document = if_graph(True).to_dict()
+    document["nodes"]["no"] = {"type": "test.fail", "inputs": {"a": {"from": "n.value"}}}
+    assert engine.run(sfumato.Graph.from_dict(document)).outputs == {"value": 11.5}
+    document["nodes"]["pick"]["inputs"]["condition"] = False
+    with pytest.raises(sfumato.NodeExecutionError, match="boom"):
+        engine.run(sfumato.Graph.from_dict(document))
