@@ -147,7 +147,8 @@ def plugins_command(args: argparse.Namespace) -> int:
     registry = default_registry()
     # 'plugins' is built without the plugins' commands (main skips them for built-in
     # commands); add them to a parser of its own to learn which plugin adds which.
-    registry.add_cli_commands(argparse.ArgumentParser(add_help=False).add_subparsers())
+    for plugin, error in registry.add_cli_commands(argparse.ArgumentParser(add_help=False).add_subparsers()):
+        print_error(f"plugin {plugin!r} could not add its commands: {error}")
     records = list(registry.plugins.values())
     rows = [plugin_as_dict(record, registry) for record in records]
     # Non-zero when a plugin failed, so scripts and CI notice; a missing optional extra is not a failure.
@@ -185,16 +186,18 @@ def models_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    table = Table(title="model sources: use the name as a node's model input", title_justify="left")
-    for column in ("name", "plugin", "kind", "description", "weights"):
-        table.add_column(column)
+    # One block per source: descriptions and paths are too long for table columns.
+    stdout.print("[dim]model sources: use the name as a node's model input[/]")
     for row in rows:
+        kind = ", ".join(x for x in (row["kind"], f"generator {row['generator']}" if row["generator"] else "") if x)
+        stdout.print(f"\n[bold]{escape(row['name'])}[/]  [dim](plugin {escape(row['plugin'])}"
+                     f"{', ' + escape(kind) if kind else ''})[/]")
+        if row["description"]:
+            stdout.print(f"  {escape(row['description'])}")
         if row["problem"]:
-            where = f"[red]cannot locate[/]: {escape(row['problem'])}"
+            stdout.print(f"  weights: [red]cannot locate[/]: {escape(row['problem'])}")
         else:
-            where = escape(row["path"]) + ("" if row["exists"] else " [red](missing)[/]")
-        table.add_row(row["name"], row["plugin"], row["kind"], escape(row["description"]), where)
-    stdout.print(table)
+            stdout.print(f"  weights: {escape(row['path'])}" + ("" if row["exists"] else " [red](missing)[/]"))
     return 0
 
 
