@@ -240,3 +240,32 @@ def test_a_subgraph_file_in_a_stored_graph_is_not_reported_as_a_missing_node_typ
     missing, changed = provenance_issues(data, Registry.load(entry_points=False))
     assert [issue.node for issue in missing] == ["gone"] and changed == []
     assert "(its version is not recorded)" in missing[0].message
+
+
+def test_metadata_differences_name_versions_device_and_dtype_but_not_unrecorded_ones():
+    from sfumato.run.metadata import metadata_differences
+
+    made = {"versions": {"torch": "2.12.0"}, "plugins": {"zoo": "0.1.0"},
+            "nodes": {"gan.generate": {"version": 1, "plugin": "zoo"}}, "device": "cuda:0", "dtype": "bfloat16"}
+    remade = {"versions": {"torch": "2.13.0"}, "plugins": {"zoo": "0.2.0", "unused": "1.0"},
+              "nodes": {"gan.generate": {"version": 2, "plugin": "zoo"}}, "device": "cpu", "dtype": "float32"}
+    assert metadata_differences(made, remade) == [
+        "library torch: 2.12.0 then, 2.13.0 now", "plugin zoo: 0.1.0 then, 0.2.0 now",
+        "node gan.generate: v1 from plugin zoo then, v2 from plugin zoo now",
+        "device: cuda:0 then, cpu now", "dtype: bfloat16 then, float32 now"]
+    # An image made where no node computed on torch records no device: nothing to compare.
+    assert metadata_differences({"device": None, "dtype": None}, remade) == []
+
+
+@pytest.mark.slow
+def test_check_of_the_second_image_of_a_generated_batch_matches(tmp_path, capsys):
+    from tiny_models import save_tiny_zoo_diffusion
+
+    (tmp_path / "g.json").write_text(json.dumps(_generator_graph(save_tiny_zoo_diffusion(tmp_path / "model"))))
+    assert main(["run", str(tmp_path / "g.json"), "--out", str(tmp_path / "a"), "--set", "batch_size=2",
+                 "--device", "cpu", "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)["files"][1]
+    stored = read_png_metadata(second)
+    assert (stored["device"], stored["dtype"], stored["index"]) == ("cpu", "float32", 1)
+    assert main(["run", second, "--check", "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["match"] is True

@@ -89,12 +89,33 @@ def image_metadata(context: RunContext, index: int = 0) -> dict[str, Any]:
     }
 
 
-def png_info(data: dict[str, Any]) -> Any:
-    """A Pillow ``PngInfo`` holding ``data`` as the ``sfumato`` text chunk."""
+#: IPTC's digital source type for media made by a trained model ("generative AI").
+DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+#: The PNG keyword of an XMP packet (Adobe's XMP specification, part 3).
+XMP_KEY = "XML:com.adobe.xmp"
+#: The XMP packet every PNG sfumato writes carries: the IPTC digital source type, which marks the
+#: image as generated for readers of IPTC metadata (and for the EU AI Act's marking duty).
+DIGITAL_SOURCE_XMP = (
+    '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    '<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">'
+    f"<Iptc4xmpExt:DigitalSourceType>{DIGITAL_SOURCE_TYPE}</Iptc4xmpExt:DigitalSourceType>"
+    '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="r"?>'
+)
+
+
+def png_info(data: dict[str, Any] | None) -> Any:
+    """A Pillow ``PngInfo`` with the IPTC digital source type (XMP) and ``data`` as the ``sfumato`` chunk.
+
+    With ``data=None`` only the digital source type is written: every PNG
+    sfumato makes says it is generated, also without reproducibility metadata.
+    """
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
-    info.add_itxt(PNG_KEY, json.dumps(data, ensure_ascii=False, default=str), zip=True)
+    info.add_itxt(XMP_KEY, DIGITAL_SOURCE_XMP)
+    if data is not None:
+        info.add_itxt(PNG_KEY, json.dumps(data, ensure_ascii=False, default=str), zip=True)
     return info
 
 
@@ -260,17 +281,20 @@ def metadata_differences(made: dict[str, Any], remade: dict[str, Any]) -> list[s
     reads ``plugin imaging: 0.1.0 then, 0.2.0 now``.
     """
     differences = []
+    # Plugins that provide none of the graph's node types cannot have made it differently.
+    used = {made_by["plugin"] for data in (made, remade) for made_by in data.get("nodes", {}).values()}
     for field, what in _MADE_WITH:
         if field not in made:
             continue
         before, after = made[field], remade.get(field, {})
         for name in sorted(set(before) | set(after)):
             old, new = before.get(name), after.get(name)
-            if old != new:
-                if field == "nodes":
-                    old = f"v{old['version']} from plugin {old['plugin']}" if old else None
-                    new = f"v{new['version']} from plugin {new['plugin']}" if new else None
-                differences.append(f"{what} {name}: {old or 'not used'} then, {new or 'not used'} now")
+            if old == new or (field == "plugins" and "nodes" in made and name not in used):
+                continue
+            if field == "nodes":
+                old = f"v{old['version']} from plugin {old['plugin']}" if old else None
+                new = f"v{new['version']} from plugin {new['plugin']}" if new else None
+            differences.append(f"{what} {name}: {old or 'absent'} then, {new or 'absent'} now")
     for field in ("device", "dtype"):
         # Recorded only where torch computed (see image_metadata): "not recorded" is no difference.
         if made.get(field) and remade.get(field) and made[field] != remade[field]:
