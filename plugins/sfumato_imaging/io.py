@@ -131,7 +131,9 @@ def save_images(
     atomically. An existing file is never overwritten unless
     ``if_exists="overwrite"``: by default the new file gets a ``-1``, ``-2``
     suffix. Each PNG stores the graph, parameters, seed and versions that
-    made it, so ``sfumato run IMAGE.png`` makes it again.
+    made it, so ``sfumato run IMAGE.png`` makes it again; every PNG (also
+    with ``metadata=false``) carries the IPTC digital source type
+    "trainedAlgorithmicMedia" in its XMP, marking it as generated.
 
     Args:
         images: the images to save.
@@ -158,7 +160,8 @@ def save_images(
             raise FileExistsError(f"{target} exists; set if_exists to 'increment' or 'overwrite'")
         if if_exists == "increment":
             target = claim_new_file(target)
-        info = png_info(image_metadata(context, index)) if metadata else None
+        # The IPTC digital source type is written always; ``metadata`` governs the reproducibility data.
+        info = png_info(image_metadata(context, index) if metadata else None)
         try:
             write_atomically(target, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
         except BaseException:
