@@ -332,3 +332,18 @@ def test_png_made_by_sfumato_opens_its_graph(page, server):
     page.set_input_files("#ed-open-file", str(png))
     page.wait_for_function("document.querySelector('#ed-status').textContent.includes('stored in')")
     assert saved_document(page) == graph
+
+
+def test_parameter_default_is_edited_in_the_side_panel(page):
+    open_shipped(page, "prompt-card")
+    shipped = json.loads(shipped_graphs()["prompt-card"].read_text())["params"]
+    page.fill("#ed-p-style", "ink on paper")
+    page.press("#ed-p-style", "Tab")
+    page.fill("#ed-p-seed", "7")
+    page.press("#ed-p-seed", "Tab")
+    params = saved_document(page)["params"]
+    assert params["style"] == {**shipped["style"], "default": "ink on paper"}
+    assert params["seed"] == {**shipped["seed"], "default": 7}
+    page.click("#ed-undo")
+    page.click("#ed-undo")
+    assert saved_document(page)["params"] == shipped

@@ -51,6 +51,7 @@
         return { kind: "link", node: raw.from.slice(0, at), output: raw.from.slice(at + 1) };
       }
       if (keys.length === 1 && keys[0] === "param") return { kind: "param", name: raw.param };
+      if (keys.length === 1 && keys[0] === "input") return { kind: "input", name: raw.input };
       if (keys.length === 1 && keys[0] === "value") return { kind: "value", value: raw.value };
     }
     return { kind: "value", value: raw };
@@ -59,7 +60,7 @@
   function literalJSON(value) {
     if (value && typeof value === "object" && !Array.isArray(value)) {
       const keys = Object.keys(value);
-      if (keys.length === 1 && ["from", "param", "value"].includes(keys[0])) return { value };
+      if (keys.length === 1 && ["from", "param", "input", "value"].includes(keys[0])) return { value };
     }
     return value;
   }
@@ -67,12 +68,12 @@
   // The document in the file's key order (Graph.to_dict): saving an opened graph gives it back unchanged.
   function ordered(doc) {
     const out = {};
-    for (const key of ["version", "name", "description", "params", "nodes", "outputs"]) if (key in doc) out[key] = doc[key];
+    for (const key of ["version", "name", "description", "params", "inputs", "nodes", "outputs"]) if (key in doc) out[key] = doc[key];
     for (const key of Object.keys(doc)) if (!(key in out)) out[key] = doc[key];
     const nodes = {};
     for (const [id, node] of Object.entries(doc.nodes || {})) {
       const entry = {};
-      for (const key of ["type", "inputs", "title", "meta"]) if (key in node) entry[key] = node[key];
+      for (const key of ["type", "version", "inputs", "title", "meta"]) if (key in node) entry[key] = node[key];
       for (const key of Object.keys(node)) if (!(key in entry)) entry[key] = node[key];
       nodes[id] = entry;
     }
@@ -235,8 +236,9 @@
     const world = $("ed-world");
     // Drawing again replaces every node element: keep the keyboard focus where it was.
     const active = document.activeElement;
-    const focus = !$("ed-canvas").contains(active) ? null
-      : active.id ? { id: active.id } : active.classList.contains("ed-node") ? { node: active.dataset.id } : {};
+    const focus = !$("editor").contains(active) ? null : {
+      id: active.id, node: active.classList.contains("ed-node") ? active.dataset.id : null,
+      canvas: $("ed-canvas").contains(active) };
     for (const element of world.querySelectorAll(".ed-node")) element.remove();
     $("ed-name").value = ed.doc.name || "";
     const elements = {};
@@ -263,8 +265,9 @@
     paintSelection();
     drawLinks();
     if (focus) {
-      const target = (focus.id && document.getElementById(focus.id)) || (focus.node && nodeElementOf(focus.node)) || $("ed-canvas");
-      target.focus({ preventScroll: true });
+      const target = (focus.id && document.getElementById(focus.id)) || (focus.node && nodeElementOf(focus.node))
+        || (focus.canvas ? $("ed-canvas") : null);
+      if (target && target !== document.activeElement) target.focus({ preventScroll: true });
     }
   }
 
@@ -369,6 +372,9 @@
       row.append(chip(`← ${ref.node}.${ref.output}`, `unlink ${id}.${input.name}`, () => change((doc) => { delete doc.nodes[id].inputs[input.name]; })));
     } else if (ref && ref.kind === "param") {
       row.append(chip(`param ${ref.name}`, `stop using parameter ${ref.name} for ${id}.${input.name}`,
+        () => change((doc) => { delete doc.nodes[id].inputs[input.name]; })));
+    } else if (ref && ref.kind === "input") {
+      row.append(chip(`graph input ${ref.name}`, `disconnect ${id}.${input.name} from the graph input ${ref.name}`,
         () => change((doc) => { delete doc.nodes[id].inputs[input.name]; })));
     } else if (literal) {
       const widget = widgetFor(fieldId, input, literal, ref ? ref.value : undefined, (value) => change((doc) => {
@@ -486,6 +492,7 @@
     return control;
   }
 
+  // Graph parameters with their defaults (what a run from the editor uses), editable in place.
   function renderParams() {
     const box = $("ed-params");
     box.replaceChildren();
@@ -497,17 +504,57 @@
       box.append(none);
       return;
     }
-    const table = document.createElement("table");
     for (const [name, declaration] of params) {
-      const row = table.insertRow();
+      const row = document.createElement("div");
+      row.className = "ed-param";
       row.dataset.param = name;
-      row.insertCell().textContent = name;
-      row.insertCell().textContent = declaration.type;
-      const value = row.insertCell();
-      value.textContent = "default" in declaration ? JSON.stringify(declaration.default) : "(required)";
-      value.title = declaration.description || "";
+      const label = document.createElement("label");
+      label.htmlFor = `ed-p-${name}`;
+      label.textContent = `${name} `;
+      const type = document.createElement("small");
+      type.textContent = declaration.type;
+      label.append(type);
+      label.title = declaration.description || "";
+      const value = declaration.default;
+      let control;
+      const set = (v) => change((doc) => {
+        if (v === undefined) delete doc.params[name].default; else doc.params[name].default = v;
+      });
+      if (Array.isArray(declaration.choices)) {
+        control = document.createElement("select");
+        for (const choice of declaration.choices) control.append(new Option(String(choice), JSON.stringify(choice)));
+        control.value = JSON.stringify(value);
+        control.addEventListener("change", () => set(JSON.parse(control.value)));
+      } else if (declaration.type === "bool") {
+        control = document.createElement("input");
+        control.type = "checkbox";
+        control.checked = Boolean(value);
+        control.addEventListener("change", () => set(control.checked));
+      } else if (declaration.type === "str") {
+        control = document.createElement("input");
+        control.type = "text";
+        control.value = value ?? "";
+        control.addEventListener("change", () => set(control.value));
+      } else {
+        control = document.createElement("input");
+        control.type = declaration.type === "int" || declaration.type === "float" ? "number" : "text";
+        if (control.type === "number") {
+          control.step = declaration.type === "int" ? "1" : "any";
+          if (declaration.minimum != null) control.min = declaration.minimum;
+          if (declaration.maximum != null) control.max = declaration.maximum;
+        }
+        control.value = value === undefined || value === null ? "" : control.type === "number" ? value : JSON.stringify(value);
+        control.placeholder = "required";
+        control.addEventListener("change", () => {
+          const text = control.value.trim();
+          if (text === "") return set(undefined);
+          try { set(JSON.parse(text)); } catch { set(control.value); }
+        });
+      }
+      control.id = `ed-p-${name}`;
+      row.append(label, control);
+      box.append(row);
     }
-    box.append(table);
   }
 
   function nodeElementOf(id) { return $("ed-world").querySelector(`.ed-node[data-id="${CSS.escape(id)}"]`); }
