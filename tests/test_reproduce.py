@@ -269,3 +269,16 @@ def test_check_of_the_second_image_of_a_generated_batch_matches(tmp_path, capsys
     assert (stored["device"], stored["dtype"], stored["index"]) == ("cpu", "float32", 1)
     assert main(["run", second, "--check", "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["match"] is True
+
+
+def test_check_of_a_png_whose_graph_no_longer_writes_that_image_exits_1(swatch_png, tmp_path, use_plugins, capsys):
+    @node("swatch.fill", version=1, category="test")
+    def nothing(green: int = 0) -> ImageBatch:
+        """No images at all."""
+        return ImageBatch(())
+
+    module = types.ModuleType("swatch")
+    module.sfumato_node_types = hookimpl(lambda: [nothing])  # type: ignore[attr-defined]
+    use_plugins(module)
+    assert main(["run", swatch_png, "--check"]) == 1
+    assert "wrote no image 0 from node 'save'" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from ..errors import GraphValidationError, ParameterError
+from ..errors import GraphValidationError, ParameterError, SfumatoError
 from ..run.metadata import MetadataError, compare_pixels, metadata_differences, provenance_issues, read_png_metadata
 from .arguments import load_graph_argument, parse_memory
 from .output import print_json, stderr, stdout
@@ -70,8 +70,9 @@ def check_command(args: argparse.Namespace) -> int:
             report = engine.execute(plan).report
         remade = _same_image(report.files, made)
         if remade is None:
-            raise ParameterError(f"the run wrote no image {made.get('index')} from node {made.get('node')!r}, "
-                                 f"which saved {args.graph}")
+            # Not bad input: the graph no longer makes the image (exit 1, like any difference).
+            raise SfumatoError(f"{args.graph} differs: made again, its graph wrote no image {made.get('index')} "
+                               f"from node {made.get('node')!r}, which saved it")
         comparison = compare_pixels(args.graph, remade)
         differences = metadata_differences(made, read_png_metadata(remade))
     result = {"image": args.graph, "match": comparison.equal, "mismatch": comparison.mismatch,
