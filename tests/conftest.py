@@ -50,7 +50,7 @@ def stats(values: list[str]) -> dict[str, Any]:
     return {"total": float(sum(len(v) for v in values)), "count": len(values)}
 
 
-@node("test.clock", category="test", volatile=True, output="value")
+@node("test.clock", category="test", cache=sfumato.CachePolicy.volatile(), output="value")
 def clock() -> float:
     """Reads the world: never cached."""
     CALLS["test.clock"] += 1

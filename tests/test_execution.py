@@ -217,13 +217,13 @@ def seeded_without_declaring(a: float, context: RunContext) -> float:
     return a + context.seed
 
 
-@node("ctx.seeded_declared", category="test", output="value", context_keys=("seed",))
+@node("ctx.seeded_declared", category="test", output="value", cache=sfumato.CachePolicy.reads_context("seed"))
 def seeded_declared(a: float, context: RunContext) -> float:
     """Reads the run seed and says so."""
     return a + context.seed
 
 
-@node("ctx.seeded_volatile", category="test", output="value", volatile=True)
+@node("ctx.seeded_volatile", category="test", output="value", cache=sfumato.CachePolicy.volatile())
 def seeded_volatile(a: float, context: RunContext) -> float:
     """Never cached, so it may read anything."""
     return a + context.seed + len(context.params)

@@ -15,7 +15,7 @@ CANCEL_AFTER: dict[str, Any] = {}
 SLOW_CALLS: list[float] = []
 
 
-@sfumato.node("sched.slow", category="test", output="value", context_keys=())
+@sfumato.node("sched.slow", category="test", output="value", cache=sfumato.CachePolicy.reads_context())
 def slow(x: float, context: sfumato.RunContext) -> float:
     """Counts its calls; cancels the run after a given number."""
     SLOW_CALLS.append(x)
@@ -25,7 +25,7 @@ def slow(x: float, context: sfumato.RunContext) -> float:
     return x
 
 
-@sfumato.node("sched.load", category="test", output="value", context_keys=())
+@sfumato.node("sched.load", category="test", output="value", cache=sfumato.CachePolicy.reads_context())
 def load(x: float, context: sfumato.RunContext) -> float:
     """Loads (once per process) a 'model' named after its input."""
     return context.models.get(f"model-{x:g}", "cpu", "float32", lambda: x * 10)

@@ -12,7 +12,7 @@ import sfumato.testing as st
 from sfumato.testing import sfumato_context, sfumato_engine  # noqa: F401 - fixtures
 
 
-@sfumato.node("kit.seeded", category="test", context_keys=("seed",))
+@sfumato.node("kit.seeded", category="test", cache=sfumato.CachePolicy.reads_context("seed"))
 def seeded(offset: int, context: sfumato.RunContext) -> int:
     """Adds the run seed to ``offset``."""
     context.progress(1, 1, "done")

@@ -117,10 +117,61 @@ def test_parameter_value_checked_against_the_input_it_feeds(registry):
     graph = Graph.from_dict({"version": 1, "params": {"b": {"type": "float", "default": 1.0}}, "nodes": {
         "n": {"type": "test.number"},
         "a": {"type": "test.add", "inputs": {"a": {"from": "n.value"}, "b": {"param": "b"}}}}})
-    from sfumato import GraphValidationError
 
-    with pytest.raises(GraphValidationError, match="parameter 'b' = 500"):
+    with pytest.raises(ParameterError, match=r"'b' \(float\): 500.0 is above the maximum 100 of a.b \(test.add\)"):
         plan_run(graph, registry, {"b": 500})
+
+
+def _feeding(params: dict, sites: int = 3) -> Graph:
+    """A graph whose parameter ``b`` feeds input ``b`` (range -100..100) of ``sites`` test.add nodes."""
+    nodes = {"n": {"type": "test.number"}}
+    for index in range(sites):
+        nodes[f"a{index}"] = {"type": "test.add", "inputs": {"a": {"from": "n.value"}, "b": {"param": "b"}}}
+    return Graph.from_dict({"version": 1, "params": {"b": {"type": "float", **params}}, "nodes": nodes})
+
+
+def test_a_value_outside_an_input_range_is_reported_once_for_every_site_it_feeds(registry):
+    with pytest.raises(ParameterError) as error:
+        plan_run(_feeding({"default": 1.0}), registry, {"b": 500})
+    assert str(error.value) == "parameter 'b' (float): 500.0 is above the maximum 100 of a0.b (test.add)"
+
+
+def test_a_value_outside_the_declared_or_the_input_range_is_told_in_the_same_words(registry):
+    graph = _feeding({"default": 1.0, "minimum": -1000, "maximum": 1000})
+    with pytest.raises(ParameterError) as declared:
+        plan_run(graph, registry, {"b": 2000})
+    with pytest.raises(ParameterError) as narrowed:
+        plan_run(graph, registry, {"b": 500})
+    assert str(declared.value) == "parameter 'b' (float): 2000.0 is above the maximum 1000"
+    assert str(narrowed.value) == "parameter 'b' (float): 500.0 is above the maximum 100 of a0.b (test.add)"
+
+
+def test_a_declared_range_wider_than_an_input_range_is_one_warning_per_bound(registry):
+    graph = _feeding({"default": 1.0, "minimum": -1000, "maximum": 1000})
+    assert validate_graph(graph, registry) == []
+    found = validate_graph(graph, registry, warnings=True)
+    assert [(w.path, w.severity) for w in found] == [("params.b.minimum", "warning"), ("params.b.maximum", "warning")]
+    assert "a0.b (test.add), which takes at most 100" in found[1].message
+
+
+def test_a_declared_range_that_no_input_value_fits_is_one_error(registry):
+    [issue] = issues_of(registry, {"params": {"b": {"type": "float", "minimum": 200, "required": True}},
+                                   "nodes": {"n": {"type": "test.number"}, **{
+                                       f"a{i}": {"type": "test.add", "inputs": {"a": {"from": "n.value"},
+                                                                               "b": {"param": "b"}}}
+                                       for i in range(3)}}})
+    assert issue.path == "params.b" and "no value fits" in issue.message and "minimum 200" in issue.message
+
+
+def test_a_default_outside_an_input_range_is_one_issue_at_the_declaration(registry):
+    [issue] = validate_graph(_feeding({"default": 500.0}), registry)
+    assert issue.path == "params.b.default"
+    assert issue.message == "default 500.0 is invalid: 500.0 is above the maximum 100 of a0.b (test.add)"
+
+
+def test_a_default_outside_its_own_range_is_reported_once(registry):
+    [issue] = validate_graph(_feeding({"default": 500.0, "maximum": 50}), registry)
+    assert issue.path == "params.b.default" and "above the maximum 50" in issue.message
 
 
 # -- bad input never escapes as anything but a SfumatoError (issue 13, item 9) ---------------

@@ -46,9 +46,9 @@ from .plugin.files import UnsafePathError, claim_new_file, path_inside, write_at
 from .graph.document import Graph, graph_json_schema
 from .plugin.limits import LimitExceededError, Limits, current_limits, limits_scope, set_limits
 from .run.metadata import MetadataError, image_metadata, png_info, read_png_metadata
-from .plugin.hookspecs import hookimpl
+from .plugin.hookspecs import Executor, hookimpl
 from .store.models import ModelManager, ModelSource
-from .plugin.nodes import NodeSpec, Port, node, spec_of
+from .plugin.nodes import CachePolicy, NodeSpec, Port, ValidationContext, node, spec_of
 from .plugin.paths import PathInput, PathNotAllowedError, PathPolicy, ReadablePath, WritablePath
 from .run.planning import Plan, plan_run, validate_graph
 from .plugin.ports import PortType
@@ -59,6 +59,10 @@ from .plugin.seeds import image_seed, image_seeds
 from .graph.shipped import resolve_graph_path, shipped_graphs
 from .run.sweeps import SweepAxis, combine as combine_axes
 from .plugin.values import Conditioning, Embedding, ImageBatch, Latent, PromptWeights, Retrieved, RetrievedItem
+from .graph.subgraph import GraphType
+from .graph.migrations import Migration, MigrationResult, upgrade_graph
+from .plugin.lazy import LazyInputs, lazy_inputs
+from .run.function import GraphFunction, load_function
 
 try:
     __version__ = _metadata.version("sfumato")
@@ -66,18 +70,20 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
     __version__ = "0.0.0"
 
 __all__ = [
-    "Annotated", "claim_new_file", "combine_axes", "Conditioning", "current_limits", "default_registry",
-    "Embedding", "Engine", "Field", "Graph", "graph_json_schema", "graph_to_svg", "GraphBuilder",
-    "GraphIssue", "GraphValidationError", "hookimpl", "image_metadata", "image_seed", "image_seeds",
-    "ImageBatch", "Latent", "LimitExceededError", "Limits", "limits_scope", "MetadataError",
-    "MissingExtraError", "ModelEvicted", "ModelLoaded", "ModelManager", "ModelNotFoundError", "ModelSource",
-    "node", "node_as_dict", "node_input_schema", "NodeCached", "NodeDefinitionError", "NodeExecutionError",
-    "NodeFailed", "NodeFinished", "NodeHandle", "NodeProgress", "NodeSpec", "NodeStarted", "NodeStatus",
-    "OutputHandle", "ParameterError", "ParamHandle", "path_inside", "PathInput", "PathNotAllowedError",
-    "PathPolicy", "Plan", "plan_run", "PluginError", "png_info", "Port", "PortType", "PromptWeights",
-    "read_png_metadata", "ReadablePath", "Registry", "Requirement", "resolve_graph_path", "Retrieved",
-    "RetrievedItem", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError", "RunFinished",
+    "Annotated", "CachePolicy", "claim_new_file", "combine_axes", "Conditioning", "current_limits",
+    "default_registry", "Embedding", "Engine", "Executor", "Field", "Graph", "graph_json_schema", "graph_to_svg",
+    "GraphBuilder", "GraphFunction", "GraphIssue", "GraphType", "GraphValidationError", "hookimpl",
+    "image_metadata", "image_seed", "image_seeds", "ImageBatch", "Latent", "lazy_inputs", "LazyInputs",
+    "LimitExceededError", "Limits", "limits_scope", "load_function", "MetadataError", "Migration",
+    "MigrationResult", "MissingExtraError", "ModelEvicted", "ModelLoaded", "ModelManager", "ModelNotFoundError",
+    "ModelSource", "node", "node_as_dict", "node_input_schema", "NodeCached", "NodeDefinitionError",
+    "NodeExecutionError", "NodeFailed", "NodeFinished", "NodeHandle", "NodeProgress", "NodeSpec", "NodeStarted",
+    "NodeStatus", "OutputHandle", "ParameterError", "ParamHandle", "path_inside", "PathInput",
+    "PathNotAllowedError", "PathPolicy", "Plan", "plan_run", "PluginError", "png_info", "Port", "PortType",
+    "PromptWeights", "read_png_metadata", "ReadablePath", "Registry", "Requirement", "resolve_graph_path",
+    "Retrieved", "RetrievedItem", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError", "RunFinished",
     "RunOutcome", "RunReport", "RunResult", "RunStarted", "RunStatus", "set_limits", "SfumatoError",
     "shipped_graphs", "spec_of", "SweepAxis", "torch_dtype", "UndeclaredContextReadError", "UnsafePathError",
-    "validate_graph", "ValueCodec", "WritablePath", "write_atomically", "__version__",
+    "upgrade_graph", "validate_graph", "ValidationContext", "ValueCodec", "WritablePath", "write_atomically",
+    "__version__",
 ]

@@ -18,18 +18,21 @@ class GraphIssue:
     """One problem found in a graph: where it is and what is wrong.
 
     ``path`` is a JSON path into the graph file (``nodes.save.inputs.images``);
-    ``node`` is the node id when the problem belongs to a node.
+    ``node`` is the node id when the problem belongs to a node. ``severity`` is
+    ``"error"`` (the graph does not run) or ``"warning"`` (reported, e.g. an
+    input the chosen backend ignores, and the run goes on).
     """
 
     path: str
     message: str
     node: str | None = None
+    severity: str = "error"
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "node": self.node, "message": self.message}
+        return {"path": self.path, "node": self.node, "message": self.message, "severity": self.severity}
 
 
 class GraphValidationError(SfumatoError):

@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from .errors import NodeDefinitionError, PluginError
+from .graph.migrations import Migration, index_migrations
+from .graph.subgraph import GraphType, graph_type_spec
 from .plugin import hookspecs
 from .plugin.nodes import NodeSpec, spec_of
 from .plugin.ports import PortType, PortTypeRegistry
@@ -95,8 +97,14 @@ class Registry:
         self.port_conflicts: dict[str, list[str]] = {}
         #: node ids left out because a port type they use is unavailable: id -> reason.
         self.unavailable: dict[str, str] = {}
+        #: Model sources whose declared generator node is missing: name -> reason.
+        self.model_problems: dict[str, str] = {}
         #: Plugins' disk-cache codecs for their own value types, by codec name.
         self.codecs: dict[str, ValueCodec] = {}
+        #: Graphs plugins ship as node types, by id (also listed in ``nodes``, as specs).
+        self.graph_types: dict[str, GraphType] = {}
+        #: Node entry migrations by (node type, from version).
+        self.migrations: dict[tuple[str, int], Migration] = {}
         self._conflicted_classes: dict[type, str] = {}
         self._event_listeners: list[tuple[str, Callable[..., Any]]] | None = None
 
@@ -214,6 +222,9 @@ class Registry:
                     self.models[source.name] = source
             except Exception as error:  # noqa: BLE001
                 self._quarantine(name, error)
+        self._check_generators()
+        self._register_graph_types()
+        self._register_migrations()
         self._check_requirements()
         for name, function in self._each_impl("sfumato_executors"):
             try:
@@ -226,6 +237,71 @@ class Registry:
             except Exception as error:  # noqa: BLE001
                 self._quarantine(name, error)
         self._register_codecs()
+
+    def _check_generators(self) -> None:
+        """Every model source's declared generator node must exist (checked once, at load).
+
+        A missing one is kept in :attr:`model_problems`, which validation reports
+        for graphs using the model. It is also an error of the plugin declaring
+        the source unless some plugin is disabled or failed (which may be why).
+        """
+        incomplete = any(record.status in ("disabled", "failed") for record in self.plugins.values())
+        for source in self.models.values():
+            if not source.generator or source.generator in self.nodes:
+                continue
+            reason = self.unknown_node_message(source.generator)
+            self.model_problems[source.name] = f"its generator node: {reason}"
+            if not incomplete and source.plugin in self.plugins:
+                self.plugins[source.plugin].add_error(
+                    f"model source {source.name!r} names generator node {source.generator!r}, which no plugin provides")
+
+    def _register_graph_types(self) -> None:
+        """Graphs shipped as node types: listed like node types, expanded when planned."""
+        for name, function in self._each_impl("sfumato_graph_types"):
+            try:
+                found = list(function() or ())
+                for graph_type in found:
+                    if not isinstance(graph_type, GraphType):
+                        raise PluginError(f"sfumato_graph_types returned {graph_type!r}, not a GraphType")
+            except Exception as error:  # noqa: BLE001 - a graph file that does not load quarantines too
+                self._quarantine(name, error)
+                continue
+            for graph_type in found:
+                owner = self.nodes[graph_type.id].plugin if graph_type.id in self.nodes else ""
+                if owner:
+                    self.plugins[name].add_error(f"graph type {graph_type.id!r} has the id of a node type of "
+                                                 f"plugin {owner!r}")
+                    continue
+                graph_type.plugin = name
+                self.graph_types[graph_type.id] = graph_type
+        for graph_type in self.graph_types.values():
+            # After all are known: a graph type's outputs may come from another graph type.
+            spec = graph_type_spec(graph_type, self.graph_types, self.nodes, self.ports)
+            self.nodes[graph_type.id] = spec
+            self.plugins[graph_type.plugin].node_ids.append(graph_type.id)
+
+    def _register_migrations(self) -> None:
+        staged: list[Migration] = []
+        for name, function in self._each_impl("sfumato_migrations"):
+            try:
+                found = list(function() or ())
+                for migration in found:
+                    if not isinstance(migration, Migration):
+                        raise PluginError(f"sfumato_migrations returned {migration!r}, not a Migration")
+            except Exception as error:  # noqa: BLE001
+                self._quarantine(name, error)
+                continue
+            staged.extend(dataclasses.replace(migration, plugin=name) for migration in found)
+        try:
+            self.migrations = index_migrations(staged)
+        except ValueError as error:
+            for migration in staged:
+                self.plugins[migration.plugin].add_error(str(error))
+            self.migrations = {}
+
+    def node_versions(self) -> dict[str, int]:
+        """The installed version of each node type (graph types excluded: they are expanded)."""
+        return {node_id: spec.version for node_id, spec in self.nodes.items() if node_id not in self.graph_types}
 
     def _register_port_types(self) -> None:
         """Register port types; a name claimed twice is unavailable and reported on both plugins."""
@@ -378,9 +454,6 @@ class Registry:
         if failed:
             hint += f" (plugins that failed to load: {', '.join(failed)}; see 'sfumato plugins')"
         return f"unknown node type {node_id!r}{hint}"
-
-    def model_source(self, name: str) -> ModelSource | None:
-        return self.models.get(name)
 
     # -- events --------------------------------------------------------------
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Mapping
 
-from sfumato import Conditioning, Field, ImageBatch, Latent, RunContext, image_seeds, node
+from sfumato import Conditioning, Field, ImageBatch, Latent, RunContext, ValidationContext, image_seeds, node, spec_of
 
 from .loading import DiffusionModel, load_diffusion_model, read_model_info
 from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, preview_image, sample_latents
@@ -16,20 +17,11 @@ DEFAULT_MODEL = "tiny-shapes-diffusion"
 SchedulerName = Literal[SCHEDULER_NAMES]  # type: ignore[valid-type]
 
 
-def _local_model_folder(name: str) -> Any:
-    import sfumato
-    from pathlib import Path
-
-    source = sfumato.default_registry().models.get(name)
-    path = source.path() if source else Path(name).expanduser()
-    return path if path.is_dir() else None
-
-
-def _expected_conditioning(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _expected_conditioning(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
     """What the model's UNet needs, read from its config files (no torch)."""
     if not inputs.get("model"):
         return {}  # a required parameter not set yet: checked when the graph runs
-    folder = _local_model_folder(inputs["model"])
+    folder = context.model_folder(inputs["model"])
     if folder is None:
         return {}
     expected: dict[str, Any] = {}
@@ -247,8 +239,6 @@ def _sample(context: RunContext, diffusion: DiffusionModel, scheduler: str,
 
 
 def _defaults() -> dict[str, Any]:
-    from sfumato import spec_of
-
     return {name: item.default for name, item in spec_of(generate).inputs.items() if not item.required}
 
 
@@ -320,16 +310,79 @@ def vae_decode(latent: Latent, context: RunContext, model: str = DEFAULT_MODEL) 
     return ImageBatch(tuple(decode_latents(diffusion, latent.samples.to(diffusion.device, diffusion.dtype))))
 
 
-def _generator_family(model: str) -> str:
-    folder = _local_model_folder(model)
+#: The generator of a diffusers folder or hub id that declares none (``sfumato.json`` without ``generator``).
+DIFFUSION_GENERATOR = "diffusion.generate"
+
+
+def generator_of(model: str, sources: Mapping[str, Any], folder_of: Callable[[str], Path | None]) -> str:
+    """The node that generates with ``model``, as the model declares it; ``""`` when it declares none.
+
+    A registered model source names it (``ModelSource.generator``); a model
+    folder in its ``sfumato.json`` (``"generator": "vae.generate"``; folders
+    written before that key existed name a ``family``, whose node is
+    ``<family>.generate``). A diffusers folder or a hub id is a diffusion model.
+    """
+    source = sources.get(model)
+    if source is not None and source.generator:
+        return source.generator
+    folder = folder_of(model)
     info = read_model_info(folder) if folder is not None else {}
-    return info.get("family", "diffusion")
+    if info.get("generator"):
+        return str(info["generator"])
+    if info.get("family", "diffusion") != "diffusion":
+        return f"{info['family']}.generate"
+    if folder is None or (folder / "unet").is_dir() or (folder / "model_index.json").exists():
+        return DIFFUSION_GENERATOR
+    return ""
+
+
+def _run_folder(context: RunContext) -> Callable[[str], Path | None]:
+    def folder_of(model: str) -> Path | None:
+        try:
+            path = context.models.resolve(model)
+        except Exception:  # noqa: BLE001 - an unknown name is reported when the generator loads it
+            return None
+        return path if isinstance(path, Path) and path.is_dir() else None
+
+    return folder_of
+
+
+def _run_generator(context: RunContext, model: str) -> str:
+    generator = generator_of(model, context.models.sources, _run_folder(context))
+    if not generator:
+        raise ValueError(f"model {model!r} declares no generator node: register it as a ModelSource with "
+                         "generator=..., or add \"generator\": \"<node id>\" to its sfumato.json")
+    return generator
+
+
+def _check_backend(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
+    """Validation of ``generate.image``: the model's generator exists; inputs it ignores are warnings."""
+    model = inputs.get("model")
+    if not model:
+        return {}  # a required parameter not set yet: checked when the graph runs
+    generator = generator_of(model, context.model_sources, context.model_folder)
+    if not generator:
+        context.problem(f"model {model!r} declares no generator node: register it as a ModelSource with "
+                        "generator=..., or add \"generator\": \"<node id>\" to its sfumato.json", "model")
+        return {}
+    spec = context.registry.nodes.get(generator)
+    if spec is None:
+        reason = context.registry.unknown_node_message(generator)
+        context.problem(f"model {model!r} is generated by node {generator!r}, which is not available: {reason}",
+                        "model")
+        return {}
+    for name in sorted(context.given):
+        if name in spec_of(generate_image).inputs and name not in spec.inputs:
+            context.warn(f"{name!r} is ignored: model {model!r} is generated by {generator}, which has no "
+                         f"input {name!r}", name)
+    return _expected_conditioning(inputs, context) if generator == DIFFUSION_GENERATOR else {}
 
 
 def generate_image_batch(calls: list[dict[str, Any]]) -> list[ImageBatch]:
     """``generate.image`` for several runs: diffusion calls share denoising loops."""
     results: list[ImageBatch | None] = [None] * len(calls)
-    diffusion_calls = [i for i, call in enumerate(calls) if _generator_family(call["model"]) == "diffusion"]
+    diffusion_calls = [i for i, call in enumerate(calls)
+                       if _run_generator(call["context"], call["model"]) == DIFFUSION_GENERATOR]
     if diffusion_calls:
         batched = generate_batch([{**_defaults(), **{k: calls[i][k] for k in _SHARED_INPUTS}} for i in diffusion_calls])
         for index, result in zip(diffusion_calls, batched):
@@ -345,8 +398,7 @@ _SHARED_INPUTS = ("conditioning", "negative", "model", "scheduler", "steps", "gu
 
 
 @node("generate.image", category="generate", output="images", batch=lambda calls: generate_image_batch(calls),
-      expect_inputs=lambda inputs: _expected_conditioning(inputs)
-      if inputs.get("model") and _generator_family(inputs["model"]) == "diffusion" else {})
+      expect_inputs=_check_backend)
 def generate_image(
     conditioning: Conditioning,
     context: RunContext,
@@ -360,11 +412,12 @@ def generate_image(
 ) -> ImageBatch:
     """Generate images with whichever backend ``model`` is: diffusion, VAE or GAN.
 
-    The model's ``sfumato.json`` names its family; diffusion models run
-    ``diffusion.generate``, others the ``<family>.generate`` node of the
-    plugin that provides it. So a graph swaps backends with
+    The model declares its generator node (``ModelSource.generator``, or
+    ``generator`` in a model folder's ``sfumato.json``); this node passes it
+    the inputs it takes. So a graph swaps backends with
     ``--set model=tiny-shapes-gan``. Steps, scheduler, guidance and negative
-    apply to diffusion only.
+    apply to diffusion only: set for another backend, validation warns that
+    they are ignored.
 
     Args:
         conditioning: prompts encoded by ``encode.text``.
@@ -376,9 +429,11 @@ def generate_image(
         seed: the first image's seed.
         negative: diffusion only: what to steer away from.
     """
-    family = _generator_family(model)
-    if family == "diffusion":
+    generator = _run_generator(context, model)
+    if generator == DIFFUSION_GENERATOR:
         return generate(context, conditioning=conditioning, negative=negative, model=model, scheduler=scheduler,
                         steps=steps, guidance=guidance, batch_size=batch_size, seed=seed)["images"]
-    return context.call_node(f"{family}.generate", conditioning=conditioning, model=model,
-                             batch_size=batch_size, seed=seed)
+    given = {"conditioning": conditioning, "model": model, "steps": steps, "scheduler": scheduler,
+             "guidance": guidance, "batch_size": batch_size, "seed": seed, "negative": negative}
+    accepted = context.node_inputs(generator)
+    return context.call_node(generator, **{name: value for name, value in given.items() if name in accepted})

@@ -66,7 +66,7 @@ def concat(conditioning: Conditioning, reference: Conditioning) -> Conditioning:
                         conditioning.pooled, conditioning.texts)
 
 
-@node("fuse.reference_image", category="fusion", output="images", context_keys=())
+@node("fuse.reference_image", category="fusion", output="images", cache=sfumato.CachePolicy.reads_context())
 def reference_image(retrieved: Retrieved, context: RunContext, query_index: Annotated[int, Field(ge=0)] = 0,
                     min_score: Annotated[float, Field(ge=-1, le=1)] = -1.0) -> ImageBatch:
     """The best retrieved image of a query, to use as ``init_images`` for image-to-image.

@@ -40,7 +40,7 @@ def _describe_box(inputs: dict[str, Any], node_id: str) -> dict[str, dict[str, A
     return {"images": {"max_width": width, "max_height": height}}
 
 
-@node("image.resize", category="image", describe_outputs=lambda inputs: _describe_box(inputs, "image.resize"))
+@node("image.resize", category="image", describe_outputs=lambda inputs, context: _describe_box(inputs, "image.resize"))
 def resize(
     images: ImageBatch,
     width: Size = 512,
@@ -86,7 +86,7 @@ def upscale(
     return images.map(lambda image: image.resize(target(image), RESAMPLING[method]))
 
 
-@node("image.crop", category="image", describe_outputs=lambda inputs: _describe_box(inputs, "image.crop"))
+@node("image.crop", category="image", describe_outputs=lambda inputs, context: _describe_box(inputs, "image.crop"))
 def crop(
     images: ImageBatch,
     left: Annotated[int, Field(ge=0)] = 0,

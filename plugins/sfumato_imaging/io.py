@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from sfumato import ImageBatch, ReadablePath, RunContext, image_metadata, node, path_inside, png_info, write_atomically
-from sfumato import claim_new_file
+from sfumato import CachePolicy, claim_new_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 #: A folder with more entries than this is not fingerprinted (planning stays fast); its node is
@@ -71,7 +71,7 @@ def to_8bit_mode(image: Image.Image, mode: str) -> Image.Image:
     return image.convert(mode)
 
 
-@node("image.load", category="image", output="images", fingerprint=_files_fingerprint)
+@node("image.load", category="image", output="images", cache=CachePolicy.reads_files(_files_fingerprint))
 def load_images(
     path: ReadablePath,
     context: RunContext,
@@ -112,8 +112,8 @@ def _saved_files_exist(outputs: dict) -> bool:
 
 
 @node("image.save", category="image", output="paths", output_node=True,
-      is_cache_entry_valid=_saved_files_exist,
-      context_keys=("device", "dtype", "seed", "output_dir", "params", "graph", "run_index"))
+      cache=CachePolicy.writes_files(_saved_files_exist, context_keys=(
+          "device", "dtype", "seed", "output_dir", "params", "graph", "run_index")))
 def save_images(
     images: ImageBatch,
     context: RunContext,

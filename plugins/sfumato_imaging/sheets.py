@@ -76,7 +76,7 @@ def grid(
     return ImageBatch((sheet,), (title,) if title else ())
 
 
-def _describe_card(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _describe_card(inputs: dict[str, Any], context: Any) -> dict[str, dict[str, Any]]:
     """At validation: the card's size, refused over the image limit (``LimitExceededError``)."""
     width, height = inputs.get("width"), inputs.get("height")
     if not isinstance(width, int) or not isinstance(height, int):

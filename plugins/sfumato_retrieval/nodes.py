@@ -8,8 +8,8 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from sfumato import (Embedding, Field, ImageBatch, ReadablePath, Retrieved, RetrievedItem, RunContext, WritablePath,
-                     node)
+from sfumato import (CachePolicy, Embedding, Field, ImageBatch, ReadablePath, Retrieved, RetrievedItem, RunContext,
+                     WritablePath, node)
 
 from .index import RetrievalIndex, build_index, collect_captioned_images, search
 
@@ -40,7 +40,8 @@ def _folder_fingerprint(inputs: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-@node("retrieve.build", category="retrieve", output="summary", output_node=True, fingerprint=_folder_fingerprint)
+@node("retrieve.build", category="retrieve", output="summary", output_node=True,
+      cache=CachePolicy.reads_files(_folder_fingerprint))
 def build(folder: ReadablePath, index: WritablePath, context: RunContext, model: str = DEFAULT_MODEL) -> dict:
     """Build (or update) a retrieval index from a folder of captioned images.
 
@@ -94,7 +95,7 @@ def _index_fingerprint(inputs: dict[str, Any]) -> str:
     return f"{meta}|{stat.st_size if stat else 0}|{stat.st_mtime_ns if stat else 0}"
 
 
-@node("retrieve.query", category="retrieve", output="retrieved", fingerprint=_index_fingerprint)
+@node("retrieve.query", category="retrieve", output="retrieved", cache=CachePolicy.reads_files(_index_fingerprint))
 def query(
     index: ReadablePath,
     context: RunContext,

@@ -91,7 +91,7 @@ def template_length(template: str, available: dict[str, str]) -> int:
     return total
 
 
-def _describe_template(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _describe_template(inputs: dict[str, Any], context: Any) -> dict[str, dict[str, Any]]:
     """At validation: refuse a literal template whose result would be over the text limit."""
     text = inputs.get("template")
     if not isinstance(text, str):

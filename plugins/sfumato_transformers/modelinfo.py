@@ -6,26 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-import sfumato
 
+def read_config(folder: Path | None, filename: str = "config.json") -> dict[str, Any] | None:
+    """A JSON config in a local model folder, or ``None`` (no folder, e.g. a hub id, or no such file).
 
-def local_model_path(name: str, manager: sfumato.ModelManager | None = None) -> Path | None:
-    """The local folder a model name or path points to, or ``None`` (e.g. a hub id)."""
-    sources = manager.sources if manager is not None else sfumato.default_registry().models
-    source = sources.get(name)
-    if source is not None:
-        return source.path()
-    path = Path(name).expanduser()
-    return path if path.exists() else None
-
-
-def read_config(name: str, filename: str = "config.json") -> dict[str, Any] | None:
-    """A JSON config of a local model, or ``None`` when it cannot be read cheaply."""
-    path = local_model_path(name)
-    if path is None or not (path / filename).exists():
+    Validation callbacks find the folder with ``ValidationContext.model_folder(name)``;
+    running nodes with ``context.models.resolve(name)``.
+    """
+    if folder is None or not (folder / filename).exists():
         return None
     try:
-        return json.loads((path / filename).read_text())
+        return json.loads((folder / filename).read_text())
     except (OSError, json.JSONDecodeError):
         return None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from sfumato import Conditioning, Embedding, Field, PromptWeights, RunContext, node
+from sfumato import Conditioning, Embedding, Field, PromptWeights, RunContext, ValidationContext, node
 
 from .conditioning import TextEncoder, load_text_encoder
 from .modelinfo import encoder_family, hidden_width, read_config
@@ -21,7 +21,7 @@ def get_encoder(context: RunContext, model: str, family: str = "auto") -> TextEn
     preparing = time.perf_counter()  # finding the model and the device (torch's import) is part of a load
     path = context.models.resolve(model)
     if family == "auto":
-        family = encoder_family(read_config(str(path)) if not isinstance(path, str) else None)
+        family = encoder_family(read_config(path if not isinstance(path, str) else None))
     return context.models.get(
         f"{model}#{family}", context.device, context.dtype,
         lambda: load_text_encoder(model, path, family, context.device, torch_dtype(context.dtype)),
@@ -29,8 +29,8 @@ def get_encoder(context: RunContext, model: str, family: str = "auto") -> TextEn
     )
 
 
-def _describe_embedding(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    width = hidden_width(read_config(inputs["model"]))
+def _describe_embedding(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
+    width = hidden_width(read_config(context.model_folder(inputs["model"])))
     return {"embedding": {"model": inputs["model"], **({"dimension": width} if width else {})}}
 
 
@@ -59,8 +59,8 @@ def encode_sentence(
                      texts=tuple(texts))
 
 
-def _describe_conditioning(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    config = read_config(inputs["model"])
+def _describe_conditioning(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
+    config = read_config(context.model_folder(inputs["model"]))
     width = hidden_width(config)
     family = inputs["encoder"] if inputs["encoder"] != "auto" else encoder_family(config)
     described: dict[str, Any] = {"encoder": inputs["model"]}

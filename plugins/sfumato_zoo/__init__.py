@@ -14,17 +14,20 @@ from typing import Any
 import sfumato
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
+#: Each shipped model: its description, and the node that generates with it (``generate.image`` dispatches there).
 MODELS = {
-    "tiny-shapes-diffusion": "latent diffusion (UNet2DConditionModel + AutoencoderKL), 32x32, MiniLM-conditioned",
-    "tiny-shapes-vae": "conditional VAE, 32x32, MiniLM-conditioned",
-    "tiny-shapes-gan": "conditional GAN (projection discriminator, hinge loss), 32x32, MiniLM-conditioned",
+    "tiny-shapes-diffusion": ("latent diffusion (UNet2DConditionModel + AutoencoderKL), 32x32, MiniLM-conditioned",
+                              "diffusion.generate"),
+    "tiny-shapes-vae": ("conditional VAE, 32x32, MiniLM-conditioned", "vae.generate"),
+    "tiny-shapes-gan": ("conditional GAN (projection discriminator, hinge loss), 32x32, MiniLM-conditioned",
+                        "gan.generate"),
 }
 
 
 @sfumato.hookimpl
 def sfumato_model_sources() -> list[sfumato.ModelSource]:
-    return [sfumato.ModelSource(name, WEIGHTS / name, description, kind=name.rsplit("-", 1)[1])
-            for name, description in MODELS.items()]
+    return [sfumato.ModelSource(name, WEIGHTS / name, description, kind=name.rsplit("-", 1)[1], generator=generator)
+            for name, (description, generator) in MODELS.items()]
 
 
 @sfumato.hookimpl

@@ -352,7 +352,8 @@ def train(kind: str, out: Path, budget: Budget, seed: int, encode: Callable[[lis
         record["vae"] = _summary(train_vae(data, out, budget, seed, **options))
     else:
         record["gan"] = _summary(train_gan(data, out, budget, seed, **options))
-    config = {"kind": f"tiny-shapes-{kind}", "family": kind, "encoder": "all-MiniLM-L6-v2",
+    generator = {"diffusion": "diffusion.generate", "vae": "vae.generate", "gan": "gan.generate"}[kind]
+    config = {"kind": f"tiny-shapes-{kind}", "family": kind, "generator": generator, "encoder": "all-MiniLM-L6-v2",
               "embedding_dim": 384, "image_size": 32, "unconditional": "zeros", "vocabulary": vocabulary()}
     (out / "sfumato.json").write_text(json.dumps(config, indent=2) + "\n")
     write_record(out, record)

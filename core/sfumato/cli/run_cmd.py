@@ -128,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def print_report(report: RunReport) -> None:
+    print_warnings(report.warnings)
     table = Table(title=f"{report.graph}: {report.status} in {report.seconds:.2f}s", title_justify="left")
     table.add_column("node")
     table.add_column("type")
@@ -163,9 +164,12 @@ def _validate(args: argparse.Namespace) -> int:
     from ..registry import default_registry
     from ..run.planning import plan_run, validate_graph
 
+    warnings: list[GraphIssue] = []  # reported, and never a reason to refuse the graph
     try:
         graph, stored_params, _ = load_graph_argument(args.graph)
-        issues = validate_graph(graph, default_registry())
+        found = validate_graph(graph, default_registry(), warnings=True)
+        issues = [issue for issue in found if issue.severity != "warning"]
+        warnings = [issue for issue in found if issue.severity == "warning"]
         if not issues and args.sets:
             plan_run(graph, default_registry(), {**stored_params, **parse_sets(args.sets)}, params_from_text=True)
     except GraphValidationError as error:
@@ -175,9 +179,20 @@ def _validate(args: argparse.Namespace) -> int:
     except SfumatoError as error:  # any other refusal of the input (a limit, damaged PNG metadata)
         issues = [GraphIssue("$", str(error))]
     if args.json:
-        print_json({"valid": not issues, "issues": [i.as_dict() for i in issues]})
-    elif issues:
+        print_json({"valid": not issues, "issues": [i.as_dict() for i in issues],
+                    "warnings": [w.as_dict() for w in warnings]})
+        return 2 if issues else 0
+    print_warnings(warnings)
+    if issues:
         print_graph_issues(GraphValidationError(issues, args.graph))
     else:
         stdout.print(f"[green]valid[/]: {escape(args.graph)} ({len(graph.nodes)} nodes)")
     return 2 if issues else 0
+
+
+def print_warnings(warnings: list[Any]) -> None:
+    """Validation warnings (``GraphIssue`` or its dict), one line each on stderr; they do not fail anything."""
+    for warning in warnings:
+        path, message = (warning["path"], warning["message"]) if isinstance(warning, dict) else \
+            (warning.path, warning.message)
+        stderr.print(f"[yellow]warning[/]: {escape(path)}: {escape(message)}")

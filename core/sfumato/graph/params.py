@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -152,3 +153,116 @@ def resolve_params(graph: Graph, given: dict[str, Any], *, from_text: bool = Fal
     if problems:
         raise ParameterError("; ".join(problem.message for problem in problems))
     return resolved
+
+
+# -- one range per parameter ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One end of a parameter's range, and where it comes from."""
+
+    value: float
+    inclusive: bool = True
+    #: ``""`` for the parameter's own declaration, else the input that imposes it (``gen.steps (diffusion.generate)``).
+    source: str = ""
+
+    def describe(self, side: str) -> str:
+        """``the maximum 100 of gen.steps (diffusion.generate)``."""
+        word = {("min", True): "minimum", ("min", False): "exclusive minimum",
+                ("max", True): "maximum", ("max", False): "exclusive maximum"}[(side, self.inclusive)]
+        return f"the {word} {self.value:g}" + (f" of {self.source}" if self.source else "")
+
+
+@dataclass
+class ParamRange:
+    """A numeric parameter's one range: its declared bounds narrowed by every input it feeds.
+
+    A value outside it is reported once, at ``params.NAME``, in the same words
+    whichever bound it breaks; a range no value fits, or a declared bound that
+    an input narrows, is reported once too, not once per feeding site.
+    """
+
+    name: str
+    low: Bound | None = None
+    high: Bound | None = None
+    #: The declared bounds, before any input narrowed them.
+    declared_low: Bound | None = None
+    declared_high: Bound | None = None
+
+    def narrow(self, low: Bound | None, high: Bound | None) -> None:
+        if low is not None and (self.low is None or low.value > self.low.value
+                                or (low.value == self.low.value and not low.inclusive)):
+            self.low = low
+        if high is not None and (self.high is None or high.value < self.high.value
+                                 or (high.value == self.high.value and not high.inclusive)):
+            self.high = high
+
+    def empty(self) -> bool:
+        if self.low is None or self.high is None:
+            return False
+        if self.low.value == self.high.value:
+            return not (self.low.inclusive and self.high.inclusive)
+        return self.low.value > self.high.value
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` (a number, or a list of numbers) is outside the range, or ``None``."""
+        for number in _numbers(value):
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                continue  # not a number: the type check says so
+            low, high = self.low, self.high
+            if low is not None and (number < low.value or (number == low.value and not low.inclusive)):
+                return f"{_short(number)} is below {low.describe('min')}"
+            if high is not None and (number > high.value or (number == high.value and not high.inclusive)):
+                return f"{_short(number)} is above {high.describe('max')}"
+        return None
+
+
+def input_bounds(constraints: dict[str, Any], source: str) -> tuple[Bound | None, Bound | None]:
+    """The numeric bounds in a node input's constraints (``ge``/``gt``/``le``/``lt``)."""
+    low = Bound(constraints["ge"], True, source) if "ge" in constraints else \
+        Bound(constraints["gt"], False, source) if "gt" in constraints else None
+    high = Bound(constraints["le"], True, source) if "le" in constraints else \
+        Bound(constraints["lt"], False, source) if "lt" in constraints else None
+    return low, high
+
+
+def reconcile_ranges(graph: Graph, feeds: dict[str, list[tuple[str, dict[str, Any]]]]
+                     ) -> tuple[dict[str, ParamRange], list[GraphIssue]]:
+    """Each numeric parameter's range, from its declaration and the inputs it feeds.
+
+    ``feeds`` maps a parameter to ``(where, constraints)`` for each input it
+    feeds. Returns the ranges, and one issue per parameter at most for each
+    conflict: an error when no value fits them all, a warning when an input
+    allows less than the declaration promises (naming the range that holds).
+    """
+    ranges: dict[str, ParamRange] = {}
+    issues: list[GraphIssue] = []
+    for name, sites in feeds.items():
+        declaration = graph.params.get(name)
+        if declaration is None or declaration.type not in ("int", "float", "list[int]", "list[float]"):
+            continue
+        declared_low = Bound(declaration.minimum) if declaration.minimum is not None else None
+        declared_high = Bound(declaration.maximum) if declaration.maximum is not None else None
+        found = ParamRange(name, declared_low, declared_high, declared_low, declared_high)
+        for where, constraints in sites:
+            found.narrow(*input_bounds(constraints, where))
+        if found.low is None and found.high is None:
+            continue
+        ranges[name] = found
+        if found.empty():
+            issues.append(GraphIssue(f"params.{name}", f"parameter {name!r}: no value fits every input it feeds: "
+                                                       f"{found.low.describe('min')} is not below "
+                                                       f"{found.high.describe('max')}"))
+            continue
+        narrowed = [(side, bound, declared) for side, bound, declared in
+                    (("minimum", found.low, declared_low), ("maximum", found.high, declared_high))
+                    if declared is not None and bound is not None and bound.source]
+        for side, bound, declared in narrowed:
+            allows = {("minimum", True): "at least", ("minimum", False): "only values above",
+                      ("maximum", True): "at most", ("maximum", False): "only values below"}[(side, bound.inclusive)]
+            issues.append(GraphIssue(
+                f"params.{name}.{side}", f"parameter {name!r} declares {side} {declared.value:g}, but it feeds "
+                                          f"{bound.source}, which takes {allows} {bound.value:g}; that is the "
+                                          f"parameter's {side}", severity="warning"))
+    return ranges, issues

@@ -100,7 +100,7 @@ class RunContext:
             raise UndeclaredContextReadError(
                 f"node {self.node_id!r} ({self.node_type}) reads the run's {what} through its context, but its "
                 f"context_keys do not declare {key!r} (declared: {declared}); its cached results would be reused "
-                f"for another {what}. Declare it: @node(..., context_keys=({wanted}))")
+                f"for another {what}. Declare it: @node(..., cache=sfumato.CachePolicy(context_keys=({wanted})))")
 
     @property
     def device(self) -> str:
@@ -214,6 +214,10 @@ class RunContext:
                                                        self._emit_progress, self._record_file,
                                                        self._context_keys)
         return spec.make_callable()(**arguments)
+
+    def node_inputs(self, node_type: str) -> tuple[str, ...]:
+        """The input names of another node type, to pass :meth:`call_node` only what it takes."""
+        return tuple(self.settings.registry.node_type(node_type).inputs)
 
     def record_file(self, path: Path) -> None:
         """Note a file this node wrote, for the run report."""

@@ -14,13 +14,16 @@ the others load. Event hooks are called during runs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 import pluggy
 
 if TYPE_CHECKING:
     import argparse
 
+    from ..graph.document import Graph
+    from ..run.report import RunOutcome
     from ..store.codecs import ValueCodec
     from ..store.models import ModelSource
     from .events import RunEvent
@@ -31,6 +34,41 @@ PROJECT = "sfumato"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs the parameter sets of a sweep somewhere else (a Ray cluster): what ``sfumato_executors`` makes.
+
+    ``sfumato run GRAPH --executor NAME --sweep ...`` builds one with the
+    registered factory, ``factory(address=..., workers=..., device=...,
+    dtype=...)`` (``--address``, ``--workers``, ``--device``, ``--dtype``;
+    ``address`` and ``workers`` may be ``None``), then calls :meth:`run_many`
+    once.
+    """
+
+    def run_many(self, graph: Graph, param_sets: list[dict[str, Any]], *, output_dir: str | Path,
+                 seed: int | None = None, batch_size: int = 8, params_from_text: bool = False,
+                 on_outcome: Callable[[RunOutcome], None] | None = None) -> list[RunOutcome]:
+        """Run ``graph`` once per parameter set; return one :class:`~sfumato.RunOutcome` per set, in order.
+
+        Args:
+            graph: the graph, already loaded and validated.
+            param_sets: each run's graph parameters; values are command-line
+                text when ``params_from_text`` (parse them as ``--set`` does),
+                JSON values otherwise.
+            output_dir: the folder every run's files are written under.
+            seed: the run seed (``--seed``), or ``None`` for the graph's own.
+            batch_size: how many runs a worker may batch together (``--batch-size``).
+            params_from_text: see ``param_sets``.
+            on_outcome: if accepted, called with each run's outcome as soon as
+                it is final, so the caller shows live progress. The CLI passes
+                it only when the method's signature has this parameter.
+
+        A run that fails is an outcome with its error, not an exception: the
+        other runs go on.
+        """
+        ...
 
 
 # -- registration ------------------------------------------------------------
@@ -63,7 +101,34 @@ def sfumato_node_types() -> "list[Any]":
 
     Each item is a function or class decorated with ``@sfumato.node(...)`` (or
     its ``NodeSpec``). A node id already provided by another plugin is an error
-    naming both; neither silently replaces the other.
+    naming both; neither silently replaces the other. ``@node`` refuses
+    ``async def`` functions when the module is imported, which quarantines the
+    plugin with a :class:`sfumato.NodeDefinitionError` naming the node.
+    """
+
+
+@hookspec
+def sfumato_graph_types() -> "list[Any]":
+    """Return graphs this plugin ships as node types (:class:`sfumato.GraphType`).
+
+    Called once at load, after node types are registered. A graph type's
+    parameters and declared ``inputs`` are its inputs, its ``outputs`` its
+    outputs; ``sfumato nodes`` lists it with its description. When a graph
+    uses it, it is expanded into its inner nodes (``node/inner``), which are
+    validated, cached and reported like any other node. An id already taken
+    by a node type or another graph type is an error naming both.
+    """
+
+
+@hookspec
+def sfumato_migrations() -> "list[Any]":
+    """Return migrations of this plugin's node types (:class:`sfumato.Migration`).
+
+    A node type's ``version`` goes up when its inputs change. Each migration
+    upgrades a graph's node entry from one version to the next (renamed or
+    removed inputs, a default that changed, or any function of the entry).
+    Loading a graph written for an older version applies them in order and
+    reports what changed; ``sfumato upgrade`` writes the result back.
     """
 
 
@@ -72,17 +137,22 @@ def sfumato_model_sources() -> "list[ModelSource]":
     """Return named model sources: a name graphs may use, and where its weights are.
 
     A source resolves a name such as ``tiny-shapes-diffusion`` to a local
-    folder. Names must be unique across plugins.
+    folder. Names must be unique across plugins. A source that declares its
+    ``generator`` node (``"gan.generate"``) is dispatched there by
+    ``generate.image``; the registry checks that node exists once every plugin
+    has loaded, and validation reports a graph using a model whose generator
+    is missing.
     """
 
 
 @hookspec
 def sfumato_executors() -> "dict[str, Any]":
-    """Return executors by name: ``{"ray": factory}``.
+    """Return executor factories by name: ``{"ray": factory}``.
 
-    ``factory(**options)`` returns an object with
-    ``run_many(engine, graph, param_sets, **options) -> list[RunOutcome]``.
-    ``sfumato run --executor NAME`` selects one.
+    ``sfumato run GRAPH --executor NAME --sweep ...`` selects one, calls
+    ``factory(address=..., workers=..., device=..., dtype=...)`` and then the
+    returned :class:`sfumato.Executor`'s ``run_many`` (its docstring says with
+    what). Called once at load; the factory runs only when the command does.
     """
 
 

@@ -11,16 +11,24 @@ Inputs come from the parameters, outputs from the return annotation (or the
 ``outputs=`` mapping for several named outputs), constraints from pydantic
 ``Field``\\ s, descriptions from the docstring. A parameter annotated
 :class:`RunContext` receives the run context and is not a port.
+
+How results are cached is one :class:`CachePolicy` (``cache=``); checks that
+run at validation (``describe_outputs``, ``expect_inputs``) receive the literal
+inputs and a :class:`ValidationContext`. Node functions are plain (not
+``async``): the scheduler calls them on its worker threads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, Literal, get_args, get_origin
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Mapping, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
@@ -114,6 +122,149 @@ class OutputSpec:
     port: str = ""
 
 
+#: The run settings a node may read through its context (see :attr:`CachePolicy.context_keys`).
+CONTEXT_KEYS = ("device", "dtype", "seed", "output_dir", "params", "graph", "run_index")
+_DEFAULT_CONTEXT_KEYS = ("device", "dtype")
+_OUTPUT_NODE_CONTEXT_KEYS = ("device", "dtype", "seed", "output_dir", "params", "graph")
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """How the engine caches one node type's results: ``@node(..., cache=CachePolicy...)``.
+
+    The default (``CachePolicy()``) suits a pure function of the node's inputs:
+    its results are keyed by its inputs (and, for a node with a run context,
+    by device and dtype) and kept in memory and in the disk cache. The named
+    constructors cover the other cases::
+
+        @node("image.load", cache=CachePolicy.reads_files(_files_fingerprint))
+        @node("test.clock", cache=CachePolicy.volatile())
+        @node("tint.noise", cache=CachePolicy.reads_context("seed"))
+
+    Attributes:
+        always_rerun: the node reads something that changes on its own (clock,
+            unseeded randomness); it is never served from the cache, and may
+            read any run setting.
+        fingerprint: for nodes that read files: called at planning with the
+            literal inputs, returns a string that changes when what the node
+            would read changes; it joins the cache signature.
+        is_entry_valid: called with a cached result before it is reused;
+            ``False`` re-runs the node (a saver whose files were deleted).
+        to_disk: the node's outputs may be stored in the on-disk cache.
+        context_keys: run settings the node's results depend on, read through
+            its context: any of :data:`CONTEXT_KEYS`. They join its cache
+            signature. ``None`` (the default) means device and dtype; for an
+            output node also seed, output folder, parameters and graph (it
+            writes them out). Reading an undeclared one raises
+            ``UndeclaredContextReadError`` (unless the node always reruns): an
+            undeclared setting would not be in the signature, and the cache
+            would hand back a stale result.
+    """
+
+    always_rerun: bool = False
+    fingerprint: Callable[[dict[str, Any]], str] | None = None
+    is_entry_valid: Callable[[dict[str, Any]], bool] | None = None
+    to_disk: bool = True
+    context_keys: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.context_keys is not None:
+            if isinstance(self.context_keys, str):
+                raise NodeDefinitionError(f"context_keys must be a tuple of names, not the string "
+                                          f"{self.context_keys!r}; write ({self.context_keys!r},)")
+            keys = tuple(self.context_keys)
+            unknown = [key for key in keys if key not in CONTEXT_KEYS]
+            if unknown:
+                raise NodeDefinitionError(f"unknown context key(s) {', '.join(map(repr, unknown))}; "
+                                          f"a node may read {', '.join(CONTEXT_KEYS)}")
+            object.__setattr__(self, "context_keys", keys)
+        for name in ("fingerprint", "is_entry_valid"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise NodeDefinitionError(f"CachePolicy {name} must be a function of the literal inputs, "
+                                          f"got {value!r}")
+        if self.always_rerun and self.fingerprint is not None:
+            # Silently ignoring it would hide a mistake: one of the two is not what the author meant.
+            raise NodeDefinitionError("a node that always reruns is never cached; its fingerprint would be ignored")
+
+    @classmethod
+    def volatile(cls) -> CachePolicy:
+        """Never cached: the node reads the clock, unseeded randomness or another changing source."""
+        return cls(always_rerun=True)
+
+    @classmethod
+    def reads_files(cls, fingerprint: Callable[[dict[str, Any]], str], *,
+                    context_keys: tuple[str, ...] | None = None) -> CachePolicy:
+        """Cached while ``fingerprint(literal_inputs)`` (say, paths, sizes and times) stays the same."""
+        return cls(fingerprint=fingerprint, context_keys=context_keys)
+
+    @classmethod
+    def writes_files(cls, is_entry_valid: Callable[[dict[str, Any]], bool], *,
+                     context_keys: tuple[str, ...] | None = None) -> CachePolicy:
+        """A saver: a cached result counts only while ``is_entry_valid(outputs)`` (its files still exist)."""
+        return cls(is_entry_valid=is_entry_valid, context_keys=context_keys)
+
+    @classmethod
+    def reads_context(cls, *keys: str) -> CachePolicy:
+        """Keyed by exactly these run settings (``"seed"``, ``"params"``, ...); none for ``reads_context()``."""
+        return cls(context_keys=keys)
+
+    def resolved(self, *, output_node: bool) -> CachePolicy:
+        """This policy with the default context keys filled in."""
+        if self.context_keys is not None:
+            return self
+        return dataclasses.replace(self, context_keys=_OUTPUT_NODE_CONTEXT_KEYS if output_node
+                                   else _DEFAULT_CONTEXT_KEYS)
+
+
+@dataclass
+class ValidationContext:
+    """What a validation callback (``describe_outputs``, ``expect_inputs``) may consult.
+
+    Callbacks are called as ``callback(literal_inputs, context)`` when a graph
+    is validated, before anything loads; they read the registry and model
+    sources from here rather than from a process-wide registry, so a graph is
+    checked against the plugins that will run it.
+
+    Attributes:
+        registry: the :class:`~sfumato.Registry` validating the graph.
+        node_id: the graph node being checked.
+        given: the inputs the graph sets (literal, link or parameter); the
+            others take their defaults.
+    """
+
+    registry: Any
+    node_id: str = ""
+    given: frozenset[str] = frozenset()
+    #: ``(severity, input, message)`` reported through :meth:`warn` and :meth:`problem`.
+    notes: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def model_sources(self) -> Mapping[str, Any]:
+        """The registered model sources (:class:`~sfumato.ModelSource`) by name."""
+        return self.registry.models
+
+    def model_folder(self, name: str) -> Path | None:
+        """The local folder a model name or path points to, or ``None`` (a hub id, nothing there)."""
+        source = self.model_sources.get(name)
+        try:
+            path = source.path() if source is not None else Path(name).expanduser()
+            return path if path.is_dir() else None
+        except (OSError, ValueError, RuntimeError):  # a malformed path names no folder
+            return None
+
+    def warn(self, message: str, input: str = "") -> None:
+        """Report something the user should know that does not stop the run (an input a backend ignores)."""
+        self.notes.append(("warning", input, message))
+
+    def problem(self, message: str, input: str = "") -> None:
+        """Report a validation error on this node (or one of its inputs): the graph does not run."""
+        self.notes.append(("error", input, message))
+
+
+ValidationCallback = Callable[[dict[str, Any], ValidationContext], dict[str, dict[str, Any]]]
+
+
 @dataclass
 class NodeSpec:
     """Everything the engine knows about one node type.
@@ -124,29 +275,19 @@ class NodeSpec:
         category: groups node types in listings.
         output_node: the node has a side effect (saves a file); it runs even
             though nothing consumes its outputs.
-        volatile: the node reads something that changes on its own (clock,
-            unseeded randomness); it is never served from the cache.
-        fingerprint: for nodes that read files: called with the literal inputs,
-            returns a string that changes when what it reads changes.
+        cache: how its results are cached (:class:`CachePolicy`, context keys resolved).
         batch: ``batch(calls) -> results``: runs several calls (each a dict of
             keyword arguments, as the node function takes them) as one batch and
             returns their results in order. A sweep merges runs that differ only
             in such a node's inputs into batched calls.
-        cacheable_to_disk: its outputs may be stored in the on-disk cache.
-        describe_outputs: called at validation with the node's literal inputs;
-            returns attributes of its outputs (``{"embedding": {"model": ...,
-            "dimension": 384}}``) so that consumers can check them before the run.
+        describe_outputs: called at validation as ``describe_outputs(inputs,
+            context)`` with the node's literal inputs and a
+            :class:`ValidationContext`; returns attributes of its outputs
+            (``{"embedding": {"model": ..., "dimension": 384}}``) so that
+            consumers can check them before the run.
         expect_inputs: called likewise; returns the attributes its inputs
             require. A link whose producer describes a different value for the
             same attribute is a validation error naming both.
-        context_keys: run settings the node's results depend on, read through
-            its context: any of ``device``, ``dtype``, ``seed``, ``output_dir``,
-            ``params``, ``graph``. They join its cache signature. By default a
-            node with a context depends on device and dtype; an output node also
-            on seed, output folder, parameters and graph (it writes them out).
-            Reading an undeclared one raises ``UndeclaredContextReadError``
-            (unless the node is volatile): an undeclared setting would not be in
-            the signature, and the cache would hand back a stale result.
         plugin: the plugin that registered it (set at registration).
     """
 
@@ -160,21 +301,33 @@ class NodeSpec:
     is_class: bool = False
     context_param: str | None = None
     output_node: bool = False
-    volatile: bool = False
-    fingerprint: Callable[[dict[str, Any]], str] | None = None
-    is_cache_entry_valid: Callable[[dict[str, Any]], bool] | None = None
+    cache: CachePolicy = field(default_factory=lambda: CachePolicy().resolved(output_node=False))
     batch: Callable[[list[dict[str, Any]]], list[Any]] | None = None
-    cacheable_to_disk: bool = True
-    describe_outputs: Callable[[dict[str, Any]], dict[str, dict[str, Any]]] | None = None
-    expect_inputs: Callable[[dict[str, Any]], dict[str, dict[str, Any]]] | None = None
-    context_keys: tuple[str, ...] = ()
+    describe_outputs: ValidationCallback | None = None
+    expect_inputs: ValidationCallback | None = None
     single_output: bool = True
-    display_name: str = ""
     plugin: str = ""
 
+    # Read-only views of the cache policy, for the engine's hot paths.
     @property
-    def batchable(self) -> bool:
-        return self.batch is not None
+    def volatile(self) -> bool:
+        return self.cache.always_rerun
+
+    @property
+    def fingerprint(self) -> Callable[[dict[str, Any]], str] | None:
+        return self.cache.fingerprint
+
+    @property
+    def is_cache_entry_valid(self) -> Callable[[dict[str, Any]], bool] | None:
+        return self.cache.is_entry_valid
+
+    @property
+    def cacheable_to_disk(self) -> bool:
+        return self.cache.to_disk
+
+    @property
+    def context_keys(self) -> tuple[str, ...]:
+        return self.cache.context_keys or ()
 
     @property
     def summary(self) -> str:
@@ -280,6 +433,59 @@ def _input_from_parameter(parameter: inspect.Parameter, annotation: Any, docs: d
     )
 
 
+#: ``@node`` keywords replaced by :class:`CachePolicy`, and the policy field each became.
+_LEGACY_CACHE_OPTIONS = {"volatile": "always_rerun", "fingerprint": "fingerprint",
+                         "is_cache_entry_valid": "is_entry_valid", "cacheable_to_disk": "to_disk",
+                         "context_keys": "context_keys"}
+
+
+def _legacy_cache_policy(id: str, cache: CachePolicy | None, legacy: dict[str, Any]) -> CachePolicy | None:
+    """Turn the pre-``CachePolicy`` keywords into a policy, with a DeprecationWarning (kept for one release)."""
+    unknown = sorted(set(legacy) - set(_LEGACY_CACHE_OPTIONS))
+    if unknown:
+        raise NodeDefinitionError(
+            f"node {id!r}: unknown @node option(s) {', '.join(map(repr, unknown))} (options: version, category, "
+            "outputs, output, output_node, cache, batch, describe_outputs, expect_inputs)")
+    if not legacy:
+        return cache
+    if cache is not None:
+        raise NodeDefinitionError(f"node {id!r}: give cache=CachePolicy(...) or the old keywords "
+                                  f"{', '.join(sorted(legacy))}, not both")
+    warnings.warn(f"node {id!r}: @node({', '.join(f'{k}=...' for k in sorted(legacy))}) is deprecated and will "
+                  "be removed in the next release; pass cache=sfumato.CachePolicy(...) instead",
+                  DeprecationWarning, stacklevel=3)
+    return CachePolicy(**{_LEGACY_CACHE_OPTIONS[key]: value for key, value in legacy.items()})
+
+
+def _two_argument_callback(id: str, role: str, callback: Callable[..., Any] | None) -> ValidationCallback | None:
+    """``callback(inputs, context)``; a one-argument callback (the old form) is wrapped, with a warning."""
+    if callback is None:
+        return None
+    if not callable(callback):
+        raise NodeDefinitionError(f"node {id!r}: {role} must be a function, got {callback!r}")
+    try:
+        parameters = list(inspect.signature(callback).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: assume the current form
+        return callback
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters) or len(positional) >= 2:
+        return callback
+    warnings.warn(f"node {id!r}: {role} takes only the inputs; it now also receives a ValidationContext "
+                  f"({role}(inputs, context)). The one-argument form will be removed in the next release",
+                  DeprecationWarning, stacklevel=3)
+    return lambda inputs, context: callback(inputs)
+
+
+def _refuse_async(id: str, function: Any, role: str) -> None:
+    # The scheduler calls nodes (and batch functions) on its worker threads and keeps what they
+    # return: an async function would hand back a coroutine that nobody awaits, cached as the output.
+    if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+        raise NodeDefinitionError(
+            f"node {id!r}: {role} {getattr(function, '__qualname__', function)!r} is 'async def'; node functions "
+            "run on the engine's worker threads and must be plain functions (call asyncio.run(...) inside one "
+            "if it needs async I/O)")
+
+
 def node(
     id: str,
     *,
@@ -288,15 +494,11 @@ def node(
     outputs: dict[str, Any] | None = None,
     output: str | None = None,
     output_node: bool = False,
-    volatile: bool = False,
-    fingerprint: Callable[[dict[str, Any]], str] | None = None,
-    is_cache_entry_valid: Callable[[dict[str, Any]], bool] | None = None,
+    cache: CachePolicy | None = None,
     batch: Callable[[list[dict[str, Any]]], list[Any]] | None = None,
-    cacheable_to_disk: bool = True,
-    describe_outputs: Callable[[dict[str, Any]], dict[str, dict[str, Any]]] | None = None,
-    expect_inputs: Callable[[dict[str, Any]], dict[str, dict[str, Any]]] | None = None,
-    context_keys: tuple[str, ...] | None = None,
-    display_name: str = "",
+    describe_outputs: ValidationCallback | None = None,
+    expect_inputs: ValidationCallback | None = None,
+    **legacy: Any,
 ) -> Callable[[Any], Any]:
     """Declare a node type from a function, or from a class with a ``run`` method.
 
@@ -308,29 +510,38 @@ def node(
             the function then returns a dict with those keys.
         output: the name of the single output (default: from its port type).
         output_node: the node has a side effect and always belongs to the run.
-        volatile: never serve this node from the cache.
-        fingerprint: for nodes that read files; see :class:`NodeSpec`.
-        is_cache_entry_valid: checks a cached result is still usable (e.g. files exist).
+        cache: how its results are cached (:class:`CachePolicy`); default: by its inputs.
         batch: a function running several calls as one batch; see :class:`NodeSpec`.
-        cacheable_to_disk: allow its outputs in the on-disk cache.
-        describe_outputs: static attributes of outputs; see :class:`NodeSpec`.
-        expect_inputs: static requirements on inputs; see :class:`NodeSpec`.
-        context_keys: run settings its results depend on; see :class:`NodeSpec`.
-        display_name: a human title for listings.
+        describe_outputs: ``(inputs, context) -> attributes of outputs``; see :class:`NodeSpec`.
+        expect_inputs: ``(inputs, context) -> requirements on inputs``; see :class:`NodeSpec`.
+
+    The keywords ``volatile``, ``fingerprint``, ``is_cache_entry_valid``,
+    ``cacheable_to_disk`` and ``context_keys`` still work for one release, with
+    a ``DeprecationWarning``; they became the fields of :class:`CachePolicy`.
 
     The decorated object is returned unchanged apart from a ``__sfumato_node__``
     attribute holding its :class:`NodeSpec`, so it stays callable in tests.
+    ``async def`` functions are refused with :class:`NodeDefinitionError`.
     """
     if not _ID_PATTERN.match(id):
         raise NodeDefinitionError(
             f"node id {id!r} must be dotted lower-case words, like 'image.sharpen'"
         )
+    cache = _legacy_cache_policy(id, cache, legacy)
+    if cache is not None and not isinstance(cache, CachePolicy):
+        raise NodeDefinitionError(f"node {id!r}: cache= takes a sfumato.CachePolicy, got {cache!r}")
+    policy = (cache or CachePolicy()).resolved(output_node=output_node)
+    describe_outputs = _two_argument_callback(id, "describe_outputs", describe_outputs)
+    expect_inputs = _two_argument_callback(id, "expect_inputs", expect_inputs)
+    if batch is not None:
+        _refuse_async(id, batch, "its batch function")
 
     def decorate(target: Any) -> Any:
         is_class = inspect.isclass(target)
         function = target.run if is_class else target
         if is_class and not callable(getattr(target, "run", None)):
             raise NodeDefinitionError(f"node class {target.__name__} for {id!r} needs a run() method")
+        _refuse_async(id, function, "its run() method" if is_class else "its function")
         try:
             hints = typing.get_type_hints(function, include_extras=True)
         except Exception as error:  # noqa: BLE001 - report any annotation problem the same way
@@ -368,13 +579,9 @@ def node(
         spec = NodeSpec(
             id=id, version=version, category=category, description=description,
             inputs=inputs, outputs=output_specs, implementation=target, is_class=is_class,
-            context_param=context_param, output_node=output_node, volatile=volatile,
-            fingerprint=fingerprint, is_cache_entry_valid=is_cache_entry_valid,
-            batch=batch, cacheable_to_disk=cacheable_to_disk, single_output=single,
+            context_param=context_param, output_node=output_node, cache=policy,
+            batch=batch, single_output=single,
             describe_outputs=describe_outputs, expect_inputs=expect_inputs,
-            context_keys=context_keys if context_keys is not None else (
-                ("device", "dtype", "seed", "output_dir", "params", "graph") if output_node else ("device", "dtype")),
-            display_name=display_name or id,
         )
         setattr(target, NODE_ATTRIBUTE, spec)
         return target

@@ -20,10 +20,13 @@ import networkx as nx
 
 from ..errors import GraphIssue, GraphValidationError, ParameterError
 from ..graph.collector import collector_paused
-from ..graph.document import Graph, Link, ParamRef
-from ..graph.params import PARAM_PORTS, declaration_issues, param_problems
+from ..graph.document import Graph, GraphInputRef, Link, ParamRef
+from ..graph.migrations import migrate_graph
+from ..graph.params import PARAM_PORTS, check_value, declaration_issues, param_problems, reconcile_ranges
+from ..graph.subgraph import expand_subgraphs
+from .flow import same_type_ports
 from ..plugin.limits import LimitExceededError
-from ..plugin.nodes import NodeSpec
+from ..plugin.nodes import NodeSpec, ValidationContext
 from ..plugin.paths import path_issues
 from ..registry import Registry
 
@@ -65,6 +68,17 @@ class Plan:
     targets: list[str]
     outputs: dict[str, tuple[str, str]] = field(default_factory=dict)
     seed: int = 0
+    #: Validation warnings (``GraphIssue`` with severity ``"warning"``): reported, not fatal.
+    warnings: list[GraphIssue] = field(default_factory=list)
+    #: The graph with its subgraphs expanded (``outer/inner`` node ids); ``None`` when it has none.
+    flat: Graph | None = None
+    #: What migrating older node entries to the installed node versions changed (also in ``warnings``).
+    migrations: list[GraphIssue] = field(default_factory=list)
+
+    @property
+    def flat_graph(self) -> Graph:
+        """The graph whose nodes the plan runs: subgraphs expanded into prefixed inner nodes."""
+        return self.flat if self.flat is not None else self.graph
 
 
 def _canonical(value: Any) -> str:
@@ -142,9 +156,39 @@ def _describe_outputs(spec: NodeSpec) -> str:
     return ", ".join(f"{o.name} ({o.port})" for o in spec.outputs.values()) or "none"
 
 
-def _analyse(graph: Graph, registry: Registry, params: dict[str, Any] | None
-             ) -> tuple[list[GraphIssue], dict[str, PlannedNode], Any]:
-    """Check a graph against the registry; also resolve literals and links."""
+def _analyse(graph: Graph, registry: Registry, params: dict[str, Any] | None,
+             value_issues: list[GraphIssue] | None = None,
+             ) -> tuple[list[GraphIssue], dict[str, PlannedNode], Any, Graph, list[GraphIssue]]:
+    """Check a graph against the registry; also resolve literals and links.
+
+    Subgraphs are expanded first (see :mod:`sfumato.graph.subgraph`), then
+    node entries written for older node versions are migrated (see
+    :mod:`sfumato.graph.migrations`). Returns the issues, planned nodes, DAG,
+    the flat graph and the migration notes.
+    """
+    expansion = expand_subgraphs(graph, registry.graph_types)
+    flat, notes = expansion.graph, []
+    try:
+        migrated = migrate_graph(flat, registry.node_versions(), registry.migrations)
+        flat, notes = migrated.graph, migrated.changes
+    except GraphValidationError as error:  # written for newer node versions than installed
+        expansion.issues.extend(error.issues)
+    issues, planned, dag = _analyse_flat(flat, registry, params, value_issues)
+    if expansion.issues or expansion.origins:
+        issues = expansion.issues + [expansion.translate(issue) for issue in issues]
+    return issues + notes, planned, dag, flat, notes
+
+
+def _analyse_flat(graph: Graph, registry: Registry, params: dict[str, Any] | None,
+                  value_issues: list[GraphIssue] | None = None,
+                  ) -> tuple[list[GraphIssue], dict[str, PlannedNode], Any]:
+    """The checks of :func:`_analyse` on a graph without subgraphs.
+
+    A parameter value outside its range (its own bounds narrowed by the inputs
+    it feeds) is one issue at ``params.NAME``, put in ``value_issues`` when
+    given (the caller's values: a :class:`ParameterError`), else among the
+    issues (the declared default: ``params.NAME.default``).
+    """
     issues: list[GraphIssue] = list(graph.input_errors) + declaration_issues(graph)
     planned: dict[str, PlannedNode] = {}
     dag = nx.DiGraph()
@@ -165,6 +209,12 @@ def _analyse(graph: Graph, registry: Registry, params: dict[str, Any] | None
             specs[node_id] = registry.node_type(entry.type)
         except KeyError as error:
             issues.append(GraphIssue(f"nodes.{node_id}.type", error.args[0], node_id))
+    # The type a flow node (flow.if) passes on comes from its branches.
+    typed, flow_issues = same_type_ports(graph, specs, registry)
+    issues.extend(flow_issues)
+    ranges, range_issues = reconcile_ranges(graph, _param_feeds(graph, specs))
+    issues.extend(range_issues)
+    out_of_range: dict[str, str] = {}
     for node_id, refs in graph.inputs.items():
         spec = specs.get(node_id)
         if spec is None:
@@ -192,12 +242,17 @@ def _analyse(graph: Graph, registry: Registry, params: dict[str, Any] | None
                                                    f"{_short(ref.output)}{_closest(ref.output, source_spec.outputs)} "
                                                    f"(outputs: {_describe_outputs(source_spec)})", node_id))
                     continue
-                if not registry.ports.is_compatible(output.port, item.port):
-                    issues.append(GraphIssue(path, f"type mismatch: {ref.node}.{ref.output} is {output.port}, "
+                port = typed.get((ref.node, ref.output), output.port) if typed else output.port
+                if not registry.ports.is_compatible(port, item.port):
+                    issues.append(GraphIssue(path, f"type mismatch: {ref.node}.{ref.output} is {port}, "
                                                    f"but input {name!r} of {spec.id} takes {item.port}", node_id))
                     continue
                 dag.add_edge(ref.node, node_id)
-                links.append(Edge(name, ref.node, ref.output, registry.ports.converter(output.port, item.port)))
+                links.append(Edge(name, ref.node, ref.output, registry.ports.converter(port, item.port)))
+                continue
+            if isinstance(ref, GraphInputRef):
+                issues.append(GraphIssue(path, f"uses graph input {_short(ref.name)}, which only an outer graph "
+                                               "sets: use this graph as a node type (a subgraph)", node_id))
                 continue
             if isinstance(ref, ParamRef):
                 declaration = graph.params.get(ref.name)
@@ -215,6 +270,10 @@ def _analyse(graph: Graph, registry: Registry, params: dict[str, Any] | None
                 if ref.name not in param_values:
                     continue  # required parameter with no value yet: checked when run
                 value = param_values[ref.name]
+                problem = ranges[ref.name].problem(value) if ref.name in ranges else None
+                if problem:
+                    out_of_range.setdefault(ref.name, problem)  # reported once, below, for every site it feeds
+                    continue
                 origin = f"parameter {ref.name!r} = {_short(value)}"
                 source_port = port
             else:
@@ -243,8 +302,9 @@ def _analyse(graph: Graph, registry: Registry, params: dict[str, Any] | None
             elif name not in refs and not item.required:
                 literals[name] = item.default
         planned[node_id] = PlannedNode(node_id, spec, literals, links)
+    issues.extend(_range_value_issues(graph, params is None, param_values, out_of_range, value_issues))
     issues.extend(_cycle_issues(dag))
-    issues.extend(_attribute_issues(planned))
+    issues.extend(_attribute_issues(planned, registry, graph.inputs))
     for name, target in graph.document.outputs.items():
         node, _, output = target.rpartition(".")
         if node not in graph.nodes:
@@ -254,6 +314,37 @@ def _analyse(graph: Graph, registry: Registry, params: dict[str, Any] | None
             issues.append(GraphIssue(f"outputs.{name}", f"node {node!r} has no output {_short(output)} "
                                                         f"(outputs: {_describe_outputs(specs[node])})", node))
     return issues, planned, dag
+
+
+def _param_feeds(graph: Graph, specs: dict[str, NodeSpec]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """For each parameter, the bounded inputs it feeds: ``(where, constraints)``."""
+    feeds: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for node_id, refs in graph.inputs.items():
+        spec = specs.get(node_id)
+        for name, ref in refs.items() if spec is not None else ():
+            if isinstance(ref, ParamRef) and name in spec.inputs:
+                constraints = spec.inputs[name].constraints()
+                if any(key in constraints for key in ("ge", "gt", "le", "lt")):
+                    feeds.setdefault(ref.name, []).append((f"{node_id}.{name} ({spec.id})", constraints))
+    return feeds
+
+
+def _range_value_issues(graph: Graph, defaults: bool, values: dict[str, Any], out_of_range: dict[str, str],
+                        value_issues: list[GraphIssue] | None) -> list[GraphIssue]:
+    """One issue per parameter whose value is outside its range (see :func:`_analyse_flat`)."""
+    issues = []
+    for name, problem in out_of_range.items():
+        declaration = graph.params[name]
+        if defaults:
+            try:
+                check_value(declaration, values[name])
+            except ValueError:
+                continue  # outside its own declared range: already reported with the declaration
+            issues.append(GraphIssue(f"params.{name}.default", f"default {_short(values[name])} is invalid: {problem}"))
+        else:
+            issue = GraphIssue(f"params.{name}", f"parameter {name!r} ({declaration.type}): {problem}")
+            (value_issues if value_issues is not None else issues).append(issue)
+    return issues
 
 
 def _reason(error: BaseException) -> str:
@@ -310,14 +401,26 @@ def _cycle_issues(dag: Any) -> list[GraphIssue]:
     return issues
 
 
-def _attribute_issues(planned: dict[str, PlannedNode]) -> list[GraphIssue]:
-    """Compare what producers say about their outputs with what consumers expect."""
+def _attribute_issues(planned: dict[str, PlannedNode], registry: Registry,
+                      graph_inputs: dict[str, dict[str, Any]]) -> list[GraphIssue]:
+    """Compare what producers say about their outputs with what consumers expect.
+
+    Each callback gets a :class:`ValidationContext` for its node; the problems
+    and warnings it reports there join the issues, as errors or warnings.
+    """
     issues: list[GraphIssue] = []
     described: dict[str, dict[str, dict[str, Any]]] = {}
+    contexts: dict[str, ValidationContext] = {}
+
+    def context_of(node: PlannedNode) -> ValidationContext:
+        if node.id not in contexts:
+            contexts[node.id] = ValidationContext(registry, node.id, frozenset(graph_inputs.get(node.id, ())))
+        return contexts[node.id]
+
     for node in planned.values():
         if node.spec.describe_outputs is not None:
             try:
-                described[node.id] = node.spec.describe_outputs(node.literals) or {}
+                described[node.id] = node.spec.describe_outputs(node.literals, context_of(node)) or {}
             except LimitExceededError as error:
                 # A node refuses, from its literal inputs, an output over the resource limits.
                 issues.append(GraphIssue(f"nodes.{node.id}", str(error), node.id))
@@ -327,7 +430,7 @@ def _attribute_issues(planned: dict[str, PlannedNode]) -> list[GraphIssue]:
         if node.spec.expect_inputs is None:
             continue
         try:
-            expected = node.spec.expect_inputs(node.literals) or {}
+            expected = node.spec.expect_inputs(node.literals, context_of(node)) or {}
         except LimitExceededError as error:
             issues.append(GraphIssue(f"nodes.{node.id}", str(error), node.id))
             continue
@@ -347,12 +450,28 @@ def _attribute_issues(planned: dict[str, PlannedNode]) -> list[GraphIssue]:
                 issues.append(GraphIssue(
                     f"nodes.{node.id}.inputs.{name}",
                     f"{source}.{output} provides {', '.join(clashes)} for {node.spec.id}.{name}", node.id))
+    for node_id, context in contexts.items():
+        for severity, name, message in context.notes:
+            path = f"nodes.{node_id}.inputs.{name}" if name else f"nodes.{node_id}"
+            issues.append(GraphIssue(path, message, node_id, severity))
     return issues
 
 
-def validate_graph(graph: Graph, registry: Registry) -> list[GraphIssue]:
-    """Every problem of ``graph`` against the installed node types (empty when valid)."""
-    return _analyse(graph, registry, None)[0]
+def _split(issues: list[GraphIssue]) -> tuple[list[GraphIssue], list[GraphIssue]]:
+    """(errors, warnings)."""
+    errors = [issue for issue in issues if issue.severity != "warning"]
+    return errors, [issue for issue in issues if issue.severity == "warning"]
+
+
+def validate_graph(graph: Graph, registry: Registry, *, warnings: bool = False) -> list[GraphIssue]:
+    """Every problem of ``graph`` against the installed node types (empty when valid).
+
+    With ``warnings`` the list also holds the warnings (``severity ==
+    "warning"``, after the errors): things worth saying that do not stop a
+    run, such as inputs the chosen backend ignores.
+    """
+    errors, found = _split(_analyse(graph, registry, None)[0])
+    return errors + found if warnings else errors
 
 
 def _targets(graph: Graph, planned: dict[str, PlannedNode], dag: Any) -> list[str]:
@@ -403,7 +522,8 @@ def _plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = 
     resolved, param_issues = param_problems(graph, params, from_text=params_from_text)
     if seed is None:
         seed = int(resolved["seed"]) if isinstance(resolved.get("seed"), int) else 0
-    issues, planned, dag = _analyse(graph, registry, resolved)
+    issues, planned, dag, flat, notes = _analyse(graph, registry, resolved, param_issues)
+    issues, warnings = _split(issues)
     if param_issues:
         # Bad values do not hide the graph's other problems: report them all at
         # once; a ParameterError when the values are all that is wrong.
@@ -414,7 +534,7 @@ def _plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = 
     issues.extend(path_issues(planned, (run_context or {}).get("path_policy")))
     if issues:
         raise GraphValidationError(issues, graph.source)
-    targets = _targets(graph, planned, dag)
+    targets = _targets(flat, planned, dag)
     needed = _needed(dag, targets)
     order = [n for n in nx.topological_sort(dag) if n in needed]
     nodes = {node_id: planned[node_id] for node_id in order}
@@ -422,8 +542,9 @@ def _plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = 
     for node_id in order:
         node = nodes[node_id]
         node.signature = signature_of(node, nodes, context)
-    outputs = {name: tuple(t.rpartition(".")[::2]) for name, t in graph.document.outputs.items()}
-    return Plan(graph, resolved, nodes, order, targets, outputs, seed)
+    outputs = {name: tuple(t.rpartition(".")[::2]) for name, t in flat.document.outputs.items()}
+    return Plan(graph, resolved, nodes, order, targets, outputs, seed, warnings,
+                flat=flat if flat is not graph else None, migrations=notes)
 
 
 class _ContextValues:

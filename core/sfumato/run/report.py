@@ -77,6 +77,8 @@ class RunReport:
     #: Errors raised by observers and plugins' ``sfumato_run_event`` hooks during this run:
     #: ``{"source": "plugin 'name' (sfumato_run_event)", "error": "...", "count": n}``.
     event_errors: list[dict[str, Any]] = field(default_factory=list)
+    #: Validation warnings of the graph as run (``GraphIssue.as_dict()``): inputs a backend ignores, ...
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
     def add_event_error(self, source: str, error: str) -> None:
         """Note an event-hook error; repeats of the same one only raise its count."""
@@ -100,6 +102,7 @@ class RunReport:
         report.models = list(data.get("models", []))
         report.outputs = dict(data.get("outputs", {}))
         report.event_errors = [dict(entry) for entry in data.get("event_errors", [])]
+        report.warnings = [dict(entry) for entry in data.get("warnings", [])]
         return report
 
     def count(self, status: NodeStatus) -> int:
@@ -121,6 +124,8 @@ class RunReport:
         }
         if self.event_errors:
             data["event_errors"] = [dict(entry) for entry in self.event_errors]
+        if self.warnings:
+            data["warnings"] = [dict(entry) for entry in self.warnings]
         return data
 
 

@@ -26,6 +26,9 @@ class ModelSource:
 
     ``location`` is a path, or a function returning one (so that finding the
     weights, e.g. inside an installed package, happens only when needed).
+    ``generator`` is the id of the node that generates images with it
+    (``"vae.generate"``): ``generate.image`` dispatches to it, and the
+    registry checks at load that some plugin provides it.
     """
 
     name: str
@@ -33,6 +36,7 @@ class ModelSource:
     description: str = ""
     kind: str = ""
     plugin: str = ""
+    generator: str = ""
 
     def path(self) -> Path:
         return Path(self.location() if callable(self.location) else self.location)
