@@ -59,6 +59,8 @@ def drop_node(page, node_type: str, x: float, y: float) -> str:
     page.locator(f".ed-palette-item[data-type='{node_type}']").drag_to(
         page.locator("#ed-canvas"), target_position={"x": x, "y": y})
     page.fill("#ed-search", "")
+    # Adding a subgraph node first fetches its graph: wait for the node to be drawn.
+    page.wait_for_function(f"document.querySelectorAll('.ed-node').length > {len(before)}")
     after = set(page.eval_on_selector_all(".ed-node", "els => els.map((e) => e.dataset.id)"))
     [added] = after - before
     return added
@@ -347,3 +349,26 @@ def test_parameter_default_is_edited_in_the_side_panel(page):
     page.click("#ed-undo")
     page.click("#ed-undo")
     assert saved_document(page)["params"] == shipped
+
+
+def test_subgraph_node_is_shown_collapsed_and_opens_in_place(page, tmp_path):
+    page.click("#ed-new")
+    sub = drop_node(page, "graph:prompt-card", 30, 30)
+    node = page.locator(f".ed-node[data-id='{sub}']")
+    # Collapsed: the graph's output and parameters as the node's sockets and widgets.
+    assert node.locator(".ed-socket-out[data-type='Text']").count() == 1
+    assert {"prompt", "style", "seed"} <= set(node.locator(".ed-in").evaluate_all("els => els.map((e) => e.dataset.input)"))
+    assert node.locator(".ed-inner svg").count() == 0
+    card = drop_node(page, "image.text_card", 560, 30)
+    drag_link(page, f"{sub}.prompt", f"{card}.text")
+    wait_valid(page)
+    node.locator(".ed-open-subgraph").click()
+    node.locator(".ed-inner svg").wait_for()
+    assert node.locator(".ed-open-subgraph").get_attribute("aria-expanded") == "true"
+    page.screenshot(path=str(screenshots(tmp_path) / "editor-subgraph-open.png"))
+    document = saved_document(page)
+    assert document["nodes"][sub] == {"type": "graph:prompt-card", "inputs": {},
+                                      "meta": document["nodes"][sub]["meta"]}
+    assert document["nodes"][card]["inputs"] == {"text": {"from": f"{sub}.prompt"}}
+    node.locator(".ed-open-subgraph").click()
+    assert node.locator(".ed-inner svg").count() == 0

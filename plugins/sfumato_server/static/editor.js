@@ -23,6 +23,7 @@
     doc: emptyDoc(), undo: [], redo: [],
     view: { x: 40, y: 40, zoom: 1 }, selected: new Set(), expanded: new Set(),
     issues: [], clipboard: null, validateTimer: null, validation: 0, source: null,
+    graphs: [], subgraphs: {}, opened: new Set(),  // graphs usable as graph:NAME nodes; open subgraph nodes
     positions: {}, // node id -> {x, y}: meta.pos when the document has one, else the automatic layout
   };
 
@@ -102,11 +103,12 @@
     validateSoon();
   }
 
-  function loadDocument(doc, label) {
+  async function loadDocument(doc, label) {
     if (!doc || typeof doc !== "object" || typeof doc.nodes !== "object" || doc.nodes === null) {
       status(`${label} is not a graph document (it has no "nodes" object)`, true);
       return;
     }
+    await ensureSpecs(Object.values(doc.nodes).map((node) => node && node.type));
     ed.undo.push(JSON.stringify(ed.doc));
     ed.redo = [];
     ed.doc = doc;
@@ -119,17 +121,68 @@
     status(`Opened ${label}.`);
   }
 
+  // -- subgraphs -----------------------------------------------------------------------------
+
+  // A graph used as a node ("type": "graph:NAME") has the node type the engine gives it: its
+  // params are literal inputs, its declared inputs are link inputs, its outputs are typed by the
+  // inner nodes that make them (graph_type_spec in the engine). The server's graphs supply the
+  // document; validation of the whole stays the engine's.
+  const PARAM_PORTS = { str: "Text", int: "Int", float: "Float", bool: "Bool", "list[str]": "TextList", "list[int]": "JSON", "list[float]": "JSON", json: "Any" };
+  const PARAM_SCHEMAS = { str: { type: "string" }, int: { type: "integer" }, float: { type: "number" }, bool: { type: "boolean" },
+    "list[str]": { type: "array", items: { type: "string" } }, "list[int]": { type: "array", items: { type: "integer" } },
+    "list[float]": { type: "array", items: { type: "number" } }, json: {} };
+
+  function subgraphSpec(type, doc) {
+    const inputs = [], properties = {};
+    for (const [name, declaration] of Object.entries(doc.params || {})) {
+      const required = declaration.required || declaration.default === undefined || declaration.default === null;
+      inputs.push({ name, type: PARAM_PORTS[declaration.type] || "Any", required, default: required ? null : declaration.default,
+        description: declaration.description || "" });
+      const literal = { ...PARAM_SCHEMAS[declaration.type] };
+      if (Array.isArray(declaration.choices)) literal.enum = declaration.choices;
+      if (declaration.minimum != null) literal.minimum = declaration.minimum;
+      if (declaration.maximum != null) literal.maximum = declaration.maximum;
+      properties[name] = { anyOf: [{ link: true }, { param: true }, literal] };
+    }
+    for (const [name, declaration] of Object.entries(doc.inputs || {})) {
+      inputs.push({ name, type: declaration.type, required: true, default: null, description: declaration.description || "" });
+      properties[name] = { anyOf: [{ link: true }, { param: true }] };
+    }
+    const outputs = Object.entries(doc.outputs || {}).map(([name, target]) => {
+      const at = target.lastIndexOf(".");
+      const inner = doc.nodes[target.slice(0, at)];
+      const spec = inner && ed.specs[inner.type];
+      const port = spec && spec.outputs.find((o) => o.name === target.slice(at + 1));
+      return { name, type: port ? port.type : "Any", description: "" };
+    });
+    return { id: type, category: "subgraph", description: doc.description || "", inputs, outputs,
+      input_schema: { properties }, subgraph: Object.keys(doc.nodes || {}).length };
+  }
+
+  async function ensureSpecs(types) {
+    for (const type of new Set(types)) {
+      if (typeof type !== "string" || ed.specs[type] || !type.startsWith("graph:")) continue;
+      const name = type.slice("graph:".length).replace(/\.json$/, "");
+      try {
+        const answer = await api(`/api/graphs/${encodeURIComponent(name)}`);
+        ed.subgraphs[type] = answer;
+        ed.specs[type] = subgraphSpec(type, answer.document);
+      } catch { /* not one of this server's graphs: drawn as an unknown type, validation says why */ }
+    }
+  }
+
   function uniqueId(base) {
     let id = base, n = 2;
     while (id in ed.doc.nodes) id = `${base}_${n++}`;
     return id;
   }
 
-  function addNode(type, at) {
+  async function addNode(type, at) {
+    await ensureSpecs([type]);
     const spec = ed.specs[type];
     if (!spec) return null;
     // "encode.text" -> "encode_text": the last word alone ("text", "image") says too little.
-    const id = uniqueId(type.replace(/\./g, "_"));
+    const id = uniqueId(type.replace(/^graph:/, "").replace(/\.json$/, "").replace(/[.\-]/g, "_"));
     change((doc) => {
       doc.nodes[id] = { type, inputs: {}, meta: { pos: [Math.round(at.x), Math.round(at.y)] } };
     });
@@ -274,7 +327,7 @@
   function nodeElement(id, node) {
     const spec = ed.specs[node.type];
     const element = document.createElement("div");
-    element.className = "ed-node";
+    element.className = ed.opened.has(id) ? "ed-node open" : "ed-node";
     element.dataset.id = id;
     element.tabIndex = 0;
     element.setAttribute("role", "group");
@@ -295,6 +348,7 @@
       element.append(unknown);
       return element;
     }
+    if (ed.subgraphs[node.type]) element.append(subgraphBar(id, node.type));
     for (const output of spec.outputs) {
       const row = document.createElement("div");
       row.className = "ed-row ed-out";
@@ -336,6 +390,36 @@
     preview.hidden = true;
     element.append(preview);
     return element;
+  }
+
+  // A subgraph node is drawn collapsed; "open" shows its inner graph in place, inside the node.
+  function subgraphBar(id, type) {
+    const bar = document.createElement("div");
+    bar.className = "ed-subgraph";
+    const open = ed.opened.has(id);
+    const toggle = document.createElement("button");
+    toggle.type = "button";
+    toggle.className = "ed-open-subgraph";
+    toggle.setAttribute("aria-expanded", String(open));
+    toggle.textContent = `${open ? "▾ close" : "▸ open"} subgraph (${ed.specs[type].subgraph} nodes)`;
+    toggle.addEventListener("click", () => {
+      if (ed.opened.has(id)) ed.opened.delete(id); else ed.opened.add(id);
+      render();
+    });
+    bar.append(toggle);
+    if (open) {
+      const inner = document.createElement("div");
+      inner.className = "ed-inner graph-picture";
+      inner.innerHTML = ed.subgraphs[type].svg;  // drawn by the server from the graph file
+      const svg = inner.querySelector("svg");
+      if (svg && !svg.hasAttribute("viewBox")) {
+        svg.setAttribute("viewBox", `0 0 ${parseFloat(svg.getAttribute("width"))} ${parseFloat(svg.getAttribute("height"))}`);
+        svg.removeAttribute("width");
+        svg.removeAttribute("height");
+      }
+      bar.append(inner);
+    }
+    return bar;
   }
 
   function socket(direction, type, key) {
@@ -879,7 +963,9 @@
     list.replaceChildren();
     const query = $("ed-search").value.trim().toLowerCase();
     const byCategory = {};
-    for (const spec of Object.values(ed.specs)) {
+    const entries = Object.values(ed.specs).filter((spec) => !spec.id.startsWith("graph:"));
+    for (const graph of ed.graphs) entries.push({ id: `graph:${graph.name}`, category: "subgraph", description: graph.description || "" });
+    for (const spec of entries) {
       const text = `${spec.id} ${spec.category} ${spec.description}`.toLowerCase();
       if (query && !query.split(/\s+/).every((word) => text.includes(word))) continue;
       (byCategory[spec.category] ||= []).push(spec);
@@ -943,7 +1029,7 @@
     if (!name) return;
     try {
       const answer = await api(`/api/graphs/${encodeURIComponent(name)}`);
-      loadDocument(answer.document, `the graph ${name}`);
+      await loadDocument(answer.document, `the graph ${name}`);
     } catch (error) { status(error.message, true); }
     $("ed-open-graph").value = "";
   }
@@ -956,11 +1042,11 @@
       if (isPng) {
         const data = await api("/api/import-png", { method: "POST", headers: { "Content-Type": "image/png" }, body: file });
         const doc = typeof data.graph === "string" ? (await api(`/api/graphs/${encodeURIComponent(data.graph)}`)).document : data.graph;
-        loadDocument(doc, `the graph stored in ${file.name}`);
+        await loadDocument(doc, `the graph stored in ${file.name}`);
       } else {
         let doc;
         try { doc = JSON.parse(await file.text()); } catch (error) { throw new Error(`${file.name} is not JSON: ${error.message}`); }
-        loadDocument(doc, file.name);
+        await loadDocument(doc, file.name);
       }
     } catch (error) {
       const issues = error.body && error.body.issues ? ": " + error.body.issues.map((i) => `${i.path}: ${i.message}`).join("; ") : "";
@@ -1098,6 +1184,7 @@
     ed.specs = Object.fromEntries(nodes.map((spec) => [spec.id, spec]));
     ed.ports = ports;
     ed.models = models;
+    ed.graphs = graphs;
     for (const graph of graphs) $("ed-open-graph").append(new Option(graph.name, graph.name));
     renderPalette();
     render();
@@ -1113,7 +1200,7 @@
       event.preventDefault();
       const type = event.dataTransfer.getData("application/x-sfumato-node") || event.dataTransfer.getData("text/plain");
       if (event.dataTransfer.files && event.dataTransfer.files[0]) return openFile(event.dataTransfer.files[0]);
-      if (!ed.specs[type]) return;
+      if (!ed.specs[type] && !type.startsWith("graph:")) return;
       const box = canvas.getBoundingClientRect();
       addNode(type, { x: (event.clientX - box.left - ed.view.x) / ed.view.zoom - 20, y: (event.clientY - box.top - ed.view.y) / ed.view.zoom - 14 });
     });
