@@ -157,3 +157,175 @@ def test_flagged_reason_is_in_the_run_report(tmp_path, capsys):
     assert report["outputs"]["screening"]["verdict"] == "flagged"
     assert report["outputs"]["screening"]["concepts"] == "hate"
     assert report["outputs"]["screening"]["similarity"] >= 0.55
+
+
+# -- safety.screen_images --------------------------------------------------------------
+
+
+RED, BLUE = (220, 30, 30), (30, 30, 220)
+
+
+def _solid(colour, size: int = 48):
+    from PIL import Image
+
+    return Image.new("RGB", (size, size), colour)
+
+
+def _checker_embeddings(model, processor, images):
+    import torch
+
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        embeds = model.visual_projection(model.vision_model(pixels)[1])
+    return torch.nn.functional.normalize(embeds, dim=-1)
+
+
+def tiny_safety_checker(folder: Path, flagged_colour=RED, other_colour=BLUE) -> Path:
+    """A tiny random diffusers safety checker whose one calibrated "concept" is ``flagged_colour``.
+
+    Every concept embedding is the embedding of a solid ``flagged_colour`` image, with a threshold
+    halfway between its similarity to itself (1) and to ``other_colour``: the first is flagged, the
+    second not, by the checker's own rule.
+    """
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "vocab_size": 99, "max_position_embeddings": 16},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        projection_dim=8)
+    model = StableDiffusionSafetyChecker(config).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    flagged, other = _checker_embeddings(model, processor, [_solid(flagged_colour), _solid(other_colour)])
+    threshold = float((1.0 + flagged @ other) / 2)
+    with torch.no_grad():
+        model.concept_embeds.copy_(flagged.expand_as(model.concept_embeds))
+        model.concept_embeds_weights.fill_(threshold)
+        model.special_care_embeds_weights.fill_(2.0)  # never "special care"
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def tiny_classifier(folder: Path, nsfw: bool) -> Path:
+    """A tiny random ViT classifier (labels normal / nsfw) whose bias decides: every image is ``nsfw`` or none."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    config = ViTConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       image_size=32, patch_size=8, id2label={0: "normal", 1: "nsfw"},
+                       label2id={"normal": 0, "nsfw": 1})
+    model = ViTForImageClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 8.0] if nsfw else [8.0, 0.0]))
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checker_folder(tmp_path_factory) -> Path:
+    return tiny_safety_checker(tmp_path_factory.mktemp("checker") / "safety_checker")
+
+
+def screen_images(images, model, **inputs):
+    from sfumato_safety import images as image_nodes
+
+    return st.call_node(image_nodes.screen_images, images=images, model=str(model), **inputs)
+
+
+def test_safety_checker_flags_only_its_concept_and_passes_images_with_flag(checker_folder):
+    batch = sfumato.ImageBatch((_solid(BLUE), _solid(RED), _solid(BLUE)), ("a", "b", "c"))
+    out = screen_images(batch, checker_folder, action="flag")
+    assert out["screening"]["flagged"] == "1" and out["screening"]["verdict"] == "flagged"
+    assert out["screening"]["classifier"] == "safety-checker"
+    assert out["images"].images == batch.images and out["images"].labels == batch.labels
+
+
+def test_blur_replaces_only_the_flagged_images(checker_folder):
+    from PIL import ImageDraw
+
+    red = _solid(RED, 64)
+    ImageDraw.Draw(red).rectangle([0, 0, 31, 63], fill=(200, 20, 20))  # an edge the blur must soften
+    batch = sfumato.ImageBatch((_solid(BLUE), red))
+    out = screen_images(batch, checker_folder, action="blur")
+    assert out["images"].images[0] is batch.images[0]
+    import numpy as np
+
+    before, after = np.asarray(red, dtype=float), np.asarray(out["images"].images[1], dtype=float)
+    assert np.abs(np.diff(after, axis=1)).max() < np.abs(np.diff(before, axis=1)).max() / 2
+
+
+def test_block_drops_flagged_images_and_keeps_labels_in_step(checker_folder):
+    batch = sfumato.ImageBatch((_solid(RED), _solid(BLUE)), ("red", "blue"))
+    out = screen_images(batch, checker_folder, action="block")
+    assert out["images"].labels == ("blue",) and len(out["images"]) == 1
+    assert out["screening"]["count"] == 1
+
+
+def test_block_of_every_image_stops_with_a_clear_error(checker_folder):
+    from sfumato_safety.images import ImagesBlockedError
+
+    with pytest.raises(ImagesBlockedError, match="blocked every image"):
+        screen_images(sfumato.ImageBatch((_solid(RED),)), checker_folder, action="block")
+
+
+def test_pipeline_folder_with_a_safety_checker_is_understood(tmp_path):
+    pipeline = tmp_path / "pipeline"
+    tiny_safety_checker(pipeline / "safety_checker")
+    (pipeline / "safety_checker" / "preprocessor_config.json").rename(pipeline / "preprocessor_config.json")
+    (pipeline / "feature_extractor").mkdir()
+    (pipeline / "preprocessor_config.json").rename(pipeline / "feature_extractor" / "preprocessor_config.json")
+    (pipeline / "model_index.json").write_text(json.dumps(
+        {"_class_name": "StableDiffusionPipeline", "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
+         "feature_extractor": ["transformers", "CLIPImageProcessor"]}))
+    out = screen_images(sfumato.ImageBatch((_solid(RED), _solid(BLUE))), pipeline, action="flag")
+    assert out["screening"]["flagged"] == "0"
+
+
+@pytest.mark.parametrize("nsfw,verdict", [(True, "flagged"), (False, "passed")])
+def test_image_classifier_flags_by_label_probability(tmp_path, nsfw, verdict):
+    folder = tiny_classifier(tmp_path / "classifier", nsfw)
+    out = screen_images(sfumato.ImageBatch((_solid(RED), _solid(BLUE))), folder, action="flag")
+    assert out["screening"]["verdict"] == verdict
+    assert out["screening"]["classifier"] == "classifier"
+    assert out["screening"]["count"] == (2 if nsfw else 0)
+
+
+def test_label_the_classifier_lacks_is_an_error_listing_its_labels(tmp_path):
+    folder = tiny_classifier(tmp_path / "classifier", True)
+    with pytest.raises(ValueError, match=r"input 'labels'.*\['normal', 'nsfw'\]"):
+        screen_images(sfumato.ImageBatch((_solid(RED),)), folder, labels=["gore"])
+
+
+def test_folder_that_is_no_classifier_is_an_error_naming_the_input(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    with pytest.raises(sfumato.ModelNotFoundError, match="input 'model'.*is no image classifier"):
+        screen_images(sfumato.ImageBatch((_solid(RED),)), tmp_path)
+
+
+def test_screened_images_in_a_graph_never_save_blocked_ones(tmp_path, checker_folder):
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _solid(RED).save(folder / "a-red.png")
+    _solid(BLUE).save(folder / "b-blue.png")
+    graph = {"version": 1, "name": "screened-images", "nodes": {
+        "load": {"type": "image.load", "inputs": {"path": str(folder)}},
+        "screen": {"type": "safety.screen_images", "inputs": {"images": {"from": "load.images"},
+                                                              "model": str(checker_folder), "action": "block"}},
+        "save": {"type": "image.save", "inputs": {"images": {"from": "screen.images"}, "template": "{label}.png"}}},
+        "outputs": {"screening": "screen.screening"}}
+    result = st.make_engine(output_dir=tmp_path / "out", cache=False).run(Graph.from_dict(graph))
+    assert [Path(p).name for p in result.report.files] == ["b-blue.png"]
+    assert result.report.outputs["screening"]["flagged"] == "0"
+    assert Image.open(result.report.files[0]).getpixel((0, 0)) == BLUE

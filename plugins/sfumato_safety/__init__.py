@@ -15,6 +15,6 @@ import sfumato
 
 @sfumato.hookimpl
 def sfumato_node_types() -> list[Any]:
-    from . import prompts
+    from . import images, prompts
 
-    return [prompts.screen_prompt]
+    return [prompts.screen_prompt, images.screen_images]
