@@ -317,3 +317,18 @@ def test_sweep_command_calls_an_executor_as_the_protocol_documents(tmp_path, mon
     documented = inspect.signature(sfumato.Executor.run_many).parameters
     assert set(calls["run_many"]) <= set(documented)
     assert "address" in sfumato.Executor.__doc__ and "on_outcome" in sfumato.Executor.run_many.__doc__
+
+
+def test_sfumato_validate_prints_warnings_and_still_says_valid(tmp_path, capsys):
+    from sfumato.cli.main import main
+
+    path = tmp_path / "gan.json"
+    path.write_text(json.dumps(_generate_graph("tiny-shapes-gan", steps=30).to_dict()))
+    assert main(["validate", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["valid"] and report["issues"] == []
+    [warning] = report["warnings"]
+    assert warning["path"] == "nodes.gen.inputs.steps" and warning["severity"] == "warning"
+    assert main(["validate", str(path)]) == 0
+    printed = capsys.readouterr()
+    assert "warning: nodes.gen.inputs.steps" in printed.err and "valid" in printed.out
