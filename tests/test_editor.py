@@ -130,13 +130,14 @@ def test_validate_endpoint_gives_the_issues_the_cli_gives(server, tmp_path):
     completed = subprocess.run([sys.executable, "-m", "sfumato.cli.main", "validate", str(path), "--json"],
                                capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert completed.returncode == 2
-    assert answer["issues"] == json.loads(completed.stdout)["issues"]
+    cli = json.loads(completed.stdout)
+    assert answer["issues"] == cli["issues"] and answer["warnings"] == cli["warnings"]
     assert {issue["node"] for issue in answer["issues"]} == {"card", "sharpen", "save"}
 
 
 def test_validate_endpoint_accepts_a_valid_graph_and_refuses_a_non_document(server):
     status, answer = server.request("POST", "/api/validate", {"graph": json.loads(shipped_graphs()["text-to-image"].read_text())})
-    assert status == 200 and answer == {"valid": True, "issues": []}
+    assert status == 200 and answer["valid"] is True and answer["issues"] == []
     status, answer = server.request("POST", "/api/validate", {"graph": "text-to-image"})
     assert status == 400 and "graph document" in answer["error"]
 
@@ -311,7 +312,8 @@ def test_zoom_and_pan_move_the_canvas(page):
 def test_palette_is_searchable_and_usable_from_the_keyboard(page):
     page.click("#ed-new")
     page.fill("#ed-search", "sharpen")
-    assert page.eval_on_selector_all(".ed-palette-item", "els => els.map((e) => e.dataset.type)") == ["image.sharpen"]
+    found = page.eval_on_selector_all(".ed-palette-item", "els => els.map((e) => e.dataset.type)")
+    assert found[0] == "image.sharpen" and "image.upscale" not in found and "text.value" not in found
     page.press("#ed-search", "Enter")
     assert page.locator(".ed-node[data-id='image_sharpen']").count() == 1
     page.fill("#ed-search", "text.")
@@ -372,3 +374,33 @@ def test_subgraph_node_is_shown_collapsed_and_opens_in_place(page, tmp_path):
     assert document["nodes"][card]["inputs"] == {"text": {"from": f"{sub}.prompt"}}
     node.locator(".ed-open-subgraph").click()
     assert node.locator(".ed-inner svg").count() == 0
+
+
+def test_validation_warning_is_shown_on_its_field_without_refusing_the_graph(page, tmp_path):
+    document = {"version": 1, "name": "gan-with-steps", "nodes": {
+        "encode": {"type": "encode.text", "inputs": {"texts": ["a red circle"]}},
+        "generate": {"type": "generate.image", "inputs": {
+            "conditioning": {"from": "encode.conditioning"}, "model": "tiny-shapes-gan", "steps": 5}}}}
+    path = tmp_path / "gan-with-steps.json"
+    path.write_text(json.dumps(document))
+    page.set_input_files("#ed-open-file", str(path))
+    wait_valid(page)
+    row = page.locator(".ed-node[data-id='generate'] .ed-in[data-input='steps']")
+    row.locator(".ed-field-issue").filter(has_text="is ignored").wait_for(timeout=30_000)
+    assert "has-warning" in row.get_attribute("class")
+    assert "warning: nodes.generate.inputs.steps" in page.inner_text("#ed-issues")
+    assert saved_document(page) == document
+
+
+def test_failed_node_is_marked_with_its_error_after_a_run(page, server, tmp_path):
+    from test_server_page import failing_graph
+
+    path = tmp_path / "fails.json"
+    path.write_text(json.dumps(failing_graph(server.data)))
+    page.set_input_files("#ed-open-file", str(path))
+    wait_valid(page)
+    page.click("#ed-run")
+    page.wait_for_selector(".ed-node[data-id='load'].failed", timeout=60_000)
+    assert "missing.png" in page.inner_text(".ed-node[data-id='load'] .ed-node-issues")
+    page.wait_for_function("document.querySelector('#ed-status').textContent.includes('failed')")
+    assert not page.locator("#ed-run").is_disabled()

@@ -78,6 +78,8 @@ class ServerConfig:
     max_json_depth: int = 64
     #: Folders jobs may read besides the data folder and the graphs folder (``--allow-read``).
     allow_read: tuple[Path, ...] = ()
+    #: Screening, watermarking, signing and retention for every job (``--policy``); None: none.
+    policy: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -121,7 +123,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     hub = EventHub()
     engine = Engine(device=config.device, dtype=config.dtype, output_dir=outputs, previews=True,
                     path_policy=path_policy(config))
-    worker = Worker(store, hub, outputs, engine, max_sweep_runs=config.max_sweep_runs)
+    worker = Worker(store, hub, outputs, engine, max_sweep_runs=config.max_sweep_runs, policy=config.policy)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -297,23 +299,26 @@ def create_app(config: ServerConfig) -> FastAPI:
         params = {} if data.get("params") is None else data["params"]
         if not isinstance(params, dict):
             raise RequestError(400, "'params' must be an object of parameter values")
+        warnings: list[dict[str, Any]] = []  # reported, never a reason to refuse the graph
         try:
             graph = Graph.from_dict(data["graph"], source="<editor>")
             if len(graph.nodes) > config.max_graph_nodes:
                 raise RequestError(413, f"the graph has {len(graph.nodes)} nodes; "
                                         f"the limit is {config.max_graph_nodes}")
-            issues = [issue.as_dict() for issue in validate_graph(graph, default_registry())]
+            found = [issue.as_dict() for issue in validate_graph(graph, default_registry(), warnings=True)]
+            issues = [issue for issue in found if issue["severity"] != "warning"]
+            warnings = [issue for issue in found if issue["severity"] == "warning"]
             if not issues:
                 validate(graph, [params])  # what queueing it would check too: parameters, paths
         except (GraphValidationError, ParameterError) as error:
             issues = _issues(error)
         except SfumatoError as error:  # any other refusal of the input (a limit)
             issues = [{"path": "$", "node": None, "message": str(error)}]
-        return {"valid": not issues, "issues": issues}
+        return {"valid": not issues, "issues": issues, "warnings": warnings}
 
     @app.post("/api/validate")
     async def validate_document(request: Request) -> Any:
-        """Validate a graph document without queueing it: ``{"valid": bool, "issues": [...]}``."""
+        """Validate a graph document without queueing it: ``{"valid": bool, "issues": [...], "warnings": [...]}``."""
         return await off_loop(check_document, await request.body(), limiter=heavy)
 
     @app.post("/api/jobs", status_code=201)

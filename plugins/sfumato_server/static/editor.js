@@ -725,57 +725,66 @@
     const ticket = ++ed.validation;
     const list = $("ed-issues");
     list.dataset.state = "checking";
-    let issues;
+    let issues, warnings = [];
     try {
       const answer = await api("/api/validate", {
         method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ graph: ordered(ed.doc) }),
       });
       issues = answer.issues;
+      warnings = answer.warnings || [];
     } catch (error) {
       issues = (error.body && error.body.issues) || [{ path: "$", node: null, message: error.message }];
     }
     if (ticket !== ed.validation) return;  // a newer edit is being checked
     ed.issues = issues;
+    ed.warnings = warnings;
     paintIssues();
     list.dataset.state = issues.length ? "invalid" : "valid";
   }
 
-  // Each issue goes on its node and, when the path names one, on its field; all are listed.
+  // Each issue (and warning) goes on its node and, when the path names one, on its field; all are listed.
   function paintIssues() {
     const list = $("ed-issues");
     list.replaceChildren();
     const world = $("ed-world");
-    for (const element of world.querySelectorAll(".ed-node")) element.classList.remove("has-issue");
+    for (const element of world.querySelectorAll(".ed-node")) element.classList.remove("has-issue", "has-warning");
     for (const element of world.querySelectorAll(".ed-node-issues")) element.replaceChildren();
     for (const element of world.querySelectorAll(".ed-field-issue")) element.textContent = "";
-    for (const element of world.querySelectorAll(".ed-row.has-issue")) element.classList.remove("has-issue");
+    for (const element of world.querySelectorAll(".ed-row.has-issue, .ed-row.has-warning")) element.classList.remove("has-issue", "has-warning");
     if (!Object.keys(ed.doc.nodes).length) return;
     if (!ed.issues.length) {
       const ok = document.createElement("li");
       ok.className = "ed-valid";
       ok.textContent = "valid: the engine accepts this graph";
       list.append(ok);
-      return;
     }
-    for (const issue of ed.issues) {
+    const warnings = (ed.warnings || []).map((w) => ({ ...w, warning: true }));
+    for (const issue of [...ed.issues, ...warnings]) {
+      const mark = issue.warning ? "has-warning" : "has-issue";
       const item = document.createElement("li");
-      item.textContent = `${issue.path}: ${issue.message}`;
+      item.textContent = `${issue.warning ? "warning: " : ""}${issue.path}: ${issue.message}`;
+      if (issue.warning) item.className = "ed-warning";
       list.append(item);
-      const element = issue.node ? nodeElementOf(issue.node) : null;
+      // A problem inside a subgraph names the inner node ("outer/inner"): show it on the outer node.
+      const nodeId = issue.node && !(issue.node in ed.doc.nodes) ? issue.node.split("/")[0] : issue.node;
+      const element = nodeId ? nodeElementOf(nodeId) : null;
       if (!element) continue;
-      element.classList.add("has-issue");
-      item.addEventListener("click", () => { ed.selected = new Set([issue.node]); paintSelection(); element.focus(); });
-      const prefix = `nodes.${issue.node}.inputs.`;
+      element.classList.add(mark);
+      item.addEventListener("click", () => { ed.selected = new Set([nodeId]); paintSelection(); element.focus(); });
+      const prefix = `nodes.${nodeId}.inputs.`;
       const field = issue.path.startsWith(prefix) ? issue.path.slice(prefix.length).split(".")[0] : null;
       const row = field ? element.querySelector(`.ed-in[data-input="${CSS.escape(field)}"]`) : null;
       if (row) {
         row.hidden = false;
-        row.classList.add("has-issue");
-        row.querySelector(".ed-field-issue").textContent = issue.message;
+        row.classList.add(mark);
+        const text = row.querySelector(".ed-field-issue");
+        text.textContent = (text.textContent ? text.textContent + "; " : "") + issue.message;
+        text.classList.toggle("ed-warning", Boolean(issue.warning) && !row.classList.contains("has-issue"));
       } else {
         const line = document.createElement("li");
         line.textContent = issue.message;
+        if (issue.warning) line.className = "ed-warning";
         element.querySelector(".ed-node-issues").append(line);
       }
     }
@@ -1144,6 +1153,12 @@
         const state = states[record.status];
         const text = record.status === "ran" ? `done ${Number(record.seconds).toFixed(1)} s` : record.status;
         if (state !== undefined) setNodeState(id, state, text);
+        const list = nodeElementOf(id)?.querySelector(".ed-node-issues");
+        if (record.error && list && !list.textContent.includes(record.error.split("\n")[0])) {
+          const line = document.createElement("li");
+          line.textContent = record.error.split("\n")[0];
+          list.append(line);
+        }
       }
     }
   }
