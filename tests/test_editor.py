@@ -404,3 +404,17 @@ def test_failed_node_is_marked_with_its_error_after_a_run(page, server, tmp_path
     assert "missing.png" in page.inner_text(".ed-node[data-id='load'] .ed-node-issues")
     page.wait_for_function("document.querySelector('#ed-status').textContent.includes('failed')")
     assert not page.locator("#ed-run").is_disabled()
+
+
+def test_file_that_is_not_a_graph_is_refused_with_a_message(page, tmp_path):
+    open_shipped(page, "prompt-card")
+    for name, text, message in [("broken.json", "{not json", "is not JSON"),
+                                ("list.json", "[1, 2]", 'has no "nodes" object'),
+                                ("odd.json", '{"version": 1, "nodes": {"a": 5}}', 'node "a" is not an object')]:
+        path = tmp_path / name
+        path.write_text(text)
+        page.set_input_files("#ed-open-file", str(path))
+        page.wait_for_function(f"document.querySelector('#ed-status').textContent.includes({json.dumps(message)})")
+        assert "errors" in page.get_attribute("#ed-status", "class")
+    # The graph that was open stays open.
+    assert saved_document(page) == json.loads(shipped_graphs()["prompt-card"].read_text())

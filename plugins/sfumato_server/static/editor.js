@@ -108,6 +108,11 @@
       status(`${label} is not a graph document (it has no "nodes" object)`, true);
       return;
     }
+    const odd = Object.entries(doc.nodes).find(([, node]) => !node || typeof node !== "object" || Array.isArray(node));
+    if (odd) {
+      status(`${label} is not a graph document: node ${JSON.stringify(odd[0])} is not an object`, true);
+      return;
+    }
     await ensureSpecs(Object.values(doc.nodes).map((node) => node && node.type));
     ed.undo.push(JSON.stringify(ed.doc));
     ed.redo = [];
