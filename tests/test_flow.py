@@ -144,3 +144,37 @@ def test_failing_branch_fails_the_run_only_when_taken(engine):
     document["nodes"]["pick"]["inputs"]["condition"] = False
     with pytest.raises(sfumato.NodeExecutionError, match="boom"):
         engine.run(sfumato.Graph.from_dict(document))
+
+
+def shipped(name: str) -> sfumato.Graph:
+    return sfumato.Graph.load(sfumato.resolve_graph_path(name))
+
+
+@pytest.mark.slow
+def test_generate_until_faithful_retries_with_the_next_seed_only_while_fidelity_falls_short(tmp_path):
+    engine = sfumato.Engine(device="cpu", output_dir=tmp_path)
+    quick = {"steps": 2, "batch_size": 1}
+    report = engine.run(shipped("generate-until-faithful"), quick).report
+    assert report.nodes["first/generate"].status == sfumato.NodeStatus.RAN
+    assert report.nodes["second/generate"].status == sfumato.NodeStatus.SKIPPED
+    assert report.nodes["second/generate"].reason.startswith("untaken branch")
+    statuses = ("first", "second", "third")
+    # With one denoising step, seed 0 misses (fidelity 0) and seed 1 hits: the third attempt never runs.
+    result = engine.run(shipped("generate-until-faithful"), {**quick, "steps": 1})
+    assert (result.values["first/faithful"]["value"], result.outputs["fidelity"]) == (0.0, 1.0)
+    assert [str(result.report.nodes[f"{attempt}/generate"].status) for attempt in statuses] == [
+        "ran", "ran", "skipped"]
+    # A white circle on white is never judged right: every attempt runs, and the last one is the answer.
+    result = engine.run(shipped("generate-until-faithful"),
+                        {**quick, "steps": 1, "prompt": "a white circle on a white background"})
+    assert result.outputs == {"fidelity": 0.0}
+    assert [str(result.report.nodes[f"{attempt}/generate"].status) for attempt in statuses] == ["ran"] * 3
+
+
+@pytest.mark.slow
+def test_draft_or_final_runs_only_the_chosen_subgraph(tmp_path):
+    engine = sfumato.Engine(device="cpu", output_dir=tmp_path)
+    report = engine.run(shipped("draft-or-final")).report
+    assert report.nodes["draft/generate"].status == sfumato.NodeStatus.RAN
+    assert report.nodes["final_batch/generate"].status == sfumato.NodeStatus.SKIPPED
+    assert len(report.files) == 1  # the draft's one image

@@ -232,3 +232,13 @@ def test_graph_input_used_outside_a_subgraph_is_reported(registry):
     issues = sfumato.validate_graph(graph, registry)
     assert [issue.path for issue in issues] == ["nodes.a.inputs.a"]
     assert "only an outer graph sets" in issues[0].message
+
+
+def test_draw_shows_a_subgraph_collapsed_and_expanded_with_expand(graphs, capsys):
+    path = write(graphs / "outer.json", outer())
+    assert main(["draw", str(path)]) == 0
+    collapsed = capsys.readouterr().out
+    assert "graph:plus.json" in collapsed and "sub/tens" not in collapsed
+    assert main(["draw", str(path), "--expand"]) == 0
+    expanded = capsys.readouterr().out
+    assert "sub/tens" in expanded and "sub/hundreds" in expanded and "graph:plus.json" not in expanded

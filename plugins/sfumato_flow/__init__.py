@@ -2,7 +2,8 @@
 
 ``flow.if`` and ``flow.switch`` take their branches as lazy inputs
 (:func:`sfumato.lazy_inputs`): the scheduler runs the condition first, then only
-the branch chosen. ``flow.compare`` makes a condition from two numbers.
+the branch chosen. ``flow.compare`` makes a condition from two numbers, ``flow.number``
+reads one out of a record (a score), ``flow.increment`` counts (the next seed of a retry).
 Registered under the ``sfumato`` entry-point group like any third-party plugin.
 """
 
@@ -17,4 +18,4 @@ from . import nodes
 
 @sfumato.hookimpl
 def sfumato_node_types() -> list[Any]:
-    return [nodes.if_, nodes.switch, nodes.compare]
+    return [nodes.if_, nodes.switch, nodes.compare, nodes.number, nodes.increment]

@@ -71,3 +71,30 @@ def compare(a: float, b: float = 0.0, op: Literal[">=", ">", "<=", "<", "==", "!
         op: the comparison.
     """
     return bool(_OPERATORS[op](a, b))
+
+
+@node("flow.number", category="flow", output="value")
+def number(data: dict, key: str) -> float:
+    """Read one number out of a record, such as ``all`` from ``zoo.score``'s scores (a condition's input).
+
+    Args:
+        data: the record.
+        key: the field to read; it must hold a number.
+    """
+    if key not in data:
+        raise ValueError(f"no field {key!r} (fields: {', '.join(sorted(map(str, data))) or 'none'})")
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"field {key!r} holds {value!r:.40}, not a number")
+    return float(value)
+
+
+@node("flow.increment", category="flow", output="value")
+def increment(value: int, by: int = 1) -> int:
+    """``value + by``: the next seed of a retry, the next index of a chain.
+
+    Args:
+        value: the number to start from.
+        by: what to add.
+    """
+    return value + by

@@ -15,6 +15,8 @@ def add_parsers(subparsers: Any) -> None:
     draw.add_argument("--format", choices=["mermaid", "dot", "png", "svg"], default=None,
                       help="default: mermaid, or the --output file's extension")
     draw.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
+    draw.add_argument("--expand", action="store_true",
+                      help="draw each subgraph's inner nodes (default: one box per subgraph node)")
     draw.set_defaults(handler=draw_command)
 
 
@@ -23,6 +25,11 @@ def draw_command(args: argparse.Namespace) -> int:
     from .arguments import load_graph_argument
 
     graph, _, _ = load_graph_argument(args.graph)
+    if args.expand:
+        from ..graph.subgraph import expand_subgraphs
+        from ..registry import default_registry
+
+        graph = expand_subgraphs(graph, default_registry().graph_types).graph
     output = Path(args.output) if args.output else None
     fmt = args.format or (output.suffix.lstrip(".").lower() if output and output.suffix else "mermaid")
     if fmt in ("png", "svg"):
