@@ -418,3 +418,29 @@ def test_file_that_is_not_a_graph_is_refused_with_a_message(page, tmp_path):
         assert "errors" in page.get_attribute("#ed-status", "class")
     # The graph that was open stays open.
     assert saved_document(page) == json.loads(shipped_graphs()["prompt-card"].read_text())
+
+
+def test_literal_inputs_get_widgets_from_their_json_schema_and_models_from_the_server(page, server):
+    page.click("#ed-new")
+    generate = drop_node(page, "generate.image", 30, 30)
+    save = drop_node(page, "image.save", 330, 30)
+    for node in (generate, save):
+        page.click(f".ed-node[data-id='{node}'] .ed-more")
+    steps = field(page, generate, "steps")
+    assert steps.get_attribute("type") == "number" and steps.get_attribute("step") == "1"
+    assert (steps.get_attribute("min"), steps.get_attribute("max")) == ("1", "1000")
+    assert field(page, generate, "guidance").get_attribute("step") == "any"
+    scheduler = field(page, generate, "scheduler")
+    choices = scheduler.locator("option").evaluate_all("els => els.map((e) => e.textContent)")
+    assert "dpm++" in choices and "euler" in choices and scheduler.evaluate("(e) => e.tagName") == "SELECT"
+    assert field(page, save, "metadata").get_attribute("type") == "checkbox"
+    assert field(page, save, "template").evaluate("(e) => e.tagName") in ("INPUT", "TEXTAREA")
+    _, models = server.request("GET", "/api/models")
+    options = field(page, generate, "model").locator("option").evaluate_all("els => els.map((e) => e.value)")
+    assert {model["name"] for model in models} <= set(options)
+    field(page, generate, "model").select_option("tiny-shapes-gan")
+    field(page, save, "metadata").uncheck()
+    scheduler.select_option("euler")
+    inputs = saved_document(page)["nodes"]
+    assert inputs[generate]["inputs"] == {"model": "tiny-shapes-gan", "scheduler": "euler"}
+    assert inputs[save]["inputs"] == {"metadata": False}
