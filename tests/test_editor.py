@@ -142,6 +142,14 @@ def test_validate_endpoint_accepts_a_valid_graph_and_refuses_a_non_document(serv
     assert status == 400 and "graph document" in answer["error"]
 
 
+def test_validate_endpoint_reports_a_malformed_document_as_issues(server):
+    status, answer = server.request("POST", "/api/validate", {"graph": {"version": 1, "nodes": {"a": {"typo": 1}}}})
+    assert status == 200 and answer["valid"] is False
+    assert any(issue["path"].startswith("nodes.a") for issue in answer["issues"])
+    status, answer = server.request("POST", "/api/validate", {"graph": {"version": 1, "nodes": {}}, "params": [1]})
+    assert status == 400 and "'params'" in answer["error"]
+
+
 # -- the editor in chromium ------------------------------------------------------------------------
 
 
