@@ -451,3 +451,19 @@ def test_literal_inputs_get_widgets_from_their_json_schema_and_models_from_the_s
     inputs = saved_document(page)["nodes"]
     assert inputs[generate]["inputs"] == {"model": "tiny-shapes-gan", "scheduler": "euler"}
     assert inputs[save]["inputs"] == {"metadata": False}
+
+
+def test_link_is_made_and_refused_from_the_keyboard(page):
+    page.click("#ed-new")
+    text = drop_node(page, "text.value", 30, 30)
+    sharpen = drop_node(page, "image.sharpen", 330, 30)
+    card = drop_node(page, "image.text_card", 30, 250)
+    page.focus(f".ed-socket-out[data-key='{text}.text']")
+    page.keyboard.press("Enter")
+    page.focus(f".ed-socket-in[data-key='{sharpen}.images']")
+    page.keyboard.press("Enter")
+    assert "refused: Text cannot feed Images" in page.inner_text("#ed-status")
+    page.focus(f".ed-socket-in[data-key='{card}.text']")
+    page.keyboard.press("Enter")
+    assert page.locator(".ed-link").count() == 1
+    assert saved_document(page)["nodes"][card]["inputs"]["text"] == {"from": f"{text}.text"}

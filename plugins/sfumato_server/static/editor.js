@@ -434,6 +434,10 @@
     dot.dataset.key = key;
     dot.style.setProperty("--c", portColour(type));
     dot.title = type;
+    dot.tabIndex = 0;
+    dot.setAttribute("role", "button");
+    dot.setAttribute("aria-label", direction === "out"
+      ? `output ${key} (${type}): Enter picks it for a link` : `input ${key} (${type}): Enter links the picked output here`);
     return dot;
   }
 
@@ -921,24 +925,50 @@
 
   // Dragging from an output: each input under the pointer says whether the engine would accept
   // the link (ok) or not (refused); letting go on a refused input changes nothing.
+  // Whether the engine would accept a link from output `key` (of `sourceType`) to the input `row`.
+  function linkVerdict(key, sourceType, row) {
+    const target = row.closest(".ed-node").dataset.id;
+    const targetType = row.dataset.type;
+    if (target === key.slice(0, key.lastIndexOf("."))) return { ok: false, why: "a node cannot feed itself" };
+    const ok = (ed.ports.compatible[sourceType] || []).includes(targetType);
+    return { ok, why: ok ? `${sourceType} → ${targetType}` : `${sourceType} cannot feed ${targetType} (${target}.${row.dataset.input})` };
+  }
+
+  // The keyboard way to link: Enter on an output socket picks it, Enter on an input socket links it
+  // (or says why the engine would refuse); Escape drops it.
+  function socketKeys(event) {
+    const dot = event.target;
+    if (event.key === "Escape" && ed.picked) { ed.picked = null; status("Linking cancelled."); return true; }
+    if (event.key !== "Enter" && event.key !== " ") return false;
+    event.preventDefault();
+    if (dot.classList.contains("ed-socket-out")) {
+      ed.picked = { key: dot.dataset.key, type: dot.dataset.type };
+      status(`Picked ${dot.dataset.key} (${dot.dataset.type}): press Enter on an input socket to link it, Escape to cancel.`);
+      return true;
+    }
+    if (!ed.picked) { status("Pick an output socket first (Enter on it)."); return true; }
+    const row = dot.closest(".ed-in");
+    const { key, type } = ed.picked;
+    const { ok, why } = linkVerdict(key, type, row);
+    if (!ok) { status(`refused: ${why}`, true); return true; }
+    ed.picked = null;
+    const target = row.closest(".ed-node").dataset.id;
+    change((doc) => { (doc.nodes[target].inputs ||= {})[row.dataset.input] = { from: key }; });
+    status(`linked ${key} → ${target}.${row.dataset.input}`);
+    return true;
+  }
+
   function startLink(event, out) {
     const svg = $("ed-links");
     const sourceType = out.dataset.type;
     const key = out.dataset.key;
-    const sourceNode = key.slice(0, key.lastIndexOf("."));
     const start = socketPoint(out);
     const line = document.createElementNS("http://www.w3.org/2000/svg", "path");
     line.classList.add("ed-link", "ed-dragging");
     line.setAttribute("stroke", portColour(sourceType));
     svg.append(line);
     let hovered = null;
-    const verdict = (row) => {
-      const target = row.closest(".ed-node").dataset.id;
-      const targetType = row.dataset.type;
-      if (target === sourceNode) return { ok: false, why: "a node cannot feed itself" };
-      const ok = (ed.ports.compatible[sourceType] || []).includes(targetType);
-      return { ok, why: ok ? `${sourceType} → ${targetType}` : `${sourceType} cannot feed ${targetType} (${target}.${row.dataset.input})` };
-    };
+    const verdict = (row) => linkVerdict(key, sourceType, row);
     const targetAt = (e) => {
       const under = document.elementFromPoint(e.clientX, e.clientY);
       return under ? under.closest(".ed-in") : null;
@@ -1184,6 +1214,7 @@
   function canvasKeys(event) {
     const ctrl = event.ctrlKey || event.metaKey;
     if (event.target.closest("input, textarea, select")) return;
+    if (event.target.classList.contains("ed-socket") && socketKeys(event)) return;
     if (ctrl && event.key.toLowerCase() === "z") { event.preventDefault(); if (event.shiftKey) restore(ed.redo, ed.undo); else restore(ed.undo, ed.redo); }
     else if (ctrl && event.key.toLowerCase() === "y") { event.preventDefault(); restore(ed.redo, ed.undo); }
     else if (ctrl && event.key.toLowerCase() === "c") { event.preventDefault(); copySelection(); }
