@@ -33,6 +33,13 @@ def add_parsers(subparsers: Any) -> None:
                        help="most characters of a text a job may build (default: 100,000)")
     serve.add_argument("--max-body-mb", type=float, default=2.0,
                        help="largest JSON request body in MB (default: 2; PNG imports may be 10 times larger)")
+    serve.add_argument("--policy", default=None, metavar="FILE",
+                       help="a JSON policy applied to every job: prompt and image screening, watermark, "
+                            "C2PA signing (see the server docs)")
+    serve.add_argument("--strip-prompts", action="store_true",
+                       help="keep prompts out of saved images' metadata and out of finished jobs' records")
+    serve.add_argument("--keep-days", type=float, default=None, metavar="N",
+                       help="delete finished jobs and their outputs after N days")
     serve.set_defaults(handler=serve_command)
 
 
@@ -76,11 +83,24 @@ def serve_command(args: argparse.Namespace) -> int:
         if not Path(folder).is_dir():
             print(f"error: --allow-read {folder}: not a folder", file=sys.stderr)
             return 2
+    from .policy import PolicyError, load_policy
+
+    if args.keep_days is not None and args.keep_days <= 0:
+        print(f"error: --keep-days must be positive, got {args.keep_days}", file=sys.stderr)
+        return 2
+    try:
+        policy = load_policy(args.policy, strip_prompts=args.strip_prompts, keep_days=args.keep_days)
+    except PolicyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    # The policy's image classifier is read by jobs' graphs (its screening node), so jobs may read it.
+    allow_read = (*args.allow_read, *policy.readable_folders())
     config = ServerConfig(data=Path(args.data).resolve(), graphs=Path(args.graphs).resolve() if args.graphs else None,
-                          token=args.token, allow_read=tuple(Path(folder).resolve() for folder in args.allow_read),
+                          token=args.token, allow_read=tuple(Path(folder).resolve() for folder in allow_read),
                           device=args.device, dtype=args.dtype, host=args.host,
                           allowed_hosts=tuple(args.allowed_hosts), max_queued=args.max_queued,
-                          max_sweep_runs=args.max_sweep_runs, max_body_bytes=body, max_image_bytes=10 * body)
+                          max_sweep_runs=args.max_sweep_runs, max_body_bytes=body, max_image_bytes=10 * body,
+                          policy=policy)
     try:
         app = create_app(config)
     except QueueDatabaseError as error:

@@ -278,3 +278,22 @@ class JobStore:
         return int(self._retry(lambda: self._connection.execute(
             "SELECT COUNT(*) FROM jobs WHERE status=?", (status,)).fetchone()[0],
             patience=self.lock_patience_s if patience is None else patience))
+
+    def replace_texts(self, job_id: int, *, graph: dict[str, Any], params: dict[str, Any],
+                      sweep: dict[str, Any] | None, report: dict[str, Any] | None) -> None:
+        """Overwrite a finished job's inputs and report (``--strip-prompts`` keeps no prompt once a job ends)."""
+        values = (json.dumps(graph), json.dumps(params), json.dumps(sweep) if sweep else None,
+                  json.dumps(report, default=str) if report else None, job_id)
+        self._retry(lambda: self._connection.execute(
+            "UPDATE jobs SET graph=?, params=?, sweep=?, report=? WHERE id=?", values))
+
+    def delete_finished_before(self, cutoff: float) -> list[int]:
+        """Delete jobs that ended (done, failed, cancelled) before ``cutoff`` (a Unix time); their ids."""
+        def action() -> list[int]:
+            rows = self._connection.execute(
+                "SELECT id FROM jobs WHERE status IN ('done', 'failed', 'cancelled') AND finished < ?",
+                (cutoff,)).fetchall()
+            ids = [int(row[0]) for row in rows]
+            self._connection.executemany("DELETE FROM jobs WHERE id=?", [(job_id,) for job_id in ids])
+            return ids
+        return self._read(action)

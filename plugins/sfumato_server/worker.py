@@ -23,18 +23,26 @@ from sfumato import Engine, Graph, RunCancelledError, RunEvent, SfumatoError
 
 from .events import EventHub
 from .jobspec import RequestError, parse_sweep
+from .policy import ServerPolicy, job_texts, strip_graph, strip_texts
 from .store import Job, JobStore
 
 #: Longest pause before the loop starts again after an unexpected error.
 MAX_RESTART_PAUSE_S = 5.0
+#: How often an idle worker deletes jobs older than the policy's ``keep_days``.
+CLEANUP_EVERY_S = 600.0
 
 
 class Worker:
     """Claims jobs one at a time in a thread; a job's failure never stops the worker."""
 
     def __init__(self, store: JobStore, hub: EventHub, outputs: Path, engine: Engine, *,
-                 max_sweep_runs: int = 256, run_options: dict[str, Any] | None = None) -> None:
+                 max_sweep_runs: int = 256, run_options: dict[str, Any] | None = None,
+                 policy: ServerPolicy | None = None) -> None:
         self.store, self.hub, self.outputs, self.engine = store, hub, outputs, engine
+        #: Screening, watermarking, signing and retention applied to every job (``--policy``).
+        self.policy = policy or ServerPolicy()
+        self._policy_engine: Engine | None = None
+        self._next_cleanup = 0.0
         self.max_sweep_runs = max_sweep_runs
         #: Extra keyword arguments for every ``Engine.run`` / ``run_many`` call.
         self.run_options = dict(run_options or {})
@@ -90,6 +98,9 @@ class Worker:
             try:
                 self.heartbeat = time.monotonic()
                 self.state = "idle"
+                if time.monotonic() >= self._next_cleanup:
+                    self._next_cleanup = time.monotonic() + CLEANUP_EVERY_S
+                    self.policy.cleanup(self.store, self.outputs)
                 job = self.store.claim_next()
                 if job is None:
                     self.wake.wait(timeout=0.5)
@@ -145,6 +156,8 @@ class Worker:
             folder.mkdir(parents=True, exist_ok=True)
             self.hub.publish({"job": job.id, "type": "job_started", "attempt": job.attempts})
             self._run(job, folder, cancel)
+            if self.policy.strip_prompts:
+                self._strip(job)
         finally:
             self.current, self._job_id = None, None
             final = self.store.get(job.id)
@@ -154,7 +167,9 @@ class Worker:
     def _run(self, job: Job, folder: Path, cancel: threading.Event) -> None:
         options = self.run_options
         try:
-            graph = Graph.from_dict(job.graph, source=f"job {job.id}")
+            # The policy comes first: a refused text fails the job before any of its nodes runs.
+            flagged = self.policy.screen_texts(self.engine, job_texts(job.graph, job.params, job.sweep))
+            graph = Graph.from_dict(self.policy.apply_to_graph(job.graph), source=f"job {job.id}")
             sweep = parse_sweep(job.sweep, max_runs=self.max_sweep_runs)
             if sweep is not None:
                 param_sets = list(sweep.param_sets(job.params))
@@ -167,6 +182,10 @@ class Worker:
             else:
                 result = self.engine.run(graph, job.params, output_dir=folder, cancel_event=cancel, **options)
                 files, report, status, error = list(result.report.files), result.report.as_dict(), "done", None
+            if self.policy.sign is not None:
+                self.policy.sign_files(self._signing_engine(), files)
+            if flagged:
+                report["policy"] = {"flagged_texts": list(flagged.values())}
             self.store.finish(job.id, status, error=error, report=report, outputs=_relative(files, self.outputs))
         except (RunCancelledError, KeyboardInterrupt):
             self.store.finish(job.id, "cancelled", error="cancelled while running")
@@ -177,6 +196,23 @@ class Worker:
             self.store.finish(job.id, "failed", error=str(problem), report=report)
         except Exception as problem:  # noqa: BLE001 - one bad job must not stop the worker
             self.store.finish(job.id, "failed", error=f"{type(problem).__name__}: {problem}\n{traceback.format_exc()}")
+
+    def _signing_engine(self) -> Engine:
+        if self._policy_engine is None:
+            self._policy_engine = self.policy.signing_engine(self.outputs)
+        return self._policy_engine
+
+    def _strip(self, job: Job) -> None:
+        """Replace the ended job's texts (``--strip-prompts``); its report keeps statuses and numbers."""
+        ended = self.store.get(job.id)
+        report = ended.report if ended is not None else None
+        if report is not None:
+            for run in [report, *report.get("runs", [])]:
+                for key in ("params", "outputs"):
+                    if isinstance(run.get(key), dict):
+                        run[key] = strip_texts(run[key])
+        self.store.replace_texts(job.id, graph=strip_graph(job.graph), params=strip_texts(job.params),
+                                 sweep=strip_texts(job.sweep) if job.sweep else None, report=report)
 
 
 def _relative(files: list[str], root: Path) -> list[str]:
