@@ -467,3 +467,24 @@ def test_link_is_made_and_refused_from_the_keyboard(page):
     page.keyboard.press("Enter")
     assert page.locator(".ed-link").count() == 1
     assert saved_document(page)["nodes"][card]["inputs"]["text"] == {"from": f"{text}.text"}
+
+
+def test_renamed_node_keeps_its_links_and_graph_outputs(page):
+    open_shipped(page, "text-to-image")
+    page.dblclick(".ed-node[data-id='score'] header strong")
+    page.fill(".ed-rename", "judge")
+    page.keyboard.press("Enter")
+    assert page.locator(".ed-node[data-id='judge']").count() == 1
+    document = saved_document(page)
+    shipped = json.loads(shipped_graphs()["text-to-image"].read_text())
+    assert list(document["nodes"]) == [("judge" if node == "score" else node) for node in shipped["nodes"]]
+    assert document["nodes"]["judge"] == shipped["nodes"]["score"]
+    assert document["outputs"] == {"fidelity": "judge.scores"}
+    wait_valid(page)
+    # F2 on a focused node, and a taken id is refused.
+    page.focus(".ed-node[data-id='judge']")
+    page.keyboard.press("F2")
+    page.fill(".ed-rename", "generate")
+    page.keyboard.press("Enter")
+    assert "already a node generate" in page.inner_text("#ed-status")
+    assert page.locator(".ed-node[data-id='judge']").count() == 1

@@ -215,6 +215,61 @@
     ed.selected.clear();
   }
 
+  // A new id for a node: every link from it and every graph output naming it follow.
+  function renameNode(oldId, newId) {
+    if (newId === oldId) return true;
+    if (!/^[A-Za-z0-9_-]+$/.test(newId)) { status("a node id is letters, digits, _ and -", true); return false; }
+    if (newId in ed.doc.nodes) { status(`there is already a node ${newId}`, true); return false; }
+    change((doc) => {
+      const renamed = {};
+      for (const [id, node] of Object.entries(doc.nodes)) renamed[id === oldId ? newId : id] = node;  // keep the order
+      doc.nodes = renamed;
+      for (const node of Object.values(doc.nodes)) {
+        for (const [name, raw] of Object.entries(node.inputs || {})) {
+          const ref = inputRef(raw);
+          if (ref.kind === "link" && ref.node === oldId) node.inputs[name] = { from: `${newId}.${ref.output}` };
+        }
+      }
+      for (const [name, target] of Object.entries(doc.outputs || {})) {
+        const at = target.lastIndexOf(".");
+        if (target.slice(0, at) === oldId) doc.outputs[name] = `${newId}${target.slice(at)}`;
+      }
+    });
+    if (ed.selected.delete(oldId)) ed.selected.add(newId);
+    ed.positions[newId] = ed.positions[oldId];
+    for (const set of [ed.expanded, ed.opened]) if (set.delete(oldId)) set.add(newId);
+    render();
+    status(`Renamed ${oldId} to ${newId}.`);
+    return true;
+  }
+
+  function editId(id) {
+    const element = nodeElementOf(id);
+    const title = element && element.querySelector("header strong");
+    if (!title) return;
+    const box = document.createElement("input");
+    box.className = "ed-rename";
+    box.value = id;
+    box.setAttribute("aria-label", `new id for node ${id}`);
+    title.replaceWith(box);
+    box.focus();
+    box.select();
+    let done = false;
+    const finish = (keep) => {
+      if (done) return;
+      done = true;
+      if (!keep || !renameNode(id, box.value.trim())) render();
+      nodeElementOf(keep ? box.value.trim() : id)?.focus();
+    };
+    box.addEventListener("keydown", (event) => {
+      event.stopPropagation();
+      if (event.key === "Enter") finish(true);
+      if (event.key === "Escape") finish(false);
+    });
+    box.addEventListener("pointerdown", (event) => event.stopPropagation());
+    box.addEventListener("blur", () => finish(true));
+  }
+
   function copySelection() {
     if (!ed.selected.size) return;
     ed.clipboard = [...ed.selected].map((id) => ({ id, node: clone(ed.doc.nodes[id]), pos: ed.positions[id] }));
@@ -1225,6 +1280,7 @@
     else if (event.key === "-") { const c = $("ed-canvas"); zoomAt(1 / 1.2, c.clientWidth / 2, c.clientHeight / 2); }
     else if (event.key === "0") fitView();
     else if (event.key === "/") { event.preventDefault(); $("ed-search").focus(); }
+    else if (event.key === "F2" && event.target.classList.contains("ed-node")) { event.preventDefault(); editId(event.target.dataset.id); }
   }
 
   // -- start -------------------------------------------------------------------------------
@@ -1241,6 +1297,10 @@
     render();
     const canvas = $("ed-canvas");
     canvas.addEventListener("pointerdown", onPointerDown);
+    canvas.addEventListener("dblclick", (event) => {
+      const title = event.target.closest(".ed-node header strong");
+      if (title) editId(title.closest(".ed-node").dataset.id);
+    });
     canvas.addEventListener("wheel", (event) => {
       event.preventDefault();
       const box = canvas.getBoundingClientRect();
