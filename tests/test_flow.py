@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import CALLS
 
 import sfumato
-
-from conftest import CALLS
 
 
 def if_graph(condition: Any, *, false_value: Any = None) -> sfumato.Graph:

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import test_plugin
 
 import sfumato
 from sfumato.cli.main import main
-
-from conftest import test_plugin
 
 
 @sfumato.node("test.blend", version=2, category="test", output="value")

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CALLS, test_plugin
 
 import sfumato
 from sfumato.cli.main import main
-
-from conftest import CALLS, test_plugin
 
 
 def write(path: Path, document: dict[str, Any]) -> Path:
@@ -219,11 +218,27 @@ def test_graph_type_with_the_id_of_a_node_type_is_reported(graphs):
     assert "has the id of a node type of plugin 'sfumato_test_nodes'" in registry.plugins["clashing"].error
 
 
-def test_node_ids_with_the_subgraph_separator_are_refused(registry):
-    graph = sfumato.Graph.from_dict({"version": 1, "nodes": {"a/b": {"type": "test.number"},
-                                                              "s": {"type": "graph:text-to-image"}}})
-    issues = sfumato.validate_graph(graph, registry)
-    assert any(issue.path == "nodes.a/b" and "may not contain '/'" in issue.message for issue in issues)
+def test_node_id_meeting_an_inner_nodes_id_is_refused(registry, graphs):
+    document = outer()
+    document["nodes"]["sub/tens"] = {"type": "test.number"}
+    issues = sfumato.validate_graph(sfumato.Graph.load(write(graphs / "outer.json", document)), registry)
+    assert [issue.path for issue in issues] == ["nodes.sub/tens"]
+    assert "also the id of a subgraph's inner node" in issues[0].message
+
+
+@pytest.mark.slow
+def test_image_from_a_graph_with_a_subgraph_reruns_without_the_subgraph_file(tmp_path, capsys):
+    subgraph = json.loads(sfumato.resolve_graph_path("make-images").read_text())
+    write(tmp_path / "mine.json", subgraph)
+    path = write(tmp_path / "outer.json", {
+        "nodes": {"make": {"type": "graph:mine.json", "inputs": {"steps": 2, "batch_size": 1}},
+                  "save": {"type": "image.save", "inputs": {"images": {"from": "make.images"}}}}})
+    assert main(["run", str(path), "--out", str(tmp_path / "first"), "--device", "cpu"]) == 0
+    (tmp_path / "mine.json").unlink()
+    [image] = (tmp_path / "first").glob("*.png")
+    capsys.readouterr()
+    assert main(["run", str(image), "--out", str(tmp_path / "again"), "--device", "cpu"]) == 0
+    assert "make/generate" in capsys.readouterr().err
 
 
 def test_graph_input_used_outside_a_subgraph_is_reported(registry):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import operator
-from typing import Any, Iterable, Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import sfumato
 from sfumato import node
@@ -85,7 +86,7 @@ def number(data: dict, key: str) -> float:
         raise ValueError(f"no field {key!r} (fields: {', '.join(sorted(map(str, data))) or 'none'})")
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"field {key!r} holds {value!r:.40}, not a number")
+        raise TypeError(f"field {key!r} holds {value!r:.40}, not a number")
     return float(value)
 
 

@@ -16,8 +16,9 @@ recorded version is taken as written for the installed version.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from ..errors import GraphIssue, GraphValidationError
 from .document import Graph, Value, parse_input

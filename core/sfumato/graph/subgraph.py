@@ -24,9 +24,10 @@ it, and the inner node input it reached.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import GraphIssue, GraphValidationError
 from .document import Graph, GraphDocument, GraphInputRef, InputRef, Link, NodeEntry, ParamRef, Value
@@ -207,9 +208,12 @@ class _Expander:
         """Add ``graph``'s nodes under ``prefix``; ``bound`` feeds its params and inputs (None: the root)."""
         for node_id, entry in graph.nodes.items():
             flat_id = prefix + node_id
-            if SEPARATOR in node_id:
-                self.issue(f"nodes.{flat_id}", f"node ids may not contain {SEPARATOR!r}, which separates a "
-                                               "subgraph's id from its inner nodes' ids", flat_id)
+            if flat_id in self.nodes or flat_id in self.expansion.subgraphs:
+                # A graph may hold ids with '/' (an expanded graph, as a PNG stores it); one meeting
+                # an inner node's id is ambiguous.
+                self.issue(f"nodes.{flat_id}", f"node id {flat_id!r} is also the id of a subgraph's inner node "
+                                               f"({SEPARATOR!r} separates a subgraph's id from its nodes' ids)",
+                           flat_id)
                 continue
             refs = graph.inputs.get(node_id, {})
             if is_subgraph_type(entry.type, self.graph_types):
@@ -220,8 +224,9 @@ class _Expander:
             for name, ref in refs.items():
                 if bound is not None and not _declared(graph, ref):
                     kind = "parameter" if isinstance(ref, ParamRef) else "input"
-                    self.issue(f"nodes.{flat_id}.inputs.{name}", f"uses graph {kind} {ref.name!r}, "  # type: ignore[union-attr]
-                                                                 f"which the subgraph does not declare", flat_id)
+                    self.issue(f"nodes.{flat_id}.inputs.{name}",
+                               f"uses graph {kind} {ref.name!r}, which the subgraph does not declare",  # type: ignore[union-attr]
+                               flat_id)
                     continue
                 translated = self.translate(ref, prefix, bound)
                 if translated is None:

@@ -20,8 +20,9 @@ a consumer of a ``flow.if`` between two images is checked as taking an image.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 LAZY_ATTRIBUTE = "__sfumato_lazy__"
 

@@ -16,10 +16,12 @@ repeated calls reuse its cache and loaded models.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import keyword
+import operator
 from pathlib import Path
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 from ..errors import GraphValidationError
 from ..graph.document import Graph
@@ -118,7 +120,7 @@ def _output_ports(graph: Graph, registry: Registry) -> dict[str, Any]:
 def _python_type(port: str, registry: Registry) -> Any:
     python_type = registry.ports.get(port).python_type if port in registry.ports.types else object
     if isinstance(python_type, tuple):
-        return Union[python_type]  # type: ignore[valid-type]
+        return functools.reduce(operator.or_, python_type)  # (int, float) -> int | float
     return Any if python_type is object else python_type
 
 

@@ -53,14 +53,15 @@ class RunState:
         run_index: the run's position in its sweep (``None`` for a single run).
     """
 
-    def __init__(self, engine: "Engine", plan: Plan, *, keep_going: bool, output_dir: Path,
+    def __init__(self, engine: Engine, plan: Plan, *, keep_going: bool, output_dir: Path,
                  cancel_event: threading.Event, run_index: int | None = None) -> None:
         self.engine = engine
         self.plan = plan
         self.keep_going = keep_going
         self.run_id = uuid.uuid4().hex[:12]
-        self.settings = RunSettings(engine.device, engine.dtype, plan.seed, output_dir, plan.graph, plan.params,
-                                    cancel_event, engine.registry, engine.previews, engine.path_policy, run_index)
+        # Nodes see the expanded graph: an image stores it, so re-running it needs no subgraph file.
+        self.settings = RunSettings(engine.device, engine.dtype, plan.seed, output_dir, plan.flat_graph,
+                                    plan.params, cancel_event, engine.registry, engine.previews, engine.path_policy, run_index)
         self.report = RunReport(self.run_id, plan.graph.name, plan.params, plan.seed)
         self.report.warnings = [warning.as_dict() for warning in plan.warnings]
         self.values: dict[str, dict[str, Any]] = {}
@@ -144,7 +145,6 @@ class RunState:
                 record.reason = "feeds no output"
             self.report.nodes[node_id] = record
         self.emit(RunStarted(self.run_id, plan.graph.name, len(plan.order)))
-        nodes = plan.nodes
         to_run = self._walk(plan.targets)
         for node_id in plan.order:
             if node_id not in self._visited:

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 class _RunQueue:
     """Readiness of one run's nodes: how many sources each still waits for, and who waits on whom."""
 
-    state: "RunState"
+    state: RunState
     waiting: dict[str, int] = field(default_factory=dict)
     consumers: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     #: Lazy nodes already told which lazy inputs they need.
@@ -65,7 +65,7 @@ class Scheduler:
         cancel_event: set to stop launching work; running nodes see it through their context.
     """
 
-    def __init__(self, runs: list["RunState"], *, jobs: int = 1, batch_size: int = 1,
+    def __init__(self, runs: list[RunState], *, jobs: int = 1, batch_size: int = 1,
                  cancel_event: threading.Event | None = None) -> None:
         self.jobs = max(1, jobs)
         self.batch_size = max(1, batch_size)
@@ -120,7 +120,7 @@ class Scheduler:
         if not self._unready[node_id]:
             heapq.heappush(self._launchable, (self._rank[node_id], node_id))
 
-    def _wait_for_lazy(self, queue: _RunQueue, node: "PlannedNode") -> bool:
+    def _wait_for_lazy(self, queue: _RunQueue, node: PlannedNode) -> bool:
         """Ask a lazy node what it needs and queue that; True when it must wait (or failed)."""
         state = queue.state
         try:
@@ -233,11 +233,11 @@ class Scheduler:
         if self.cancel_event.is_set():
             raise RunCancelledError("run cancelled")
 
-    def _finish_unit(self, unit: "_Unit", completions: list["_Completion"]) -> None:
+    def _finish_unit(self, unit: _Unit, completions: list[_Completion]) -> None:
         for queue, node_id, ok in completions:
             self._done(queue, node_id, ok)
 
-    def _units(self, node_id: str) -> list["_Unit"]:
+    def _units(self, node_id: str) -> list[_Unit]:
         """The work for one node id across runs, with cached and duplicate calls taken out.
 
         Pairs with the same signature form a group: its first pair runs, the
@@ -250,7 +250,7 @@ class Scheduler:
             # One run: its cache was consulted when it began, and there is nothing to share.
             [queue] = queues
             return [_Unit([[(queue, queue.state.plan.nodes[node_id])]])]
-        by_signature: dict[str, list[tuple[_RunQueue, "PlannedNode"]]] = {}
+        by_signature: dict[str, list[tuple[_RunQueue, PlannedNode]]] = {}
         for index, queue in enumerate(queues):
             node = queue.state.plan.nodes[node_id]
             key = node.signature if not node.spec.volatile else f"{node.signature}:{index}"
@@ -273,7 +273,7 @@ class Scheduler:
                     for start in range(0, len(groups), self.batch_size)]
         return [_Unit([group]) for group in groups]
 
-    def _execute(self, unit: "_Unit") -> list["_Completion"]:
+    def _execute(self, unit: _Unit) -> list[_Completion]:
         """Run a unit (on a worker thread or inline); returns each pair's completion."""
         groups = unit.groups
         if unit.batched and self._run_batch(groups):
@@ -289,7 +289,7 @@ class Scheduler:
         return completions
 
     @staticmethod
-    def _run_batch(groups: list["_Group"]) -> bool:
+    def _run_batch(groups: list[_Group]) -> bool:
         """One ``batch`` call for the first pair of every group; False means retry call by call."""
         firsts = [group[0] for group in groups]
         spec = firsts[0][1].spec
@@ -315,7 +315,7 @@ class Scheduler:
         return True
 
 
-def _unfinished(state: "RunState", node_id: str) -> bool:
+def _unfinished(state: RunState, node_id: str) -> bool:
     """Queued in the run and neither finished nor failed (so a new node waits for it)."""
     return node_id not in state.values and state.report.nodes[node_id].status not in _NOT_RUNNING
 
