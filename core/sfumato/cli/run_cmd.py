@@ -171,7 +171,9 @@ def _validate(args: argparse.Namespace) -> int:
         issues = [issue for issue in found if issue.severity != "warning"]
         warnings = [issue for issue in found if issue.severity == "warning"]
         if not issues and args.sets:
-            plan_run(graph, default_registry(), {**stored_params, **parse_sets(args.sets)}, params_from_text=True)
+            # The values set may choose another backend: its warnings are the ones that apply.
+            warnings = plan_run(graph, default_registry(), {**stored_params, **parse_sets(args.sets)},
+                                params_from_text=True).warnings
     except GraphValidationError as error:
         issues = error.issues
     except ParameterError as error:
