@@ -177,3 +177,13 @@ def test_draft_or_final_runs_only_the_chosen_subgraph(tmp_path):
     assert report.nodes["draft/generate"].status == sfumato.NodeStatus.RAN
     assert report.nodes["final_batch/generate"].status == sfumato.NodeStatus.SKIPPED
     assert len(report.files) == 1  # the draft's one image
+
+
+def test_progress_events_announce_skipped_branches(registry, tmp_path):
+    events: list[sfumato.RunEvent] = []
+    engine = sfumato.Engine(registry, device="cpu", output_dir=tmp_path / "out", observers=[events.append])
+    engine.run(if_graph(False))
+    skipped = [event for event in events if isinstance(event, sfumato.NodeSkipped)]
+    assert [(event.node_id, event.node_type, event.kind) for event in skipped] == [
+        ("yes", "test.add", "node_skipped")]
+    assert "untaken branch" in skipped[0].reason

@@ -14,6 +14,7 @@ from ..plugin.events import (
     NodeFailed,
     NodeFinished,
     NodeProgress,
+    NodeSkipped,
     NodeStarted,
     RunEvent,
     RunStarted,
@@ -45,7 +46,7 @@ class ProgressDisplay:
             self._nodes = progress.add_task(f"running {event.graph}", total=event.node_count)
         elif isinstance(event, NodeStarted):
             progress.update(self._nodes, description=f"{event.node_id} ({event.node_type})")
-        elif isinstance(event, (NodeFinished, NodeCached, NodeFailed)):
+        elif isinstance(event, (NodeFinished, NodeCached, NodeFailed, NodeSkipped)):
             progress.advance(self._nodes)
             task = self._steps.pop(event.node_id, None)
             if task is not None:
@@ -99,5 +100,5 @@ class SweepProgress:
             self.progress.advance(self.task)
         elif isinstance(event, NodeStarted):
             self.progress.update(self.task, description=f"sweep runs ({event.node_id})")
-        elif isinstance(event, (NodeFinished, NodeCached, NodeFailed)) and self._nodes is not None:
+        elif isinstance(event, (NodeFinished, NodeCached, NodeFailed, NodeSkipped)) and self._nodes is not None:
             self.progress.advance(self._nodes)

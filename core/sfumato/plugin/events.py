@@ -72,6 +72,15 @@ class NodeCached(RunEvent):
 
 
 @dataclass(frozen=True)
+class NodeSkipped(RunEvent):
+    """A node that will not run in this run: an untaken branch of ``flow.if`` / ``flow.switch``."""
+
+    node_id: str
+    node_type: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class NodeFailed(RunEvent):
     node_id: str
     node_type: str
@@ -98,6 +107,7 @@ _KINDS = {
     NodeProgress: "node_progress",
     NodeFinished: "node_finished",
     NodeCached: "node_cached",
+    NodeSkipped: "node_skipped",
     NodeFailed: "node_failed",
     ModelLoaded: "model_loaded",
     ModelEvicted: "model_evicted",

@@ -27,6 +27,7 @@ from ..plugin.events import (
     NodeFailed,
     NodeFinished,
     NodeProgress,
+    NodeSkipped,
     NodeStarted,
     RunEvent,
     RunFinished,
@@ -208,7 +209,7 @@ class RunState:
         return new
 
     def _report_untaken(self) -> None:
-        """Say why the nodes behind untaken branches did not run (they stay ``skipped``)."""
+        """Say why the nodes behind untaken branches did not run (they stay ``skipped``), in the report and events."""
         records, nodes = self.report.nodes, self.plan.nodes
         stack = [(node_id, reason) for node_id, reason in self._untaken.items()]
         while stack:
@@ -217,6 +218,7 @@ class RunState:
             if record.status != NodeStatus.SKIPPED or record.reason.startswith("untaken branch"):
                 continue
             record.reason = reason
+            self.emit(NodeSkipped(self.run_id, node_id, record.type, reason))
             stack.extend((edge.source, reason) for edge in nodes[node_id].links)
 
     def end(self, status: RunStatus | None = None) -> RunResult | None:
