@@ -21,6 +21,12 @@ class Swatch:
     colour: str
 
 
+@sfumato.node("everything.mix", version=2, category="test")
+def swatch_mix(shade: str = "red") -> str:
+    """A node the test plugin's graph type and migration are about."""
+    return shade
+
+
 def _everything_plugin(weights: Path) -> types.ModuleType:
     """A plugin using every registration hook once, to see each in the listing."""
     module = types.ModuleType("everything")
@@ -50,8 +56,22 @@ def _everything_plugin(weights: Path) -> types.ModuleType:
     def sfumato_executors() -> dict[str, Any]:
         return {"easel": lambda **options: None}
 
+    @sfumato.hookimpl
+    def sfumato_node_types() -> list[Any]:
+        return [swatch_mix]
+
+    @sfumato.hookimpl
+    def sfumato_graph_types() -> list[Any]:
+        graph = sfumato.Graph.from_dict({"version": 1, "nodes": {"mix": {"type": "everything.mix"}}})
+        return [sfumato.GraphType("everything.mixed", graph, "a mix as a graph")]
+
+    @sfumato.hookimpl
+    def sfumato_migrations() -> list[Any]:
+        return [sfumato.Migration("everything.mix", 1, renamed={"colour": "shade"})]
+
     for hook in (sfumato_port_types, sfumato_port_conversions, sfumato_value_codecs, sfumato_model_sources,
-                 sfumato_cli_commands, sfumato_executors):
+                 sfumato_cli_commands, sfumato_executors, sfumato_node_types, sfumato_graph_types,
+                 sfumato_migrations):
         setattr(module, hook.__name__, hook)
     return module
 
@@ -78,10 +98,13 @@ def test_plugins_lists_each_plugins_port_types_conversions_codecs_models_command
     assert listed["models"] == ["everything-gone", "everything-here"]
     assert listed["commands"] == ["paint"]
     assert listed["executors"] == ["easel"]
+    assert listed["graph_types"] == ["everything.mixed"]
+    assert listed["migrations"] == ["everything.mix v1 -> v2"]
     assert main(["plugins"]) == 0
     table = capsys.readouterr().out
     for text in ("ports: EverythingSwatch", "conversions: Text -> EverythingSwatch", "codecs: everything.Swatch",
-                 "commands: paint", "executors: easel"):
+                 "commands: paint", "executors: easel", "graph types: everything.mixed",
+                 "migrations: everything.mix v1 -> v2"):
         assert text in table
 
 
@@ -97,27 +120,30 @@ def test_models_lists_sources_with_where_their_weights_are_and_whether_they_exis
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["everything-here"] == {
         "name": "everything-here", "plugin": "everything", "kind": "gan", "description": "weights that exist",
-        "generator": rows["everything-here"]["generator"], "path": str(everything), "exists": True, "problem": ""}
+        "generator": "", "path": str(everything), "exists": True, "problem": "", "generator_problem": ""}
     assert rows["everything-gone"]["exists"] is False and rows["everything-gone"]["kind"] == "vae"
     assert main(["models"]) == 0
     table = capsys.readouterr().out
     assert "everything-here" in table and "(missing)" in table
 
 
-def test_models_lists_a_source_whose_location_fails_without_a_traceback(monkeypatch, capsys):
+def test_models_lists_a_source_whose_location_fails_or_whose_generator_is_missing(monkeypatch, capsys):
     import sfumato.registry as registry_module
 
     def nowhere() -> Path:
         raise FileNotFoundError("the package holding the weights is not installed")
 
     module = types.ModuleType("lost")
-    module.sfumato_model_sources = sfumato.hookimpl(lambda: [sfumato.ModelSource("lost-model", nowhere)])
+    module.sfumato_model_sources = sfumato.hookimpl(lambda: [  # type: ignore[attr-defined]
+        sfumato.ModelSource("lost-model", nowhere, generator="lost.paint")])
     monkeypatch.setattr(registry_module, "_default", sfumato.Registry.load(entry_points=False, plugins=[module]))
     assert main(["models"]) == 0
-    assert "cannot locate" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cannot locate" in out and "cannot generate" in out and "Traceback" not in out
     assert main(["models", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["exists"] is False and "not installed" in row["problem"]
+    assert row["generator"] == "lost.paint" and "'lost.paint'" in row["generator_problem"]
 
 
 def test_models_lists_the_shipped_zoo_models_as_present(capsys):

@@ -138,7 +138,8 @@ def nodes_command(args: argparse.Namespace) -> int:
 
 #: The rows of the "provides" column of ``sfumato plugins``: (label, key of ``plugin_as_dict``).
 _PROVIDES = (("ports", "port_types"), ("conversions", "conversions"), ("codecs", "codecs"),
-             ("models", "models"), ("commands", "commands"), ("executors", "executors"))
+             ("models", "models"), ("commands", "commands"), ("executors", "executors"),
+             ("graph types", "graph_types"), ("migrations", "migrations"))
 
 
 def plugins_command(args: argparse.Namespace) -> int:
@@ -182,7 +183,8 @@ def models_command(args: argparse.Namespace) -> int:
     """List the registered model sources: what each is, and whether its weights are where it says."""
     from ..registry import default_registry
 
-    rows = [model_as_dict(source) for source in sorted(default_registry().models.values(), key=lambda s: s.name)]
+    registry = default_registry()
+    rows = [model_as_dict(source, registry) for source in sorted(registry.models.values(), key=lambda s: s.name)]
     if args.json:
         print_json(rows)
         return 0
@@ -198,6 +200,8 @@ def models_command(args: argparse.Namespace) -> int:
             stdout.print(f"  weights: [red]cannot locate[/]: {escape(row['problem'])}")
         else:
             stdout.print(f"  weights: {escape(row['path'])}" + ("" if row["exists"] else " [red](missing)[/]"))
+        if row["generator_problem"]:
+            stdout.print(f"  [red]cannot generate[/]: {escape(row['generator_problem'])}")
     return 0
 
 

@@ -84,11 +84,17 @@ def plugin_as_dict(record: Any, registry: Any) -> dict[str, Any]:
         "models": sorted(n for n, source in registry.models.items() if source.plugin == record.name),
         "commands": list(provides.get("commands", [])),
         "executors": list(provides.get("executors", [])),
+        "graph_types": sorted(g.id for g in registry.graph_types.values() if g.plugin == record.name),
+        "migrations": [f"{m.node_type} v{m.from_version} -> v{m.from_version + 1}"
+                       for (_, _), m in sorted(registry.migrations.items()) if m.plugin == record.name],
     }
 
 
-def model_as_dict(source: Any) -> dict[str, Any]:
-    """A JSON-able description of a model source: its name, where its weights are, whether they exist."""
+def model_as_dict(source: Any, registry: Any = None) -> dict[str, Any]:
+    """A JSON-able description of a model source: its name, where its weights are, whether they exist.
+
+    With the ``registry`` holding it, also why its declared generator node cannot run it, if it cannot.
+    """
     try:
         path, problem = source.path(), ""
     except Exception as error:  # noqa: BLE001 - a plugin's lookup failing is listed, not fatal
@@ -102,4 +108,5 @@ def model_as_dict(source: Any) -> dict[str, Any]:
         "path": str(path) if path is not None else None,
         "exists": path is not None and path.exists(),
         "problem": problem,
+        "generator_problem": registry.model_problems.get(source.name, "") if registry is not None else "",
     }
