@@ -194,3 +194,11 @@ def test_nodes_show_json_has_kind_batching_cache_context_plugin_version_and_inpu
     assert main(["nodes", "show", "test.add", "--json"]) == 0
     [_, b] = json.loads(capsys.readouterr().out)["inputs"]
     assert (b["name"], b["type"], b["ge"], b["le"]) == ("b", "Float", -100, 100)
+
+
+def test_nodes_show_says_a_graph_type_expands_into_its_inner_nodes(everything, capsys):
+    assert main(["nodes", "show", "everything.mixed"]) == 0
+    out = capsys.readouterr().out
+    assert "kind: graph type: expands into its 1 inner node(s)" in out and "batched:" not in out
+    assert main(["nodes", "show", "everything.mixed", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["graph_type"] is True

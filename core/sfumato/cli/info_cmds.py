@@ -101,13 +101,20 @@ def nodes_command(args: argparse.Namespace) -> int:
             return 2
         record = registry.plugins.get(spec.plugin)
         plugin_version = (record.version or "local") if record else ""
+        graph_type = registry.graph_types.get(spec.id)
         if args.json:
-            print_json({**node_as_dict(spec), "plugin_version": plugin_version, "input_schema": node_input_schema(spec)})
+            print_json({**node_as_dict(spec), "plugin_version": plugin_version, "graph_type": graph_type is not None,
+                        "input_schema": node_input_schema(spec)})
             return 0
         stdout.print(f"[bold]{spec.id}[/] v{spec.version}  "
                      f"[dim]({spec.category}, plugin {escape(spec.plugin)} {escape(plugin_version)})[/]")
-        for line in node_traits(spec):
-            stdout.print(escape(line))
+        if graph_type is not None:
+            # Its inner nodes run, each with its own traits: the spec's own say nothing.
+            inner = len(graph_type.graph.nodes)
+            stdout.print(f"kind: graph type: expands into its {inner} inner node(s) when a graph using it is planned")
+        else:
+            for line in node_traits(spec):
+                stdout.print(escape(line))
         if spec.description:
             stdout.print("\n" + escape(spec.description))
         table = Table(title="inputs", title_justify="left")
