@@ -215,6 +215,7 @@ def _analyse_flat(graph: Graph, registry: Registry, params: dict[str, Any] | Non
     ranges, range_issues = reconcile_ranges(graph, _param_feeds(graph, specs))
     issues.extend(range_issues)
     out_of_range: dict[str, str] = {}
+    in_range: set[str] = set()
     for node_id, refs in graph.inputs.items():
         spec = specs.get(node_id)
         if spec is None:
@@ -270,9 +271,13 @@ def _analyse_flat(graph: Graph, registry: Registry, params: dict[str, Any] | Non
                 if ref.name not in param_values:
                     continue  # required parameter with no value yet: checked when run
                 value = param_values[ref.name]
-                problem = ranges[ref.name].problem(value) if ref.name in ranges else None
-                if problem:
-                    out_of_range.setdefault(ref.name, problem)  # reported once, below, for every site it feeds
+                if ref.name in ranges and ref.name not in in_range:
+                    problem = ranges[ref.name].problem(value)
+                    if problem:
+                        out_of_range[ref.name] = problem  # reported once, below, for every site it feeds
+                    else:
+                        in_range.add(ref.name)
+                if ref.name in out_of_range:
                     continue
                 origin = f"parameter {ref.name!r} = {_short(value)}"
                 source_port = port
@@ -317,15 +322,22 @@ def _analyse_flat(graph: Graph, registry: Registry, params: dict[str, Any] | Non
 
 
 def _param_feeds(graph: Graph, specs: dict[str, NodeSpec]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """For each parameter, the bounded inputs it feeds: ``(where, constraints)``."""
+    """For each parameter, the bounded inputs it feeds: ``(where, constraints)``.
+
+    One site per parameter and node type input (the first): the others have
+    the same bounds, and a parameter feeding thousands of nodes stays cheap.
+    """
     feeds: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    seen: set[tuple[str, str, str]] = set()
     for node_id, refs in graph.inputs.items():
         spec = specs.get(node_id)
         for name, ref in refs.items() if spec is not None else ():
-            if isinstance(ref, ParamRef) and name in spec.inputs:
-                constraints = spec.inputs[name].constraints()
-                if any(key in constraints for key in ("ge", "gt", "le", "lt")):
-                    feeds.setdefault(ref.name, []).append((f"{node_id}.{name} ({spec.id})", constraints))
+            if not isinstance(ref, ParamRef) or name not in spec.inputs or (ref.name, spec.id, name) in seen:
+                continue
+            seen.add((ref.name, spec.id, name))
+            constraints = spec.inputs[name].constraints()
+            if any(key in constraints for key in ("ge", "gt", "le", "lt")):
+                feeds.setdefault(ref.name, []).append((f"{node_id}.{name} ({spec.id})", constraints))
     return feeds
 
 
