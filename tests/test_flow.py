@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -153,21 +154,19 @@ def shipped(name: str) -> sfumato.Graph:
 def test_generate_until_faithful_retries_with_the_next_seed_only_while_fidelity_falls_short(tmp_path):
     engine = sfumato.Engine(device="cpu", output_dir=tmp_path)
     quick = {"steps": 2, "batch_size": 1}
+    attempts = ("attempts/1/make/generate", "attempts/2/make/generate", "attempts/3/make/generate")
     report = engine.run(shipped("generate-until-faithful"), quick).report
-    assert report.nodes["first/generate"].status == sfumato.NodeStatus.RAN
-    assert report.nodes["second/generate"].status == sfumato.NodeStatus.SKIPPED
-    assert report.nodes["second/generate"].reason.startswith("untaken branch")
-    statuses = ("first", "second", "third")
+    assert [str(report.nodes[node].status) for node in attempts] == ["ran", "skipped", "skipped"]
+    assert report.nodes["attempts/2/make/generate"].reason.startswith("untaken branch")
     # With one denoising step, seed 0 misses (fidelity 0) and seed 1 hits: the third attempt never runs.
     result = engine.run(shipped("generate-until-faithful"), {**quick, "steps": 1})
-    assert (result.values["first/faithful"]["value"], result.outputs["fidelity"]) == (0.0, 1.0)
-    assert [str(result.report.nodes[f"{attempt}/generate"].status) for attempt in statuses] == [
-        "ran", "ran", "skipped"]
+    assert (result.values["attempts/1/make/faithful"]["value"], result.outputs["fidelity"]) == (0.0, 1.0)
+    assert [str(result.report.nodes[node].status) for node in attempts] == ["ran", "ran", "skipped"]
     # A white circle on white is never judged right: every attempt runs, and the last one is the answer.
     result = engine.run(shipped("generate-until-faithful"),
                         {**quick, "steps": 1, "prompt": "a white circle on a white background"})
     assert result.outputs == {"fidelity": 0.0}
-    assert [str(result.report.nodes[f"{attempt}/generate"].status) for attempt in statuses] == ["ran"] * 3
+    assert [str(result.report.nodes[node].status) for node in attempts] == ["ran"] * 3
 
 
 @pytest.mark.slow
@@ -187,3 +186,76 @@ def test_progress_events_announce_skipped_branches(registry, tmp_path):
     assert [(event.node_id, event.node_type, event.kind) for event in skipped] == [
         ("yes", "test.add", "node_skipped")]
     assert "untaken branch" in skipped[0].reason
+
+
+#: A loop body: the state plus one; done once it reaches 3.
+COUNT_UP = {
+    "version": 1,
+    "params": {"state": {"type": "float", "default": 0.0}, "step": {"type": "float", "default": 1.0}},
+    "nodes": {"next": {"type": "test.add", "inputs": {"a": {"param": "state"}, "b": {"param": "step"}}},
+              "enough": {"type": "flow.compare", "inputs": {"a": {"from": "next.value"}, "b": 3.0, "op": ">="}}},
+    "outputs": {"state": "next.value", "done": "enough.result"},
+}
+
+
+def loop_graph(tmp_path, **loop_inputs: Any) -> sfumato.Graph:
+    (tmp_path / "count-up.json").write_text(json.dumps(COUNT_UP))
+    path = tmp_path / "loop.json"
+    path.write_text(json.dumps({"version": 1, "nodes": {
+        "start": {"type": "test.number", "inputs": {"value": 0.0}},
+        "count": {"type": "flow.loop", "inputs": {"body": "graph:count-up.json", "state": {"from": "start.value"},
+                                                  **loop_inputs}}},
+        "outputs": {"state": "count.state", "done": "count.done"}}))
+    return sfumato.Graph.load(path)
+
+
+def test_flow_loop_stops_at_the_first_iteration_that_is_done(engine, tmp_path):
+    result = engine.run(loop_graph(tmp_path, max_iterations=10))
+    assert result.outputs == {"state": 3.0, "done": True}
+    assert CALLS["test.add"] == 3
+    assert result.report.nodes["count/3/next"].status == sfumato.NodeStatus.RAN
+    assert result.report.nodes["count/4/next"].status == sfumato.NodeStatus.SKIPPED
+    assert result.report.nodes["count/4/next"].reason.startswith("untaken branch")
+
+
+def test_flow_loop_stops_at_max_iterations_with_the_last_state(engine, tmp_path):
+    result = engine.run(loop_graph(tmp_path, max_iterations=2))
+    assert result.outputs == {"state": 2.0, "done": False}
+    assert CALLS["test.add"] == 2
+
+
+def test_flow_loop_passes_its_other_inputs_to_every_iteration(engine, tmp_path):
+    result = engine.run(loop_graph(tmp_path, max_iterations=10, step=2.0))
+    assert result.outputs == {"state": 4.0, "done": True}
+    assert CALLS["test.add"] == 2
+
+
+def test_flow_loop_requires_a_literal_bound(registry, tmp_path):
+    for bound in ({}, {"max_iterations": 0}, {"max_iterations": 1000}, {"max_iterations": {"param": "n"}}):
+        issues = sfumato.validate_graph(loop_graph(tmp_path, **bound), registry)
+        assert [issue.path for issue in issues] == ["nodes.count.inputs.max_iterations"], bound
+        assert "a loop is always bounded" in issues[0].message
+
+
+def test_flow_loop_body_must_declare_state_and_done(registry, tmp_path):
+    (tmp_path / "no-done.json").write_text(json.dumps({**COUNT_UP, "outputs": {"state": "next.value"}}))
+    graph = loop_graph(tmp_path, max_iterations=3, body="graph:no-done.json")
+    issues = sfumato.validate_graph(graph, registry)
+    assert [issue.path for issue in issues] == ["nodes.count.inputs.body"]
+    assert "has no output 'done'" in issues[0].message
+
+
+def test_flow_loop_state_is_typed_by_the_body(registry, tmp_path):
+    graph = loop_graph(tmp_path, max_iterations=3)
+    document = graph.to_dict()
+    document["nodes"]["words"] = {"type": "test.stats", "inputs": {"values": ["a"]}}
+    document["nodes"]["count"]["inputs"]["state"] = {"from": "words.total"}
+    path = tmp_path / "typed.json"
+    path.write_text(json.dumps(document))
+    assert sfumato.validate_graph(sfumato.Graph.load(path), registry) == []
+    document["nodes"]["text"] = {"type": "text.normalize", "inputs": {"text": "x"}}
+    document["nodes"]["count"]["inputs"]["state"] = {"from": "text.text"}
+    path.write_text(json.dumps(document))
+    issues = sfumato.validate_graph(sfumato.Graph.load(path), registry)
+    assert [issue.path for issue in issues] == ["nodes.count/1.inputs.state"]
+    assert "text.text is Text" in issues[0].message and "nodes.next.inputs.a" in issues[0].message

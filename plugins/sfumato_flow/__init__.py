@@ -4,6 +4,8 @@
 (:func:`sfumato.lazy_inputs`): the scheduler runs the condition first, then only
 the branch chosen. ``flow.compare`` makes a condition from two numbers, ``flow.number``
 reads one out of a record (a score), ``flow.increment`` counts (the next seed of a retry).
+``flow.loop`` repeats a graph until it says it is done, at most a given number of
+times (the engine unrolls it when planning, into lazily chosen iterations).
 Registered under the ``sfumato`` entry-point group like any third-party plugin.
 """
 
@@ -18,4 +20,4 @@ from . import nodes
 
 @sfumato.hookimpl
 def sfumato_node_types() -> list[Any]:
-    return [nodes.if_, nodes.switch, nodes.compare, nodes.number, nodes.increment]
+    return [nodes.if_, nodes.switch, nodes.compare, nodes.number, nodes.increment, nodes.loop]

@@ -1,13 +1,13 @@
-"""The flow nodes: ``flow.if``, ``flow.switch`` and ``flow.compare``."""
+"""The flow nodes: branches (``flow.if``, ``flow.switch``), conditions and counters, and ``flow.loop``."""
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import sfumato
-from sfumato import node
+from sfumato import Field, node
 
 #: How many cases ``flow.switch`` takes.
 CASES = 8
@@ -99,3 +99,25 @@ def increment(value: int, by: int = 1) -> int:
         by: what to add.
     """
     return value + by
+
+
+@node("flow.loop", category="flow", outputs={"state": Any, "done": bool})
+def loop(body: str, max_iterations: Annotated[int, Field(ge=1, le=100)], state: Any = None) -> dict[str, Any]:
+    """Repeat the graph ``body`` until its ``done`` output is true, at most ``max_iterations`` times.
+
+    The body declares an input (or parameter) ``state`` and outputs ``state``
+    (the next iteration's state) and ``done``; the loop's other inputs go to
+    the body's inputs of the same names, and its outputs are the body's
+    outputs from the iteration that finished (the first one done, else the
+    last). The loop is unrolled when the graph is planned: iteration ``k``'s
+    nodes are ``LOOP/k/...``, each cached like any node, and the iterations
+    after the one that finished never run (the run report lists them as
+    skipped branches). The state keeps the type the body declares for it.
+
+    Args:
+        body: the graph to repeat: a plugin's graph type, or graph:NAME (a file beside this graph or a
+            shipped graph).
+        max_iterations: the most times the body runs (required: a loop is always bounded).
+        state: the first iteration's state.
+    """
+    raise RuntimeError("flow.loop is unrolled into its iterations when the graph is planned, never called")

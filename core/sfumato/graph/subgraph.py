@@ -39,6 +39,12 @@ SEPARATOR = "/"
 GRAPH_PREFIX = "graph:"
 #: Subgraphs nest at most this deep (a guard against runaway inclusion).
 MAX_DEPTH = 16
+#: A bounded loop over a body graph, unrolled when planned (see :meth:`_Expander.add_loop`).
+LOOP_TYPE = "flow.loop"
+#: The most iterations a ``flow.loop`` may declare.
+MAX_ITERATIONS = 100
+#: The node type the unrolled loop chooses between iterations with (from the flow plugin).
+_CHOOSE_TYPE = "flow.if"
 
 
 @dataclass
@@ -68,8 +74,8 @@ class GraphType:
 
 
 def is_subgraph_type(type_name: str, graph_types: Mapping[str, GraphType]) -> bool:
-    """Whether a node entry of this type is a subgraph."""
-    return type_name in graph_types or type_name.startswith(GRAPH_PREFIX)
+    """Whether a node entry of this type is a subgraph (or a loop over one)."""
+    return type_name in graph_types or type_name.startswith(GRAPH_PREFIX) or type_name == LOOP_TYPE
 
 
 @dataclass
@@ -132,6 +138,8 @@ class _Expander:
         self.expansion = Expansion(graph)
         #: flat subgraph id -> its outputs as flat links (possibly to other subgraphs, resolved at the end).
         self.sub_outputs: dict[str, dict[str, Link]] = {}
+        #: Subgraph and loop nodes that could not be expanded (already reported): links to them are dropped.
+        self.failed: set[str] = set()
         self.input_errors: list[GraphIssue] = list(graph.input_errors)
         self.broken: set[str] = set(graph.broken_nodes)
         self._files: dict[Path, Graph] = {}
@@ -141,6 +149,10 @@ class _Expander:
         self.flatten(self.root, "", (root_key,) if root_key else (), None)
         for node_id, refs in self.inputs.items():
             for name, ref in list(refs.items()):
+                if isinstance(ref, Link) and ref.node in self.failed:
+                    del refs[name]
+                    self.broken.add(node_id)  # its consequences would only repeat the problem
+                    continue
                 if isinstance(ref, Link) and ref.node in self.sub_outputs:
                     resolved = self.resolve(ref, f"nodes.{node_id}.inputs.{name}", node_id)
                     if resolved is None:
@@ -150,6 +162,8 @@ class _Expander:
         outputs = {}
         for name, target in self.root.document.outputs.items():
             node, _, output = target.rpartition(".")
+            if node in self.failed:
+                continue
             link = self.resolve(Link(node, output), f"outputs.{name}", node) if node in self.sub_outputs \
                 else Link(node, output)
             if link is not None:
@@ -216,6 +230,9 @@ class _Expander:
                            flat_id)
                 continue
             refs = graph.inputs.get(node_id, {})
+            if entry.type == LOOP_TYPE:
+                self.add_loop(graph, node_id, flat_id, refs, prefix, chain, bound)
+                continue
             if is_subgraph_type(entry.type, self.graph_types):
                 self.add_subgraph(graph, node_id, flat_id, entry, refs, prefix, chain, bound)
                 continue
@@ -257,15 +274,18 @@ class _Expander:
         found = self.graph_of(entry.type, graph)
         if isinstance(found, str):
             self.issue(f"nodes.{flat_id}.type", f"subgraph type {entry.type!r}: {found}", flat_id)
+            self.failed.add(flat_id)
             return
         key, inner = found
         if key in chain:
             names = [Path(k).name if SEPARATOR in k or "\\" in k else k for k in (*chain, key)]
             self.issue(f"nodes.{flat_id}.type", f"subgraph type {entry.type!r} includes itself: "
                                                 f"{' -> '.join(names)}", flat_id)
+            self.failed.add(flat_id)
             return
         if len(chain) > MAX_DEPTH:
             self.issue(f"nodes.{flat_id}.type", f"subgraphs nest more than {MAX_DEPTH} deep", flat_id)
+            self.failed.add(flat_id)
             return
         self.expansion.subgraphs[flat_id] = entry.type
         document = inner.document
@@ -308,6 +328,72 @@ class _Expander:
         self.sub_outputs[flat_id] = {name: Link(inner_prefix + target.rpartition(".")[0], target.rpartition(".")[2])
                                      for name, target in document.outputs.items()}
         self.flatten(inner, inner_prefix, (*chain, key), inner_bound)
+
+
+    def add_loop(self, graph: Graph, node_id: str, flat_id: str, refs: dict[str, InputRef], prefix: str,
+                 chain: tuple[str, ...], bound: dict[str, _Bound] | None) -> None:
+        """``flow.loop``: its ``body`` graph repeated up to ``max_iterations`` times, unrolled.
+
+        Iteration ``k`` is a subgraph node ``loop/k`` whose ``state`` input is
+        the ``state`` output of iteration ``k - 1`` (the loop's own ``state``
+        input for the first); its other inputs are the loop's. Each output of
+        the loop is chosen by a chain of ``flow.if`` nodes on the iterations'
+        ``done`` outputs, so iteration ``k + 1`` runs only when iteration ``k``
+        is not done: the iterations that did not run are skipped branches.
+        The state is typed by the body's ``state`` declaration, checked like
+        any link.
+        """
+        body, count = refs.get("body"), refs.get("max_iterations")
+        if not isinstance(body, Value) or not isinstance(body.value, str) or not body.value:
+            self.issue(f"nodes.{flat_id}.inputs.body", "flow.loop needs 'body': the graph to repeat, a literal "
+                                                       "graph type or graph:NAME", flat_id)
+            self.failed.add(flat_id)
+            return
+        if not isinstance(count, Value) or not isinstance(count.value, int) or isinstance(count.value, bool) \
+                or not 1 <= count.value <= MAX_ITERATIONS:
+            self.issue(f"nodes.{flat_id}.inputs.max_iterations",
+                       f"flow.loop needs 'max_iterations': a literal integer from 1 to {MAX_ITERATIONS} "
+                       "(a loop is always bounded)", flat_id)
+            self.failed.add(flat_id)
+            return
+        found = self.graph_of(body.value, graph) if is_subgraph_type(body.value, self.graph_types) \
+            else f"{body.value!r} is no graph type; use a plugin's graph type or graph:NAME"
+        if isinstance(found, str):
+            self.issue(f"nodes.{flat_id}.inputs.body", f"flow.loop body: {found}", flat_id)
+            self.failed.add(flat_id)
+            return
+        document = found[1].document
+        missing = [f"{kind} {name!r}" for kind, name, there in (
+            ("input", "state", "state" in document.params or "state" in document.inputs),
+            ("output", "state", "state" in document.outputs), ("output", "done", "done" in document.outputs))
+            if not there]
+        if missing:
+            self.issue(f"nodes.{flat_id}.inputs.body", f"the body of a flow.loop declares an input 'state', and "
+                                                       f"outputs 'state' (the next state) and 'done' (true to stop); "
+                                                       f"{body.value!r} has no {', no '.join(missing)}", flat_id)
+            self.failed.add(flat_id)
+            return
+        self.expansion.subgraphs[flat_id] = f"{LOOP_TYPE} over {body.value}"
+        passed = {name: ref for name, ref in refs.items() if name not in ("body", "max_iterations")}
+        total = count.value
+        for k in range(1, total + 1):
+            iteration = dict(passed)
+            if k > 1:
+                iteration["state"] = Link(f"{node_id}{SEPARATOR}{k - 1}", "state")
+            self.add_subgraph(graph, f"{node_id}{SEPARATOR}{k}", f"{flat_id}{SEPARATOR}{k}",
+                              NodeEntry(type=body.value), iteration, prefix, chain, bound)
+        outputs: dict[str, Link] = {}
+        for output in document.outputs:
+            chosen = Link(f"{flat_id}{SEPARATOR}{total}", output)
+            for k in range(total - 1, 0, -1):
+                step = f"{flat_id}{SEPARATOR}{k}"
+                choose = f"{flat_id}{SEPARATOR}{output}_after_{k}"
+                self.nodes[choose] = NodeEntry(type=_CHOOSE_TYPE)
+                self.inputs[choose] = {"condition": Link(step, "done"), "if_true": Link(step, output),
+                                       "if_false": chosen}
+                chosen = Link(choose, "value")
+            outputs[output] = chosen
+        self.sub_outputs[flat_id] = outputs
 
 
 def _declared(graph: Graph, ref: InputRef) -> bool:
