@@ -316,3 +316,59 @@ def test_generated_image_is_marked_signed_and_verified(tmp_path, certificates):
     assert all(f["watermark"]["matches_graph_hash"] and f["credentials"]["state"] == "Trusted" for f in found)
     for path in files:  # the signed file still runs again from its metadata
         assert read_png_metadata(path)["graph"]["name"] == "provenance"
+    # The model hashes: the generator's default model and the text encoder, by the content of their weights.
+    from sfumato_provenance.models import weights_hash
+
+    models = found[0]["credentials"]["generation"]["models"]
+    diffusion = sfumato.default_registry().models["tiny-shapes-diffusion"].path()
+    assert models["tiny-shapes-diffusion"] == weights_hash(diffusion)
+    assert models["tiny-shapes-diffusion"]["files"] >= 2  # unet and vae
+    assert len(models["all-MiniLM-L6-v2"]["sha256"]) == 64
+
+
+def test_model_names_come_from_literals_parameters_and_defaults():
+    from sfumato_provenance.models import model_names
+
+    document = {"params": {"model": {"type": "str", "default": "from-default"}}, "nodes": {
+        "a": {"type": "generate.image", "inputs": {"model": {"param": "model"}}},
+        "b": {"type": "encode.text", "inputs": {}},
+        "c": {"type": "image.save", "inputs": {}},
+        "d": {"type": "generate.image", "inputs": {"model": "literal-model"}}}}
+    defaults = {"encode.text": "all-MiniLM-L6-v2"}
+    assert model_names(document, {"model": "from-param"}, defaults.get) == [
+        "from-param", "all-MiniLM-L6-v2", "literal-model"]
+    assert model_names(document, {}, defaults.get)[0] == "from-default"
+
+
+def test_weights_hash_changes_when_a_weight_file_changes(tmp_path):
+    from sfumato_provenance.models import weights_hash
+
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "model.safetensors").write_bytes(b"one")
+    (tmp_path / "config.json").write_text("{}")  # not a weight file
+    first = weights_hash(tmp_path)
+    assert first["files"] == 1
+    (tmp_path / "unet" / "model.safetensors").write_bytes(b"three")
+    assert weights_hash(tmp_path)["sha256"] != first["sha256"]
+
+
+def test_graph_hash_ignores_name_description_and_pinned_versions():
+    document = {"version": 1, "name": "a", "description": "x", "params": {"p": {"type": "str", "default": "v"}},
+                "nodes": {"n": {"type": "text.normalize", "inputs": {"text": {"param": "p"}}}},
+                "outputs": {"o": "n.text"}}
+    same = json.loads(json.dumps(document))
+    same.update(name="b", description="y")
+    same["nodes"]["n"]["version"] = 1  # what a re-run from a PNG pins
+    assert watermark.graph_hash(same) == watermark.graph_hash(document)
+    other = json.loads(json.dumps(document))
+    other["params"]["p"]["default"] = "w"
+    assert watermark.graph_hash(other) != watermark.graph_hash(document)
+
+
+@pytest.mark.slow
+def test_marked_and_signed_image_is_made_again_with_the_same_pixels(tmp_path, certificates, capsys):
+    chain, key, _ = certificates
+    [saved] = run_graph(tmp_path, signed_graph(chain, key))
+    capsys.readouterr()
+    assert main(["run", str(saved), "--check"]) == 0
+    assert "exactly the same pixels" in capsys.readouterr().out

@@ -81,20 +81,19 @@ def load_signer(certificate: Path, key: Path, algorithm: str, timestamp_url: str
     return SigningMaterial(chain_pem, key_pem, algorithm, timestamp_url)
 
 
-def generation_assertion(metadata: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``org.sfumato.generation`` assertion for a file with this sfumato metadata."""
+def generation_assertion(metadata: dict[str, Any] | None, models: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``org.sfumato.generation`` assertion for a file with this sfumato metadata and model hashes."""
     data: dict[str, Any] = {"generator": "sfumato", "version": __version__}
     if metadata:
         data["graph_hash"] = graph_hash(metadata["graph"])
         data["graph_name"] = metadata["graph"].get("name", "")
         data["seed"] = metadata.get("seed")
-        models = metadata.get("models")
-        if isinstance(models, (dict, list)):
-            data["models"] = models
+    if models:
+        data["models"] = models
     return data
 
 
-def manifest_for(path: Path, metadata: dict[str, Any] | None) -> dict[str, Any]:
+def manifest_for(path: Path, metadata: dict[str, Any] | None, models: dict[str, Any] | None = None) -> dict[str, Any]:
     """The C2PA manifest definition for one output file."""
     return {
         "claim_generator_info": [{"name": "sfumato", "version": __version__}],
@@ -106,21 +105,26 @@ def manifest_for(path: Path, metadata: dict[str, Any] | None) -> dict[str, Any]:
                 "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
                 "softwareAgent": {"name": "sfumato", "version": __version__},
             }]}},
-            {"label": GENERATION_LABEL, "data": generation_assertion(metadata)},
+            {"label": GENERATION_LABEL, "data": generation_assertion(metadata, models)},
         ],
     }
 
 
-def sign_png(path: Path, material: SigningMaterial) -> None:
+def stored_metadata(path: Path) -> dict[str, Any] | None:
+    """The file's sfumato metadata, or None (a PNG saved without it is still signed, without a graph hash)."""
+    try:
+        return read_png_metadata(path)
+    except ValueError:
+        return None
+
+
+def sign_png(path: Path, material: SigningMaterial, metadata: dict[str, Any] | None,
+             models: dict[str, Any] | None = None) -> None:
     """Replace the PNG at ``path`` with a copy carrying signed content credentials."""
     import c2pa
 
-    try:
-        metadata = read_png_metadata(path)
-    except ValueError:
-        metadata = None  # a PNG from elsewhere is still signed, just without a graph hash
     source = path.read_bytes()
-    manifest = manifest_for(path, metadata)
+    manifest = manifest_for(path, metadata, models)
     info = c2pa.C2paSignerInfo(material.algorithm.encode(), material.chain_pem, material.key_pem,
                                material.timestamp_url.encode() if material.timestamp_url else None)
     try:

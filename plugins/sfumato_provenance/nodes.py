@@ -7,7 +7,7 @@ from typing import Literal
 
 from sfumato import CachePolicy, ImageBatch, ReadablePath, RunContext, node
 
-from . import credentials, watermark
+from . import credentials, models, watermark
 
 
 def payload_for(text: str, graph_document: dict) -> bytes:
@@ -60,9 +60,10 @@ def sign_files(
     Each file gets a manifest signed with your certificate chain and private
     key: the ``c2pa.created`` action with the digital source type
     "trained algorithmic media", and an ``org.sfumato.generation`` assertion
-    with the graph hash, seed and model hashes from the file's sfumato
-    metadata. ``sfumato verify`` checks the signature and that the pixels are
-    unchanged. The file is replaced atomically.
+    with the graph hash and seed from the file's sfumato metadata and the
+    SHA-256 of the weights of every model the graph names (its ``model``
+    inputs, given or by default). ``sfumato verify`` checks the signature
+    and that the pixels are unchanged. The file is replaced atomically.
 
     Args:
         paths: the PNG files to sign.
@@ -76,6 +77,19 @@ def sign_files(
     signed = []
     for path in paths:
         target = context.writable_path(context.readable_path(path))
-        credentials.sign_png(target, signer)  # already in the run's files, from the node that wrote it
+        metadata = credentials.stored_metadata(target)
+        hashes = None
+        if metadata is not None:
+            names = models.model_names(metadata["graph"], metadata.get("params") or {},
+                                       lambda node_type: _model_default(context, node_type))
+            hashes = models.model_hashes(names, context.models.resolve)
+        credentials.sign_png(target, signer, metadata, hashes)  # already in the run's files (its writer's)
         signed.append(str(target))
     return signed
+
+
+def _model_default(context: RunContext, node_type: str) -> str | None:
+    """The default of a node type's ``model`` input (a graph that leaves it out uses that model)."""
+    spec = context.settings.registry.nodes.get(node_type)
+    port = spec.inputs.get("model") if spec is not None else None
+    return port.default if port is not None and isinstance(port.default, str) else None

@@ -119,6 +119,9 @@ def _print_findings(found: dict[str, Any]) -> None:
         if generation.get("graph_hash"):
             out.print(f"    graph {escape(str(generation.get('graph_name', '')))} {generation['graph_hash']}, "
                       f"seed {generation.get('seed')}")
+        for name, model in (generation.get("models") or {}).items():
+            what = model.get("sha256") or model.get("hub_id") or model.get("error", "?")
+            out.print(f"    model {escape(str(name))}: {escape(str(what))}")
     for problem in found["problems"]:
         out.print(f"  [red]problem[/]: {escape(problem)}")
 

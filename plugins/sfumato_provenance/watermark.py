@@ -39,8 +39,21 @@ MIN_PIXELS = 256 * 256
 
 
 def graph_hash(document: dict[str, Any]) -> str:
-    """SHA-256 (hex) of a graph document in canonical JSON (sorted keys, no spaces)."""
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """SHA-256 (hex) of what a graph computes: its nodes' types and inputs, its parameters and outputs.
+
+    Canonical JSON (sorted keys, no spaces). The name, the description,
+    layout and the node versions a re-run pins are left out, so the graph
+    that made an image and the same graph read back from its PNG (``sfumato
+    run IMAGE.png``) have one hash, and a re-made image carries the same mark.
+    """
+    nodes = document.get("nodes") or {}
+    essential = {
+        "nodes": {node_id: {"type": entry.get("type"), "inputs": entry.get("inputs") or {}}
+                  if isinstance(entry, dict) else entry for node_id, entry in nodes.items()},
+        "params": document.get("params") or {},
+        "outputs": document.get("outputs") or {},
+    }
+    canonical = json.dumps(essential, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
