@@ -259,3 +259,71 @@ def test_flow_loop_state_is_typed_by_the_body(registry, tmp_path):
     issues = sfumato.validate_graph(sfumato.Graph.load(path), registry)
     assert [issue.path for issue in issues] == ["nodes.count/1.inputs.state"]
     assert "text.text is Text" in issues[0].message and "nodes.next.inputs.a" in issues[0].message
+
+
+#: A graph type: x * 2 through test.scale, which has a batch function.
+DOUBLE = {"version": 1, "params": {"x": {"type": "float", "default": 0.0}, "factor": {"type": "float", "default": 2.0}},
+          "nodes": {"twice": {"type": "test.scale", "inputs": {"a": {"param": "x"}, "factor": {"param": "factor"}}},
+                    "plus": {"type": "test.add", "inputs": {"a": {"from": "twice.value"}, "b": 0.5}}},
+          "outputs": {"value": "twice.value", "plus": "plus.value"}}
+
+
+@pytest.fixture
+def map_engine(tmp_path):
+    import types
+
+    from conftest import test_plugin
+
+    plugin = types.ModuleType("sfumato_test_mapped")
+
+    @sfumato.hookimpl
+    def sfumato_graph_types() -> list[Any]:
+        return [sfumato.GraphType("test.double", sfumato.Graph.from_dict(DOUBLE))]
+
+    plugin.sfumato_graph_types = sfumato_graph_types  # type: ignore[attr-defined]
+    registry = sfumato.Registry.load(plugins=[test_plugin, plugin])
+    CALLS.clear()
+    return sfumato.Engine(registry, device="cpu", output_dir=tmp_path / "out")
+
+
+def map_graph(**inputs: Any) -> sfumato.Graph:
+    return sfumato.Graph.from_dict({"version": 1, "params": {"xs": {"type": "list[float]", "default": [1, 2, 3, 4, 5]}},
+                                    "nodes": {"m": {"type": "flow.map", "inputs": {"items": {"param": "xs"},
+                                                                                   "graph": "test.double",
+                                                                                   "item": "x", **inputs}}},
+                                    "outputs": {"results": "m.results"}})
+
+
+def test_flow_map_runs_a_graph_per_item_using_the_batch_function(map_engine):
+    from conftest import BATCH_SIZES
+
+    BATCH_SIZES.clear()
+    result = map_engine.run(map_graph(output="value"))
+    assert result.outputs == {"results": [2.0, 4.0, 6.0, 8.0, 10.0]}
+    assert BATCH_SIZES == [5] and CALLS["test.scale"] == 0  # one batched call, not five
+
+
+def test_flow_map_without_an_output_name_gives_every_output_per_item(map_engine):
+    result = map_engine.run(map_graph(batch_size=2), {"xs": [1.0, 3.0]})
+    assert result.outputs == {"results": [{"value": 2.0, "plus": 2.5}, {"value": 6.0, "plus": 6.5}]}
+
+
+def test_flow_map_items_already_computed_come_from_the_cache(map_engine):
+    map_engine.run(map_graph(output="plus"), {"xs": [1.0, 2.0]})
+    CALLS.clear()
+    assert map_engine.run(map_graph(output="plus"), {"xs": [1.0, 2.0, 7.0]}).outputs == {"results": [2.5, 4.5, 14.5]}
+    assert CALLS["test.add"] == 1  # only the new item's inner nodes ran
+
+
+def test_flow_map_checks_its_graph_at_validation(map_engine):
+    registry = map_engine.registry
+    issues = sfumato.validate_graph(map_graph(graph="test.triple"), registry)
+    assert [issue.path for issue in issues] == ["nodes.m.inputs.graph"]
+    assert "no graph type or shipped graph 'test.triple'" in issues[0].message
+    issues = sfumato.validate_graph(map_graph(item="y", output="nothing"), registry)
+    assert [issue.path for issue in issues] == ["nodes.m.inputs.item", "nodes.m.inputs.output"]
+
+
+def test_flow_map_item_that_fails_names_it(map_engine):
+    with pytest.raises(sfumato.NodeExecutionError, match=r'graph .test.double. failed for parameter set 1 \{"factor": -1.0\}.*negative factor'):
+        map_engine.run(map_graph(output="value", item="factor"), {"xs": [2.0, -1.0]})

@@ -64,6 +64,7 @@ from .graph.subgraph import GraphType
 from .graph.migrations import Migration, MigrationResult, upgrade_graph
 from .plugin.lazy import LazyInputs, lazy_inputs
 from .run.function import GraphFunction, load_function
+from .run.nested import find_graph, graph_fingerprint, run_nested
 
 try:
     __version__ = _metadata.version("sfumato")
@@ -72,19 +73,19 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
 
 __all__ = [
     "Annotated", "CachePolicy", "claim_new_file", "combine_axes", "Conditioning", "current_limits",
-    "default_registry", "Embedding", "Engine", "Executor", "Field", "Graph", "graph_json_schema", "graph_to_svg",
-    "GraphBuilder", "GraphFunction", "GraphIssue", "GraphType", "GraphValidationError", "hookimpl",
-    "image_metadata", "image_seed", "image_seeds", "ImageBatch", "Latent", "lazy_inputs", "LazyInputs",
-    "LimitExceededError", "Limits", "limits_scope", "load_function", "MetadataError", "Migration",
-    "MigrationResult", "MissingExtraError", "ModelEvicted", "ModelLoaded", "ModelManager", "ModelNotFoundError",
-    "ModelSource", "node", "node_as_dict", "node_input_schema", "NodeCached", "NodeDefinitionError",
-    "NodeExecutionError", "NodeFailed", "NodeFinished", "NodeHandle", "NodeProgress", "NodeSkipped", "NodeSpec",
-    "NodeStarted", "NodeStatus", "OutputHandle", "ParameterError", "ParamHandle", "path_inside", "PathInput",
-    "PathNotAllowedError", "PathPolicy", "Plan", "plan_run", "PluginError", "png_info", "Port", "PortType",
-    "PromptWeights", "read_png_metadata", "ReadablePath", "Registry", "Requirement", "resolve_graph_path",
-    "Retrieved", "RetrievedItem", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError", "RunFinished",
-    "RunOutcome", "RunReport", "RunResult", "RunStarted", "RunStatus", "set_limits", "SfumatoError",
-    "shipped_graphs", "spec_of", "SweepAxis", "torch_dtype", "UndeclaredContextReadError", "UnsafePathError",
-    "upgrade_graph", "validate_graph", "ValidationContext", "ValueCodec", "WritablePath", "write_atomically",
-    "__version__",
+    "default_registry", "Embedding", "Engine", "Executor", "Field", "find_graph", "Graph", "graph_fingerprint",
+    "graph_json_schema", "graph_to_svg", "GraphBuilder", "GraphFunction", "GraphIssue", "GraphType",
+    "GraphValidationError", "hookimpl", "image_metadata", "image_seed", "image_seeds", "ImageBatch", "Latent",
+    "lazy_inputs", "LazyInputs", "LimitExceededError", "Limits", "limits_scope", "load_function", "MetadataError",
+    "Migration", "MigrationResult", "MissingExtraError", "ModelEvicted", "ModelLoaded", "ModelManager",
+    "ModelNotFoundError", "ModelSource", "node", "node_as_dict", "node_input_schema", "NodeCached",
+    "NodeDefinitionError", "NodeExecutionError", "NodeFailed", "NodeFinished", "NodeHandle", "NodeProgress",
+    "NodeSkipped", "NodeSpec", "NodeStarted", "NodeStatus", "OutputHandle", "ParameterError", "ParamHandle",
+    "path_inside", "PathInput", "PathNotAllowedError", "PathPolicy", "Plan", "plan_run", "PluginError", "png_info",
+    "Port", "PortType", "PromptWeights", "read_png_metadata", "ReadablePath", "Registry", "Requirement",
+    "resolve_graph_path", "Retrieved", "RetrievedItem", "run_nested", "RunCancelledError", "RunContext", "RunEvent",
+    "RunFailedError", "RunFinished", "RunOutcome", "RunReport", "RunResult", "RunStarted", "RunStatus",
+    "set_limits", "SfumatoError", "shipped_graphs", "spec_of", "SweepAxis", "torch_dtype",
+    "UndeclaredContextReadError", "UnsafePathError", "upgrade_graph", "validate_graph", "ValidationContext",
+    "ValueCodec", "WritablePath", "write_atomically", "__version__",
 ]

@@ -121,3 +121,54 @@ def loop(body: str, max_iterations: Annotated[int, Field(ge=1, le=100)], state: 
         state: the first iteration's state.
     """
     raise RuntimeError("flow.loop is unrolled into its iterations when the graph is planned, never called")
+
+
+def _graph_fingerprint(literals: dict[str, Any]) -> str:
+    # The mapped graph's content joins the cache key: edit the graph, and the map runs again.
+    # (A graph type of a registry other than the installed one is fixed while it is loaded.)
+    try:
+        return sfumato.graph_fingerprint(literals["graph"])
+    except (sfumato.GraphValidationError, KeyError, TypeError):
+        return ""
+
+
+def _check_mapped_graph(literals: dict[str, Any], context: sfumato.ValidationContext) -> dict[str, Any]:
+    name = literals.get("graph")
+    if not isinstance(name, str):
+        return {}
+    try:
+        graph = sfumato.find_graph(name, context.registry)
+    except sfumato.GraphValidationError as error:
+        context.problem(error.issues[0].message, "graph")
+        return {}
+    item, output = literals.get("item", "item"), literals.get("output", "")
+    if item not in graph.params:
+        context.problem(f"graph {name!r} has no parameter {item!r} to set to each item "
+                        f"(parameters: {', '.join(graph.params) or 'none'})", "item")
+    if output and output not in graph.document.outputs:
+        context.problem(f"graph {name!r} has no output {output!r} "
+                        f"(outputs: {', '.join(graph.document.outputs) or 'none'})", "output")
+    return {}
+
+
+@node("flow.map", category="flow", output="results",
+      cache=sfumato.CachePolicy(fingerprint=_graph_fingerprint), describe_outputs=_check_mapped_graph)
+def map_(items: Any, graph: str, item: str = "item", output: str = "",
+         batch_size: Annotated[int, Field(ge=1, le=256)] = 8) -> Any:
+    """Run ``graph`` once per item, its parameter ``item`` set to the item; the results in order.
+
+    The runs share one schedule on the engine running this node (its caches
+    and loaded models): work that does not depend on the item runs once, and
+    a node with a batch function receives up to ``batch_size`` items per call.
+
+    Args:
+        items: the list to map over (prompts, seeds, numbers).
+        graph: a plugin's graph type, or graph:NAME for a shipped graph.
+        item: the graph parameter each item sets.
+        output: the graph output to collect (default: every output, a record per item).
+        batch_size: the most items one batched node call receives.
+    """
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(f"flow.map maps over a list, got {type(items).__name__}")
+    results = sfumato.run_nested(graph, [{item: value} for value in items], batch_size=batch_size)
+    return [result[output] for result in results] if output else results
