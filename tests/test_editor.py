@@ -489,3 +489,17 @@ def test_renamed_node_keeps_its_links_and_graph_outputs(page):
     page.keyboard.press("Enter")
     assert "already a node generate" in page.inner_text("#ed-status")
     assert page.locator(".ed-node[data-id='judge']").count() == 1
+
+
+def test_editor_works_on_a_server_with_a_token(browser, tmp_path):
+    server = Server(tmp_path / "data", "--token", "s3cret").start()
+    try:
+        context = browser.new_context(viewport=VIEW)
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{server.port}/?token=s3cret")
+        page.wait_for_selector("#editor[data-ready=true]")
+        open_shipped(page, "prompt-card")
+        wait_valid(page)
+        context.close()
+    finally:
+        server.stop()
