@@ -503,3 +503,27 @@ def test_editor_works_on_a_server_with_a_token(browser, tmp_path):
         context.close()
     finally:
         server.stop()
+
+
+def test_linked_input_socket_drags_its_link_elsewhere_or_away(page):
+    page.click("#ed-new")
+    card = drop_node(page, "image.text_card", 30, 30)
+    first = drop_node(page, "image.sharpen", 330, 30)
+    second = drop_node(page, "image.upscale", 330, 260)
+    drag_link(page, f"{card}.images", f"{first}.images")
+    # Pick the link up at the input and drop it on another input: it moves (one undo step).
+    page.mouse.move(*centre(page.locator(f".ed-socket-in[data-key='{first}.images']")))
+    page.mouse.down()
+    page.mouse.move(*centre(page.locator(f".ed-node[data-id='{second}'] .ed-in[data-input='images'] label")), steps=8)
+    page.mouse.up()
+    nodes = saved_document(page)["nodes"]
+    assert "images" not in nodes[first]["inputs"] and nodes[second]["inputs"]["images"] == {"from": f"{card}.images"}
+    # Let go over the empty canvas: the link is removed.
+    page.mouse.move(*centre(page.locator(f".ed-socket-in[data-key='{second}.images']")))
+    page.mouse.down()
+    canvas = page.locator("#ed-canvas").bounding_box()
+    page.mouse.move(canvas["x"] + canvas["width"] - 30, canvas["y"] + canvas["height"] - 30, steps=8)
+    page.mouse.up()
+    assert page.locator(".ed-link").count() == 0
+    page.click("#ed-undo")
+    assert page.locator(".ed-link").count() == 1

@@ -680,6 +680,14 @@ function onPointerDown(event) {
   const node = event.target.closest(".ed-node");
   if (event.button !== 0 && event.button !== 1) return;
   if (out && event.button === 0) return startLink(event, out);
+  const linkedIn = event.target.closest(".ed-socket-in");
+  if (linkedIn && event.button === 0) {
+    // Dragging a linked input's socket picks its link up: drop it on another input, or let go to remove it.
+    const [nodeId, name] = [linkedIn.closest(".ed-node").dataset.id, linkedIn.closest(".ed-in").dataset.input];
+    const ref = inputRef((ed.doc.nodes[nodeId].inputs || {})[name]);
+    const source = ref.kind === "link" && $("ed-world").querySelector(`.ed-socket-out[data-key="${CSS.escape(ref.node + "." + ref.output)}"]`);
+    if (source) return startLink(event, source, { node: nodeId, input: name });
+  }
   if (node && event.button === 0) {
     const id = node.dataset.id;
     if (event.shiftKey || event.ctrlKey || event.metaKey) {
@@ -775,8 +783,10 @@ function socketKeys(event) {
   return true;
 }
 
-function startLink(event, out) {
+function startLink(event, out, detach = null) {
   const svg = $("ed-links");
+  const held = detach && svg.querySelector(`[data-link="${CSS.escape(`${out.dataset.key}->${detach.node}.${detach.input}`)}"]`);
+  if (held) held.style.display = "none";
   const sourceType = out.dataset.type;
   const key = out.dataset.key;
   const start = socketPoint(out);
@@ -806,13 +816,18 @@ function startLink(event, out) {
     } else line.classList.remove("refused");
   }, (up) => {
     line.remove();
+    if (held) held.style.display = "";
     if (hovered) hovered.classList.remove("link-ok", "link-refused");
     const row = targetAt(up);
-    if (!row) return;
+    const unlink = (doc) => { if (detach) delete doc.nodes[detach.node].inputs[detach.input]; };
+    if (!row) {
+      if (detach) { change(unlink); status(`removed the link ${key} → ${detach.node}.${detach.input}`); }
+      return;
+    }
     const { ok, why } = verdict(row);
-    if (!ok) { status(`refused: ${why}`, true); return; }
+    if (!ok) { status(`refused: ${why}`, true); return; }  // a picked-up link stays where it was
     const target = row.closest(".ed-node").dataset.id;
-    change((doc) => { (doc.nodes[target].inputs ||= {})[row.dataset.input] = { from: key }; });
+    change((doc) => { unlink(doc); (doc.nodes[target].inputs ||= {})[row.dataset.input] = { from: key }; });
     status(`linked ${key} → ${target}.${row.dataset.input}`);
   });
 }
