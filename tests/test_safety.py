@@ -43,6 +43,10 @@ def test_harmless_prompt_passes_unchanged(text):
     assert out["screening"]["verdict"] == "passed" and out["screening"]["reason"] == ""
 
 
+def test_empty_prompt_passes_concept_screening():
+    assert screen("   ")["screening"]["verdict"] == "passed"
+
+
 def test_blocked_term_is_refused_in_any_case_as_a_whole_word():
     with pytest.raises(prompts.PromptRefusedError, match="blocked term 'gore'"):
         screen("A red circle with GORE!", terms=["gore"], concepts={})

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_provenance import _certificate_chain, verify
+from test_safety import BLUE, RED, tiny_safety_checker
 
 from sfumato import Engine, read_png_metadata
 from sfumato.cli import main
@@ -17,8 +19,6 @@ from sfumato_server.events import EventHub
 from sfumato_server.policy import STRIPPED, load_policy
 from sfumato_server.store import JobStore
 from sfumato_server.worker import Worker
-from test_provenance import _certificate_chain, verify
-from test_safety import BLUE, RED, tiny_safety_checker
 
 CARD_GRAPH = {"version": 1, "name": "card", "params": {"prompt": {"type": "str", "default": "a red circle"}},
               "nodes": {
@@ -124,7 +124,7 @@ def test_strip_prompts_keeps_prompts_out_of_images_and_the_job_record(tmp_path):
     with pytest.raises(ValueError, match="holds no sfumato metadata"):
         read_png_metadata(image)
     assert "my secret prompt" not in image.read_bytes().decode("latin-1")
-    code, [found] = verify(str(image))
+    _, [found] = verify(str(image))
     assert found["digital_source_type"].endswith("trainedAlgorithmicMedia")
 
 

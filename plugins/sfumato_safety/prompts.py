@@ -94,9 +94,9 @@ def concept_matches(context: RunContext, text: str, concepts: dict[str, list[str
     """The concepts a clause of ``text`` resembles at ``threshold`` or more, best match per concept."""
     names = [name for name, examples in concepts.items() for _ in examples]
     examples = [example for examples in concepts.values() for example in examples]
-    if not examples:
-        return []
     parts = clauses(text)
+    if not examples or not parts:
+        return []  # nothing to compare (an empty prompt resembles nothing)
     vectors = context.call_node("encode.sentence", texts=examples + parts, model=model).vectors
     similarity = vectors[len(examples):] @ vectors[:len(examples)].T  # unit vectors: cosine
     best: dict[str, dict[str, Any]] = {}
@@ -114,7 +114,7 @@ def screen_prompt(
     text: str,
     context: RunContext,
     action: Literal["refuse", "flag"] = "refuse",
-    concepts: Annotated[dict[str, list[str]], Port("JSON")] = DEFAULT_CONCEPTS,  # noqa: B006 - never mutated
+    concepts: Annotated[dict[str, list[str]], Port("JSON")] = DEFAULT_CONCEPTS,
     terms: list[str] = [],  # noqa: B006 - never mutated; JSON literal default
     threshold: Annotated[float, Field(ge=0.0, le=1.0)] = DEFAULT_THRESHOLD,
     model: str = DEFAULT_ENCODER,
