@@ -257,3 +257,14 @@ def test_draw_shows_a_subgraph_collapsed_and_expanded_with_expand(graphs, capsys
     assert main(["draw", str(path), "--expand"]) == 0
     expanded = capsys.readouterr().out
     assert "sub/tens" in expanded and "sub/hundreds" in expanded and "graph:plus.json" not in expanded
+
+
+def test_subgraphs_multiplying_past_the_node_limit_are_refused(registry, graphs, monkeypatch):
+    monkeypatch.setattr("sfumato.graph.subgraph.MAX_EXPANDED_NODES", 100)
+    write(graphs / "level0.json", {"nodes": {"n": {"type": "test.number"}}, "outputs": {"v": "n.value"}})
+    for level in range(1, 8):  # each level holds the one below twice: 2**7 = 128 nodes in all
+        write(graphs / f"level{level}.json", {
+            "nodes": {"a": {"type": f"graph:level{level - 1}.json"}, "b": {"type": f"graph:level{level - 1}.json"}},
+            "outputs": {"v": "a.v"}})
+    issues = sfumato.validate_graph(sfumato.Graph.load(graphs / "level7.json"), registry)
+    assert issues and all("larger than 100 nodes" in issue.message for issue in issues)

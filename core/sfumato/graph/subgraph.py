@@ -39,6 +39,9 @@ SEPARATOR = "/"
 GRAPH_PREFIX = "graph:"
 #: Subgraphs nest at most this deep (a guard against runaway inclusion).
 MAX_DEPTH = 16
+#: The most nodes a graph may expand to: subgraphs that include others several times multiply
+#: (ten copies, nested five deep, is 100,000 nodes), and a graph file must not make planning run away.
+MAX_EXPANDED_NODES = 50_000
 #: A bounded loop over a body graph, unrolled when planned (see :meth:`_Expander.add_loop`).
 LOOP_TYPE = "flow.loop"
 #: The most iterations a ``flow.loop`` may declare.
@@ -287,8 +290,13 @@ class _Expander:
             self.issue(f"nodes.{flat_id}.type", f"subgraphs nest more than {MAX_DEPTH} deep", flat_id)
             self.failed.add(flat_id)
             return
-        self.expansion.subgraphs[flat_id] = entry.type
         document = inner.document
+        if len(self.nodes) + len(document.nodes) > MAX_EXPANDED_NODES:
+            self.issue(f"nodes.{flat_id}.type", f"expanding subgraph {entry.type!r} here makes the graph larger "
+                                                f"than {MAX_EXPANDED_NODES:,} nodes", flat_id)
+            self.failed.add(flat_id)
+            return
+        self.expansion.subgraphs[flat_id] = entry.type
         inner_bound: dict[str, _Bound] = {}
         for name, ref in refs.items():
             path = f"nodes.{flat_id}.inputs.{name}"
