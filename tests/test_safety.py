@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -14,8 +15,15 @@ from sfumato.cli import main
 from sfumato_safety import prompts
 
 
+@functools.cache
+def shared_models() -> sfumato.ModelManager:
+    """One model manager for the module's direct calls: the sentence encoder loads once, not per test."""
+    return sfumato.ModelManager(sources=sfumato.default_registry().models)
+
+
 def screen(text: str, **inputs):
-    return st.call_node(prompts.screen_prompt, text=text, **inputs)
+    context = st.make_context(prompts.screen_prompt, models=shared_models())
+    return st.call_node(prompts.screen_prompt, context=context, text=text, **inputs)
 
 
 # -- safety.screen_prompt ---------------------------------------------------------
