@@ -88,3 +88,10 @@ def test_invalid_graph_is_refused_when_loaded(engine):
     document = {**ARITHMETIC, "nodes": {**ARITHMETIC["nodes"], "sum": {"type": "test.ad"}}}
     with pytest.raises(sfumato.GraphValidationError, match="test.ad"):
         sfumato.load_function(sfumato.Graph.from_dict(document), engine=engine)
+
+
+def test_graph_with_subgraphs_and_flow_nodes_returns_the_branch_type():
+    function = sfumato.load_function("generate-until-faithful")
+    assert inspect.signature(function).return_annotation is float
+    assert list(inspect.signature(sfumato.load_function("make-images")).return_annotation.__annotations__) == [
+        "images", "scores", "fidelity"]

@@ -16,10 +16,8 @@ repeated calls reuse its cache and loaded models.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import keyword
-import operator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -120,7 +118,7 @@ def _output_ports(graph: Graph, registry: Registry) -> dict[str, Any]:
 def _python_type(port: str, registry: Registry) -> Any:
     python_type = registry.ports.get(port).python_type if port in registry.ports.types else object
     if isinstance(python_type, tuple):
-        return functools.reduce(operator.or_, python_type)  # (int, float) -> int | float
+        return python_type[0]  # the type the port is named for: Float accepts (float, int) and means float
     return Any if python_type is object else python_type
 
 
