@@ -527,3 +527,18 @@ def test_linked_input_socket_drags_its_link_elsewhere_or_away(page):
     assert page.locator(".ed-link").count() == 0
     page.click("#ed-undo")
     assert page.locator(".ed-link").count() == 1
+
+
+def test_second_run_marks_reused_nodes_cached(page, tmp_path):
+    graph = {"version": 1, "name": "render-twice", "nodes": {
+        "render": {"type": "zoo.render", "inputs": {"shape": "square", "seed": 3}},
+        "save": {"type": "image.save", "inputs": {"images": {"from": "render.images"}}}}}
+    path = tmp_path / "render-twice.json"
+    path.write_text(json.dumps(graph))
+    page.set_input_files("#ed-open-file", str(path))
+    wait_valid(page)
+    for state in ("done", "cached"):
+        page.click("#ed-run")
+        page.wait_for_selector(f".ed-node[data-id='render'].{state}", timeout=60_000)
+        page.wait_for_function("!document.querySelector('#ed-run').disabled")
+    assert "cached" in page.inner_text(".ed-node[data-id='render'] .ed-state")
