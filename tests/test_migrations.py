@@ -167,3 +167,53 @@ def test_two_migrations_of_the_same_step_are_reported_on_both_plugins():
     other.sfumato_migrations = sfumato_migrations  # type: ignore[attr-defined]
     registry = sfumato.Registry.load(plugins=[test_plugin, versions_plugin, other])
     assert "two migrations of test.blend from version 1" in registry.plugins["sfumato_other_versions"].error
+
+
+@sfumato.node("test.affine", version=2, category="test", output="value")
+def affine(a: float, scale: float = 1.0) -> float:
+    """Version 2 only scales; version 1 also added ``offset``, now a test.add node of its own."""
+    return a * scale
+
+
+split_plugin = types.ModuleType("sfumato_test_split")
+
+
+@sfumato.hookimpl
+def _split_node_types() -> list[Any]:
+    return [affine]
+
+
+def _split_affine(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    own = {name: value for name, value in inputs.items() if name != "offset"}
+    return {"": own, "offset": {"type": "test.add", "inputs": {"a": {"from": "@.value"}, "b": inputs.get("offset", 0.0)}}}
+
+
+@sfumato.hookimpl
+def _split_migrations() -> list[Any]:
+    return [sfumato.Migration("test.affine", 1, split=_split_affine, moved_outputs={"value": "offset.value"})]
+
+
+split_plugin.sfumato_node_types = _split_node_types  # type: ignore[attr-defined]
+split_plugin.sfumato_migrations = _split_migrations  # type: ignore[attr-defined]
+
+#: Written for test.affine version 1: 3 * 2 + 1, then + 0.5.
+AFFINE_V1 = {
+    "version": 1,
+    "nodes": {"f": {"type": "test.affine", "version": 1, "inputs": {"a": 3.0, "scale": 2.0, "offset": 1.0}},
+              "after": {"type": "test.add", "inputs": {"a": {"from": "f.value"}, "b": 0.5}}},
+    "outputs": {"value": "after.value", "direct": "f.value"},
+}
+
+
+def test_node_split_in_two_by_a_migration_gives_the_same_outputs(tmp_path):
+    registry = sfumato.Registry.load(plugins=[test_plugin, split_plugin])
+    engine = sfumato.Engine(registry, device="cpu", output_dir=tmp_path / "out")
+    result = engine.run(sfumato.Graph.from_dict(AFFINE_V1))
+    assert result.outputs == {"value": 7.5, "direct": 7.0}
+    [note] = sfumato.validate_graph(sfumato.Graph.from_dict(AFFINE_V1), registry, warnings=True)
+    assert "split: new node 'f_offset' (test.add); output 'value' now comes from f_offset.value" in note.message
+    upgraded = sfumato.upgrade_graph(sfumato.Graph.from_dict(AFFINE_V1), registry).graph.to_dict()
+    assert upgraded["nodes"]["f_offset"]["inputs"] == {"a": {"from": "f.value"}, "b": 1.0}
+    assert "offset" not in upgraded["nodes"]["f"]["inputs"]
+    assert upgraded["nodes"]["after"]["inputs"]["a"] == {"from": "f_offset.value"}
+    assert upgraded["outputs"] == {"value": "after.value", "direct": "f_offset.value"}

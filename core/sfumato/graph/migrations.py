@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GraphIssue, GraphValidationError
-from .document import Graph, Value, parse_input
+from .document import Graph, Link, NodeEntry, Value, parse_input
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,15 @@ class Migration:
     Applied in this order: ``renamed`` (old input name -> new), ``removed``
     inputs dropped, ``old_defaults`` written explicitly where the entry left
     the input unset (the default changed, and the graph meant the old one),
-    then ``update(inputs) -> inputs`` on the inputs as JSON, for anything else.
+    ``update(inputs) -> inputs`` on the inputs as JSON, for anything else, then
+    ``split`` for a node split in two (or more).
+
+    ``split(inputs)`` returns the node's own new inputs under the key ``""``
+    and each new node's entry (``{"type": ..., "inputs": {...}}``) under a
+    suffix: the new node's id is ``NODE_SUFFIX``. Links among them are written
+    ``{"from": "@SUFFIX.output"}`` (``"@.output"`` is the node itself).
+    ``moved_outputs`` says where an output of the old node is now made
+    (``{"value": "offset.value"}``): links from the rest of the graph follow.
 
     Args:
         node_type: the node type id, e.g. ``image.blur``.
@@ -40,6 +48,8 @@ class Migration:
         removed: inputs that no longer exist.
         old_defaults: the old default of each input whose default changed (names after renaming).
         update: a function of the entry's inputs (JSON, after the steps above).
+        split: splits the node in several (see above).
+        moved_outputs: for a split, old output -> ``"SUFFIX.output"`` of the node now making it.
         note: what the step does, added to the change report.
     """
 
@@ -49,6 +59,8 @@ class Migration:
     removed: tuple[str, ...] = ()
     old_defaults: Mapping[str, Any] = field(default_factory=dict)
     update: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    split: Callable[[dict[str, Any]], dict[str, dict[str, Any]]] | None = None
+    moved_outputs: Mapping[str, str] = field(default_factory=dict)
     note: str = ""
     plugin: str = ""
 
@@ -94,6 +106,8 @@ def migrate_graph(graph: Graph, versions: Mapping[str, int], migrations: Mapping
     changes: list[GraphIssue] = []
     nodes = dict(graph.document.nodes)
     inputs = dict(graph.inputs)
+    #: (node, output) -> (node, output) now making it, for nodes split in two.
+    moved: dict[tuple[str, str], tuple[str, str]] = {}
     for node_id, entry in graph.document.nodes.items():
         installed = versions.get(entry.type)
         if installed is None:
@@ -111,6 +125,8 @@ def migrate_graph(graph: Graph, versions: Mapping[str, int], migrations: Mapping
                 step = migrations.get((entry.type, version))
                 if step is not None:
                     refs = _apply(step, refs, said)
+                if step is not None and step.split is not None:
+                    refs = _split(step, node_id, refs, graph, nodes, inputs, moved, said, issues)
             inputs[node_id] = refs
             detail = "; ".join(said) if said else "no input changes"
             changes.append(GraphIssue(f"nodes.{node_id}.version",
@@ -122,7 +138,18 @@ def migrate_graph(graph: Graph, versions: Mapping[str, int], migrations: Mapping
         raise GraphValidationError(issues, graph.source)
     if not changes and nodes == graph.document.nodes:
         return MigrationResult(graph, [])
-    document = graph.document.model_copy(update={"nodes": nodes})
+    outputs = graph.document.outputs
+    if moved:
+        # Consumers of a split node's outputs read them where they are made now.
+        split_off = set(nodes) - set(graph.document.nodes)  # their links to the split node are meant as written
+        for node_id, refs in inputs.items():
+            if node_id not in split_off and any(isinstance(ref, Link) and (ref.node, ref.output) in moved for ref in refs.values()):
+                inputs[node_id] = {name: Link(*moved[(ref.node, ref.output)])
+                                   if isinstance(ref, Link) and (ref.node, ref.output) in moved else ref
+                                   for name, ref in refs.items()}
+        outputs = {name: ".".join(moved.get(tuple(target.rsplit(".", 1)), tuple(target.rsplit(".", 1))))
+                   for name, target in outputs.items()}
+    document = graph.document.model_copy(update={"nodes": nodes, "outputs": outputs})
     migrated = dataclasses.replace(graph, document=document, inputs=inputs)
     return MigrationResult(migrated, changes)
 
@@ -149,6 +176,44 @@ def _apply(step: Migration, refs: dict[str, Any], said: list[str]) -> dict[str, 
     if step.note:
         said.append(step.note)
     return refs
+
+
+def _split(step: Migration, node_id: str, refs: dict[str, Any], graph: Graph, nodes: dict[str, NodeEntry],
+           inputs: dict[str, dict[str, Any]], moved: dict[tuple[str, str], tuple[str, str]], said: list[str],
+           issues: list[GraphIssue]) -> dict[str, Any]:
+    """Apply ``step.split`` to one node: add the new nodes, note the moved outputs; the node's own new inputs."""
+    assert step.split is not None
+    parts = step.split({name: ref.as_json() for name, ref in refs.items()})
+
+    def id_of(suffix: str) -> str:
+        return f"{node_id}_{suffix}" if suffix else node_id
+
+    def parsed(raw: dict[str, Any]) -> dict[str, Any]:
+        result = {}
+        for name, value in raw.items():
+            ref = parse_input(value)
+            if isinstance(ref, Link) and ref.node.startswith("@"):
+                ref = Link(id_of(ref.node[1:]), ref.output)
+            result[name] = Value(value) if isinstance(ref, str) else ref
+        return result
+
+    own = parsed(parts.get("", {}))
+    for suffix, part in parts.items():
+        if not suffix:
+            continue
+        new_id = id_of(suffix)
+        if new_id in nodes:
+            issues.append(GraphIssue(f"nodes.{node_id}", f"migrating {node_id!r} splits off a node {new_id!r}, "
+                                                         "but the graph has a node of that id; rename it", node_id))
+            continue
+        nodes[new_id] = NodeEntry(type=part["type"])
+        inputs[new_id] = parsed(part.get("inputs", {}))
+        said.append(f"split: new node {new_id!r} ({part['type']})")
+    for output, target in step.moved_outputs.items():
+        suffix, _, new_output = target.rpartition(".")
+        moved[(node_id, output)] = (id_of(suffix), new_output)
+        said.append(f"output {output!r} now comes from {id_of(suffix)}.{new_output}")
+    return own
 
 
 def with_recorded_versions(graph: Graph, recorded: Mapping[str, Any]) -> Graph:
