@@ -327,3 +327,11 @@ def test_flow_map_checks_its_graph_at_validation(map_engine):
 def test_flow_map_item_that_fails_names_it(map_engine):
     with pytest.raises(sfumato.NodeExecutionError, match=r'graph .test.double. failed for parameter set 1 \{"factor": -1.0\}.*negative factor'):
         map_engine.run(map_graph(output="value", item="factor"), {"xs": [2.0, -1.0]})
+
+
+@pytest.mark.slow
+def test_fidelity_by_prompt_maps_make_images_over_the_prompts(tmp_path):
+    engine = sfumato.Engine(device="cpu", output_dir=tmp_path)
+    prompts = ["a red circle on a black background", "a yellow triangle on a white background"]
+    result = engine.run(shipped("fidelity-by-prompt"), {"prompts": prompts})
+    assert result.outputs == {"fidelity": [1.0, 1.0]}
