@@ -157,3 +157,34 @@ def test_bad_policy_file_is_refused_with_exit_2(tmp_path, capsys, content, messa
 def test_keep_days_must_be_positive(tmp_path, capsys):
     assert main(["serve", "--keep-days", "0", "--data", str(tmp_path / "data")]) == 2
     assert "--keep-days must be positive" in capsys.readouterr().err
+
+
+def test_job_that_saves_inside_a_subgraph_is_refused_before_it_runs(tmp_path):
+    worker = make_worker(tmp_path, {"watermark": True})
+    graph = {"version": 1, "name": "nested", "nodes": {
+        "card": {"type": "graph:prompt-card.json", "inputs": {"prompt": "a red circle"}}}}
+    job = run_job(worker, graph)
+    assert job.status == "failed"
+    assert "card/" in job.error and "saves inside a subgraph" in job.error
+    assert not any((worker.outputs / str(job.id)).rglob("*.png"))
+
+
+def test_images_saved_by_a_graph_run_inside_a_node_are_deleted_and_fail_the_job(tmp_path):
+    worker = make_worker(tmp_path, {"watermark": True})
+    graph = {"version": 1, "name": "mapped", "nodes": {
+        "split": {"type": "text.split", "inputs": {"text": "a red circle\na blue square"}},
+        "map": {"type": "flow.map", "inputs": {"items": {"from": "split.texts"}, "graph": "prompt-card",
+                                               "item": "prompt"}}},
+        "outputs": {"cards": "map.results"}}
+    job = run_job(worker, graph)
+    assert job.status == "failed"
+    assert "2 image(s) were saved by a graph run inside a node" in job.error
+    assert not any((worker.outputs / str(job.id)).rglob("*.png"))
+
+
+def test_without_an_image_policy_nested_saves_are_left_alone(tmp_path):
+    worker = make_worker(tmp_path, {"screen_prompts": {}})
+    graph = {"version": 1, "name": "nested", "nodes": {
+        "card": {"type": "graph:prompt-card.json", "inputs": {"prompt": "a red circle"}}}}
+    job = run_job(worker, graph)
+    assert job.status == "done", job.error

@@ -11,6 +11,12 @@ applies it to the job's graph itself, not through anything the job sends:
   ``safety.screen_images`` (flag, blur or block).
 - ``watermark``: every ``image.save`` is fed through ``provenance.watermark``
   (after image screening).
+
+  With either of these two, the policy must reach every image a job writes:
+  a job whose graph saves images inside a subgraph is refused before it runs,
+  and after a run every image file in the job's folder that the job's own
+  run did not record (one written by a graph run inside a node, such as
+  ``flow.map``) is deleted and the job fails.
 - ``sign``: every PNG a job wrote is signed with C2PA content credentials
   (``provenance.sign``) after the run, by a separate engine that may read the
   key: jobs themselves can never read the signing key.
@@ -43,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sfumato import Engine, GraphBuilder, PathPolicy, SfumatoError
 
 STRIPPED = "<stripped>"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 #: The most distinct texts of one job that are screened (a job with more is refused).
 MAX_SCREENED_TEXTS = 2000
 #: Literal inputs that hold no prompt: names of files, models and choices are not screened.
@@ -128,6 +135,39 @@ class ServerPolicy(_Strict):
                 source = {"from": f"{mark}.images"}
             inputs["images"] = source
         return graph
+
+    @property
+    def guards_images(self) -> bool:
+        """Whether every image a job writes must pass the policy's nodes (screening or watermark)."""
+        return self.screen_images is not None or self.watermark
+
+    def check_reach(self, planned: dict[str, Any], document: dict[str, Any]) -> None:
+        """Refuse a job whose plan saves images where the policy's nodes are not (inside a subgraph)."""
+        if not self.guards_images:
+            return
+        top_level = {node_id for node_id, entry in (document.get("nodes") or {}).items()
+                     if isinstance(entry, dict) and entry.get("type") == "image.save"}
+        hidden = sorted(node_id for node_id, node in planned.items()
+                        if node.spec.id == "image.save" and node_id not in top_level)
+        if hidden:
+            raise PolicyError(f"this server screens and watermarks images at each image.save of a job's graph; "
+                              f"{', '.join(hidden)} saves inside a subgraph, where it cannot: save the images at "
+                              f"the top level of the graph")
+
+    def remove_unreached(self, folder: Path, recorded: list[str]) -> list[Path]:
+        """Delete image files in ``folder`` that the run did not record; the deleted files.
+
+        A graph run inside a node (``flow.map``) saves into the job's folder
+        without the policy's nodes and without appearing in the run's files.
+        """
+        if not self.guards_images:
+            return []
+        known = {Path(path).resolve() for path in recorded}
+        unreached = [path for path in sorted(folder.rglob("*"))
+                     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and path.resolve() not in known]
+        for path in unreached:
+            path.unlink(missing_ok=True)
+        return unreached
 
     # -- before and after a job ---------------------------------------------------------
 

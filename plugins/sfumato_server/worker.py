@@ -23,7 +23,7 @@ from sfumato import Engine, Graph, RunCancelledError, RunEvent, SfumatoError
 
 from .events import EventHub
 from .jobspec import RequestError, parse_sweep
-from .policy import ServerPolicy, job_texts, strip_graph, strip_texts
+from .policy import PolicyError, ServerPolicy, job_texts, strip_graph, strip_texts
 from .store import Job, JobStore
 
 #: Longest pause before the loop starts again after an unexpected error.
@@ -171,6 +171,9 @@ class Worker:
             flagged = self.policy.screen_texts(self.engine, job_texts(job.graph, job.params, job.sweep))
             graph = Graph.from_dict(self.policy.apply_to_graph(job.graph), source=f"job {job.id}")
             sweep = parse_sweep(job.sweep, max_runs=self.max_sweep_runs)
+            if self.policy.guards_images:
+                first = next(iter(sweep.param_sets(job.params))) if sweep is not None else job.params
+                self.policy.check_reach(self.engine.plan(graph, first, output_dir=folder).nodes, job.graph)
             if sweep is not None:
                 param_sets = list(sweep.param_sets(job.params))
                 outcomes = self.engine.run_many(graph, param_sets, output_dir=folder, cancel_event=cancel, **options)
@@ -182,6 +185,11 @@ class Worker:
             else:
                 result = self.engine.run(graph, job.params, output_dir=folder, cancel_event=cancel, **options)
                 files, report, status, error = list(result.report.files), result.report.as_dict(), "done", None
+            unreached = self.policy.remove_unreached(folder, files)
+            if unreached:
+                raise PolicyError(f"{len(unreached)} image(s) were saved by a graph run inside a node (such as "
+                                  f"flow.map), out of reach of this server's screening and watermark; they were "
+                                  f"deleted: {', '.join(p.name for p in unreached[:5])}")
             if self.policy.sign is not None:
                 self.policy.sign_files(self._signing_engine(), files)
             if flagged:
