@@ -193,3 +193,12 @@ def test_damaged_queue_database_stops_the_start_with_a_clear_error(tmp_path, dam
     assert completed.returncode == 2
     assert "queue database" in completed.stderr and str(database) in completed.stderr
     assert "Traceback" not in completed.stderr + completed.stdout and "serving" not in completed.stdout
+
+
+def test_serve_called_in_process_leaves_the_process_limits_as_they_were(tmp_path):
+    from sfumato import current_limits
+    from sfumato.cli import main
+
+    before = current_limits()
+    assert main(["serve", "--keep-days", "0", "--data", str(tmp_path / "data")]) == 2
+    assert current_limits() == before

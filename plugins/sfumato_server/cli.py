@@ -56,12 +56,7 @@ def is_loopback(host: str) -> bool:
 def serve_command(args: argparse.Namespace) -> int:
     import dataclasses
 
-    import uvicorn
-
     from sfumato import Limits, set_limits
-
-    from .app import ServerConfig, create_app
-    from .store import QueueDatabaseError
 
     if not is_loopback(args.host) and not args.token:
         print(f"error: binding to {args.host} exposes the server beyond this machine; give --token TOKEN")
@@ -76,9 +71,24 @@ def serve_command(args: argparse.Namespace) -> int:
     # Strangers' requests reach a server: tighter resource limits than the command line's, for this process.
     limits = Limits.for_server()
     pixels = args.max_image_pixels or limits.max_image_pixels
-    set_limits(dataclasses.replace(limits, max_image_pixels=pixels, max_batch_pixels=4 * pixels,
-                                   max_text_length=args.max_text_length or limits.max_text_length,
-                                   max_sweep_runs=args.max_sweep_runs))
+    limits = dataclasses.replace(limits, max_image_pixels=pixels, max_batch_pixels=4 * pixels,
+                                 max_text_length=args.max_text_length or limits.max_text_length,
+                                 max_sweep_runs=args.max_sweep_runs)
+    # Set for as long as this command serves, and put back after: `serve` called in-process (tests,
+    # scripts) must not leave the next command with the server's limits.
+    previous = set_limits(limits)
+    try:
+        return _serve(args, body)
+    finally:
+        set_limits(previous)
+
+
+def _serve(args: argparse.Namespace, body: int) -> int:
+    import uvicorn
+
+    from .app import ServerConfig, create_app
+    from .store import QueueDatabaseError
+
     for folder in args.allow_read:
         if not Path(folder).is_dir():
             print(f"error: --allow-read {folder}: not a folder", file=sys.stderr)
