@@ -160,3 +160,191 @@ def evaluation_prompts(count: int = 96) -> list[tuple[str, ShapeSpec]]:
 def images_to_array(images: list[Image.Image]) -> np.ndarray:
     """Stack PIL images into an ``(N, H, W, 3)`` uint8 array."""
     return np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images])
+
+
+# --- Scenes: several objects, with counts, positions and attribute binding -------------------------------------
+
+#: GenEval-style categories of a compositional prompt.
+CATEGORIES: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+
+#: Number words used in captions (1-4 objects).
+NUMBER_WORDS: dict[int, str] = {1: "one", 2: "two", 3: "three", 4: "four"}
+
+#: Spatial relations: ``first <relation> second`` holds when the centres satisfy it.
+RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
+
+#: Scene caption templates seen in training, per category. ``{a}``/``{b}`` are noun phrases.
+SCENE_TRAIN_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "single_object": ("a {a} on a {background} background", "a picture of a {a} against {background}"),
+    "colors": ("a {a} on a {background} background", "{background} background with a {a}"),
+    "two_object": ("a {a} and a {b} on a {background} background", "a picture of a {a} and a {b} against {background}"),
+    "color_attr": ("a {a} and a {b} on a {background} background", "{background} background with a {a} and a {b}"),
+    "counting": ("{count} {a} on a {background} background", "a picture of {count} {a} against {background}"),
+    "position": ("a {a} {relation} a {b} on a {background} background",
+                 "a picture of a {a} {relation} a {b} against {background}"),
+}
+
+#: Scene caption templates held out of training and used only for evaluation.
+SCENE_HELDOUT_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "single_object": ("there is a {a} and the background is {background}",),
+    "colors": ("a {a} drawn on {background}",),
+    "two_object": ("a {a} next to a {b}, drawn on {background}",),
+    "color_attr": ("there is a {a} and a {b} and the background is {background}",),
+    "counting": ("exactly {count} {a} drawn on {background}",),
+    "position": ("there is a {a} {relation} a {b} and the background is {background}",),
+}
+
+#: How each relation is worded in captions ("left of" reads "to the left of").
+RELATION_WORDS: dict[str, str] = {"left of": "to the left of", "right of": "to the right of",
+                                  "above": "above", "below": "below"}
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One object of a scene: its shape, colour, centre and half extent, in pixels."""
+
+    shape: str
+    colour: str
+    cx: float
+    cy: float
+    half: float
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A compositional picture and what its caption asks for.
+
+    ``objects`` are what is drawn. ``category`` says which GenEval-style check
+    the caption exercises; ``relation`` (with ``objects[0]`` and ``objects[1]``)
+    is set for ``position`` scenes. ``named_colours`` is false when the caption
+    names shapes only (``single_object``, ``two_object``, ``counting``).
+    """
+
+    objects: tuple[SceneObject, ...]
+    background: str
+    category: str
+    size: int = 64
+    relation: str | None = None
+
+    @property
+    def named_colours(self) -> bool:
+        return self.category in ("colors", "color_attr", "position")
+
+    def phrase(self, obj: SceneObject, plural: bool = False) -> str:
+        noun = obj.shape + ("s" if plural else "")
+        return f"{obj.colour} {noun}" if self.named_colours or self.category == "counting" else noun
+
+    def caption(self, template: str) -> str:
+        """Fill a scene caption template."""
+        first = self.objects[0]
+        second = self.objects[1] if len(self.objects) > 1 else first
+        return template.format(
+            a=self.phrase(first, plural=self.category == "counting"), b=self.phrase(second),
+            count=NUMBER_WORDS[len(self.objects)], background=self.background,
+            relation=RELATION_WORDS.get(self.relation or "", ""),
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {"background": self.background, "category": self.category, "relation": self.relation,
+                "objects": [{"shape": o.shape, "colour": o.colour, "cx": o.cx, "cy": o.cy, "half": o.half}
+                            for o in self.objects]}
+
+
+def relation_holds(first: tuple[float, float], second: tuple[float, float], relation: str,
+                   margin: float = 0.0) -> bool:
+    """Whether centre ``first`` is ``relation`` centre ``second`` (image y grows downwards)."""
+    (x1, y1), (x2, y2) = first, second
+    return {"left of": x1 + margin < x2, "right of": x1 > x2 + margin,
+            "above": y1 + margin < y2, "below": y1 > y2 + margin}[relation]
+
+
+def _visible_colours(background: str) -> list[str]:
+    return [name for name, rgb in COLOURS.items() if rgb != BACKGROUNDS[background]]
+
+
+def _place(rng: random.Random, count: int, size: int, relation: str | None) -> list[tuple[float, float, float]]:
+    """Non-overlapping (cx, cy, half) for ``count`` objects; the first two satisfy ``relation``."""
+    margin = 2.0
+    for _ in range(1000):
+        placed: list[tuple[float, float, float]] = []
+        for _ in range(count):
+            half = rng.uniform(0.10, 0.16) * size
+            lo, hi = half + margin, size - half - margin
+            placed.append((rng.uniform(lo, hi), rng.uniform(lo, hi), half))
+        apart = all(
+            max(abs(a[0] - b[0]), abs(a[1] - b[1])) > a[2] + b[2] + 2 * margin
+            for i, a in enumerate(placed) for b in placed[i + 1:]
+        )
+        if apart and (relation is None or relation_holds(placed[0][:2], placed[1][:2], relation, margin=size * 0.15)):
+            return placed
+    raise RuntimeError("could not place the objects")  # pragma: no cover - the ranges leave ample room
+
+
+def random_scene(rng: random.Random, category: str, size: int = 64) -> Scene:
+    """A random scene exercising ``category``."""
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown category {category!r}; choose one of {CATEGORIES}")
+    background = rng.choice(list(BACKGROUNDS))
+    colours = _visible_colours(background)
+    relation = rng.choice(RELATIONS) if category == "position" else None
+    if category in ("single_object", "colors"):
+        kinds = [(rng.choice(SHAPES), rng.choice(colours))]
+    elif category == "counting":
+        kinds = [(rng.choice(SHAPES), rng.choice(colours))] * rng.randint(2, 4)
+    else:
+        shapes = rng.sample(SHAPES, 2)
+        kinds = [(shapes[0], rng.choice(colours)), (shapes[1], rng.choice(colours))]
+    places = _place(rng, len(kinds), size, relation)
+    objects = tuple(SceneObject(shape, colour, cx, cy, half) for (shape, colour), (cx, cy, half) in zip(kinds, places))
+    return Scene(objects, background, category, size, relation)
+
+
+def draw_object(draw: ImageDraw.ImageDraw, obj: SceneObject, scale: float, fill: tuple[int, int, int]) -> None:
+    """Draw one object on a canvas ``scale`` times the scene's size."""
+    cx, cy, half = obj.cx * scale, obj.cy * scale, obj.half * scale
+    if obj.shape == "circle":
+        draw.ellipse([cx - half, cy - half, cx + half, cy + half], fill=fill)
+    elif obj.shape == "square":
+        draw.rectangle([cx - half, cy - half, cx + half, cy + half], fill=fill)
+    elif obj.shape == "triangle":
+        # An isosceles triangle as wide as it is tall keeps inside its box (and fills half of it).
+        draw.polygon([(cx, cy - half), (cx - half, cy + half), (cx + half, cy + half)], fill=fill)
+    else:
+        raise ValueError(f"unknown shape {obj.shape!r}; choose one of {SHAPES}")
+
+
+def render_scene(scene: Scene) -> Image.Image:
+    """Draw a scene (at 4x, downsampled, for smooth edges)."""
+    scale = 4
+    image = Image.new("RGB", (scene.size * scale,) * 2, BACKGROUNDS[scene.background])
+    draw = ImageDraw.Draw(image)
+    for obj in scene.objects:
+        draw_object(draw, obj, scale, COLOURS[obj.colour])
+    return image.resize((scene.size, scene.size), Image.Resampling.LANCZOS)
+
+
+@dataclass(frozen=True)
+class SceneSample:
+    """One captioned scene image."""
+
+    image: Image.Image
+    caption: str
+    scene: Scene
+
+
+def iter_scenes(seed: int, count: int, *, size: int = 64, heldout: bool = False) -> Iterator[SceneSample]:
+    """Yield ``count`` captioned scenes, the same for the same seed, categories in turn.
+
+    ``heldout=True`` draws captions from the held-out templates only.
+    """
+    rng = random.Random(seed)
+    templates = SCENE_HELDOUT_TEMPLATES if heldout else SCENE_TRAIN_TEMPLATES
+    for index in range(count):
+        category = CATEGORIES[index % len(CATEGORIES)]
+        scene = random_scene(rng, category, size)
+        yield SceneSample(render_scene(scene), scene.caption(rng.choice(templates[category])), scene)
+
+
+def compositional_prompts(count: int = 60, seed: int = 1234) -> list[tuple[str, Scene]]:
+    """A fixed list of held-out compositional prompts, the categories evenly."""
+    return [(sample.caption, sample.scene) for sample in iter_scenes(seed, count, heldout=True)]
