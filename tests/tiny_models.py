@@ -108,3 +108,51 @@ def save_tiny_zoo_generator(folder: Path, kind: str, vocabulary: dict[str, list[
     info = {"family": kind, "encoder": "all-MiniLM-L6-v2", **({"vocabulary": vocabulary} if vocabulary else {})}
     (folder / "sfumato.json").write_text(json.dumps(info))
     return folder
+
+
+def save_tiny_clip_with_projection(folder: Path, width: int = 32, projection_dim: int = 32) -> Path:
+    """A CLIP text encoder with its projection (SDXL's second encoder, SD3's CLIP-L/G)."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(hidden_size=width, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                            vocab_size=len(WORDS) + 4, max_position_embeddings=16, bos_token_id=2,
+                            eos_token_id=3, pad_token_id=0, projection_dim=projection_dim)
+    CLIPTextModelWithProjection(config).save_pretrained(folder)
+    save_word_tokenizer(folder)
+    return folder
+
+
+def save_tiny_sdxl_pipeline(folder: Path) -> Path:
+    """An SDXL-layout folder: a UNet with added text/time embeddings and two CLIP text encoders.
+
+    The UNet's cross-attention width is the two encoders' widths side by side
+    (32 + 32) and its added embedding takes six time ids (8 each) plus the
+    second encoder's 32-wide pooled projection, as in SDXL.
+    """
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32, use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 32,
+    ).save_pretrained(folder / "unet")
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
+                  up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[32, 32], layers_per_block=1,
+                  latent_channels=4, norm_num_groups=16, sample_size=16).save_pretrained(folder / "vae")
+    EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                           timestep_spacing="leading", steps_offset=1).save_pretrained(folder / "scheduler")
+    save_tiny_clip(folder / "text_encoder")
+    save_tiny_clip_with_projection(folder / "text_encoder_2")
+    save_word_tokenizer(folder / "tokenizer")
+    save_word_tokenizer(folder / "tokenizer_2")
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionXLPipeline", "force_zeros_for_empty_prompt": True,
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"], "tokenizer_2": ["transformers", "PreTrainedTokenizerFast"],
+    }))
+    return folder

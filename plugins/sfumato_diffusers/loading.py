@@ -16,6 +16,8 @@ from typing import Any
 
 from sfumato import ModelNotFoundError, RunContext
 
+from .families import SD, SDXL, local_hub_snapshot, unet_family
+
 
 @dataclass
 class DiffusionModel:
@@ -30,6 +32,7 @@ class DiffusionModel:
     tokenizer: Any = None
     device: str = "cpu"
     dtype: Any = None
+    family: str = SD
 
     @property
     def vae_scale_factor(self) -> int:
@@ -42,6 +45,20 @@ class DiffusionModel:
     @property
     def uses_pooled_class_embedding(self) -> bool:
         return self.unet.config.class_embed_type == "projection"
+
+    def unet_inputs(self, pooled: Any, height: int, width: int) -> dict[str, Any]:
+        """The UNet's inputs besides latents, timestep and states, for a batch with this ``pooled``.
+
+        Zoo models take the pooled embedding as a class embedding; SDXL UNets
+        take it with six time ids (original size, crop corner, target size:
+        no crop, the requested size) as added conditioning.
+        """
+        if self.family == SDXL:
+            import torch
+
+            time_ids = torch.tensor([[height, width, 0, 0, height, width]], device=pooled.device, dtype=pooled.dtype)
+            return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids.repeat(len(pooled), 1)}}
+        return {"class_labels": pooled if self.uses_pooled_class_embedding else None}
 
 
 def read_model_info(path: Path | str) -> dict[str, Any]:
@@ -68,6 +85,8 @@ def load_diffusion_model(context: RunContext, name: str, *, attention_slicing: b
 
     preparing = time.perf_counter()  # finding the model and the device (torch's import) is part of a load
     path = context.models.resolve(name)
+    if isinstance(path, str):  # a hub id: only a copy already in the hub cache, never a download
+        path = local_hub_snapshot(path)
     _check_layout(name, path)
     dtype = torch_dtype(context.dtype)
     key = f"diffusion:{name}" + ("+sliced" if attention_slicing else "") + ("+tiled" if vae_tiling else "") \
@@ -85,12 +104,12 @@ def load_diffusion_model(context: RunContext, name: str, *, attention_slicing: b
                                                     low_cpu_mem_usage=low_memory)
         vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, low_cpu_mem_usage=low_memory)
         scheduler_config = _scheduler_config(path)
-        if unet.config.addition_embed_type == "text_time":
-            raise ValueError(f"model {name!r} is an SDXL-style UNet (added text/time embeddings), "
-                             "which diffusion.generate does not drive yet; use an SD 1.x/2.x or zoo model")
+        family = unet_family(dict(unet.config))
         model = DiffusionModel(name, unet.eval().to(context.device), vae.eval().to(context.device),
-                               scheduler_config, read_model_info(path), device=context.device, dtype=dtype)
-        has_text_encoder = (path / "text_encoder").is_dir() if isinstance(path, Path) else True
+                               scheduler_config, read_model_info(path), device=context.device, dtype=dtype,
+                               family=family)
+        # SDXL's two encoders are encode.sdxl's to load: they are a conditioning of their own.
+        has_text_encoder = (path / "text_encoder").is_dir() and family == SD
         if has_text_encoder and not model.info:
             from transformers import AutoTokenizer, CLIPTextModel
 
@@ -108,9 +127,5 @@ def load_diffusion_model(context: RunContext, name: str, *, attention_slicing: b
     return context.models.get(key, context.device, context.dtype, load, preparing_since=preparing)
 
 
-def _scheduler_config(path: Path | str) -> dict[str, Any]:
-    if isinstance(path, Path):
-        return json.loads((path / "scheduler" / "scheduler_config.json").read_text())
-    from diffusers import DDPMScheduler
-
-    return dict(DDPMScheduler.load_config(path, subfolder="scheduler"))
+def _scheduler_config(path: Path) -> dict[str, Any]:
+    return json.loads((path / "scheduler" / "scheduler_config.json").read_text())

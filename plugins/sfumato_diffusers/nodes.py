@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping
 
 from sfumato import Conditioning, Field, ImageBatch, Latent, RunContext, ValidationContext, image_seeds, node, spec_of
 
+from .families import FAMILY_ENCODERS, SD, SDXL, expected_conditioning
 from .loading import DiffusionModel, load_diffusion_model, read_model_info
 from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, preview_image, sample_latents
 from .schedulers import SCHEDULER_NAMES, make_scheduler
@@ -24,10 +24,7 @@ def _expected_conditioning(inputs: dict[str, Any], context: ValidationContext) -
     folder = context.model_folder(inputs["model"])
     if folder is None:
         return {}
-    expected: dict[str, Any] = {}
-    unet_config = folder / "unet" / "config.json"
-    if unet_config.exists():
-        expected["width"] = json.loads(unet_config.read_text()).get("cross_attention_dim")
+    expected = expected_conditioning(folder)  # width, and the family (sdxl) where it is not SD 1.x/2.x
     info = read_model_info(folder)
     if info.get("encoder"):
         expected["encoder"] = info["encoder"]
@@ -38,6 +35,9 @@ def _prompt_conditioning(model: DiffusionModel, prompts: list[str]) -> Condition
     """Encode prompts with the pipeline's own CLIP text encoder (SD folders)."""
     import torch
 
+    if model.family == SDXL:
+        raise ValueError(f"model {model.name!r} is an SDXL model: encode its prompts with encode.sdxl "
+                         f"(model={model.name!r}) and link the conditioning, instead of 'prompt'/'negative_prompt'")
     if model.text_encoder is None:
         raise ValueError(f"model {model.name!r} has no text encoder of its own; link a Conditioning from "
                          f"encode.text (with model={model.info.get('encoder', '?')!r})")
@@ -53,6 +53,7 @@ def _unconditional(model: DiffusionModel, like: Conditioning) -> Conditioning:
     """The unconditional input: zeros for zoo models (trained with dropped captions), "" for SD."""
     import torch
 
+    # SDXL, as its pipeline does by default (force_zeros_for_empty_prompt), also uses zeros.
     if model.info.get("unconditional", "zeros") == "zeros" and model.text_encoder is None:
         pooled = torch.zeros_like(like.pooled) if like.pooled is not None else None
         return Conditioning(torch.zeros_like(like.states), like.encoder, like.width, like.sequence_length, pooled)
@@ -60,6 +61,10 @@ def _unconditional(model: DiffusionModel, like: Conditioning) -> Conditioning:
 
 
 def _check_conditioning(model: DiffusionModel, conditioning: Conditioning, role: str) -> None:
+    family = conditioning.family or SD
+    if family != model.family:
+        raise ValueError(f"{role} is {family} conditioning (encoder {conditioning.encoder!r}), but model "
+                         f"{model.name!r} is an {model.family} model, which takes {FAMILY_ENCODERS[model.family]}")
     width = model.unet.config.cross_attention_dim
     if conditioning.width != width:
         raise ValueError(f"{role} has width {conditioning.width} (encoder {conditioning.encoder!r}), but model "

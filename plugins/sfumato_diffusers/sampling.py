@@ -77,7 +77,7 @@ def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingReque
         states = torch.cat([request.negative_states.to(device=device, dtype=dtype), states])
         if pooled is not None:
             pooled = torch.cat([request.negative_pooled.to(device=device, dtype=dtype), pooled])
-    class_labels = pooled if model.uses_pooled_class_embedding else None
+    unet_inputs = model.unet_inputs(pooled, request.height, request.width)  # class labels or SDXL's added inputs
 
     # Stochastic schedulers draw noise while stepping: give them the per-image generators.
     step_options = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
@@ -85,7 +85,7 @@ def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingReque
         for index, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if use_guidance else latents
             model_input = scheduler.scale_model_input(model_input, t)
-            prediction = unet(model_input, t, encoder_hidden_states=states, class_labels=class_labels).sample
+            prediction = unet(model_input, t, encoder_hidden_states=states, **unet_inputs).sample
             if use_guidance:
                 unconditional, conditional = prediction.chunk(2)
                 prediction = unconditional + request.guidance * (conditional - unconditional)

@@ -139,3 +139,58 @@ def load_text_encoder(name: str, path: Any, family: str, device: str, dtype: Any
         model = AutoModel.from_pretrained(str(path), dtype=dtype)
     model.eval().to(device)
     return TextEncoder(name, family, tokenizer, model, device)
+
+
+@dataclass
+class SDXLEncoders:
+    """SDXL's two CLIP text encoders (``text_encoder``/``text_encoder_2`` of a pipeline folder).
+
+    The conditioning is both encoders' penultimate hidden states side by side
+    plus the second encoder's pooled projection, as diffusers' SDXL pipeline
+    makes it; the result records ``family="sdxl"``.
+    """
+
+    name: str
+    tokenizers: tuple[Any, Any]
+    models: tuple[Any, Any]
+    device: str
+
+    @property
+    def width(self) -> int:
+        return sum(int(model.config.hidden_size) for model in self.models)
+
+    def encode(self, texts: Sequence[str], max_length: int, clip_skip: int = 0) -> Conditioning:
+        import torch
+
+        states, pooled = [], None
+        with torch.inference_mode():
+            for tokenizer, model in zip(self.tokenizers, self.models):
+                length = min(max_length, int(tokenizer.model_max_length))
+                ids = tokenizer(list(texts), padding="max_length", max_length=length, truncation=True,
+                                return_tensors="pt").input_ids.to(self.device)
+                out = model(input_ids=ids, output_hidden_states=True)
+                # -2 is SDXL's default (the penultimate layer, no final norm); clip_skip goes further back.
+                states.append(out.hidden_states[-(clip_skip + 2)].float())
+                if getattr(out, "text_embeds", None) is not None:
+                    pooled = out.text_embeds.float()
+        joined = torch.cat(states, dim=-1).cpu()
+        return Conditioning(states=joined, encoder=self.name, width=int(joined.shape[-1]),
+                            sequence_length=int(joined.shape[1]), pooled=pooled.cpu(), texts=tuple(texts),
+                            family="sdxl")
+
+
+def load_sdxl_encoders(name: str, folder: Any, device: str, dtype: Any) -> SDXLEncoders:
+    """Both tokenizers and text encoders of an SDXL pipeline folder."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    folder = Path(folder)
+    tokenizers = (AutoTokenizer.from_pretrained(folder / "tokenizer"), AutoTokenizer.from_pretrained(folder / "tokenizer_2"))
+    models = (CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=dtype),
+              CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", dtype=dtype))
+    for model in models:
+        model.eval().to(device)
+    return SDXLEncoders(name, tokenizers, models, device)

@@ -40,3 +40,26 @@ def hidden_width(config: dict[str, Any] | None) -> int | None:
         if key in config:
             return int(config[key])
     return None
+
+
+def local_hub_snapshot(repo_id: str) -> Path:
+    """The hub cache's copy of ``repo_id``, without any network access.
+
+    Raises ``ModelNotFoundError`` ("not found locally") when there is none, at
+    once: a run never waits on a hub it may not reach.
+    """
+    import os
+
+    from huggingface_hub import snapshot_download
+
+    from sfumato import ModelNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (FileNotFoundError, OSError, ValueError) as error:  # LocalEntryNotFoundError is an OSError
+        cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        raise ModelNotFoundError(
+            f"model {repo_id!r} not found locally: it is not a folder and not in the Hugging Face cache "
+            f"({cache}); sfumato never downloads while running: fetch it first (`hf download {repo_id}`) "
+            f"or give the path of a model folder ({type(error).__name__})"
+        ) from None

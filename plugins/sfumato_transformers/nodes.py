@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from sfumato import Conditioning, Embedding, Field, PromptWeights, RunContext, ValidationContext, node
 
-from .conditioning import TextEncoder, load_text_encoder
-from .modelinfo import encoder_family, hidden_width, read_config
+from .conditioning import SDXLEncoders, TextEncoder, load_sdxl_encoders, load_text_encoder
+from .modelinfo import encoder_family, hidden_width, local_hub_snapshot, read_config
 from .sentence import DEFAULT_SENTENCE_MODEL
 
 Family = Literal["auto", "sentence", "clip", "t5"]
@@ -20,8 +20,10 @@ def get_encoder(context: RunContext, model: str, family: str = "auto") -> TextEn
 
     preparing = time.perf_counter()  # finding the model and the device (torch's import) is part of a load
     path = context.models.resolve(model)
+    if isinstance(path, str):  # a hub id: only the hub cache's copy, never a download
+        path = local_hub_snapshot(path)
     if family == "auto":
-        family = encoder_family(read_config(path if not isinstance(path, str) else None))
+        family = encoder_family(read_config(path))
     return context.models.get(
         f"{model}#{family}", context.device, context.dtype,
         lambda: load_text_encoder(model, path, family, context.device, torch_dtype(context.dtype)),
@@ -63,11 +65,12 @@ def _describe_conditioning(inputs: dict[str, Any], context: ValidationContext) -
     config = read_config(context.model_folder(inputs["model"]))
     width = hidden_width(config)
     family = inputs["encoder"] if inputs["encoder"] != "auto" else encoder_family(config)
-    described: dict[str, Any] = {"encoder": inputs["model"]}
+    # One encoder's token states are what SD 1.x/2.x (and the zoo models) take: family "sd".
+    described: dict[str, Any] = {"encoder": inputs["model"], "family": "sd"}
     if width:
         described["width"] = width
     if config is not None:
-        described["family"] = family
+        described["encoder_family"] = family
     return {"conditioning": described}
 
 
@@ -185,3 +188,56 @@ def expand_prompt(
     if not keep_prompt:
         return added or prompt
     return f"{prompt}, {added}" if added else prompt
+
+
+def get_sdxl_encoders(context: RunContext, model: str) -> SDXLEncoders:
+    """The two text encoders of the SDXL folder ``model``, loaded once per process."""
+    from sfumato import torch_dtype
+
+    preparing = time.perf_counter()
+    path = context.models.resolve(model)
+    if isinstance(path, str):
+        path = local_hub_snapshot(path)
+    missing = [part for part in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+               if not (path / part).is_dir()]
+    if missing:
+        raise ValueError(f"model {model!r} at {path} is not an SDXL pipeline folder: missing {', '.join(missing)}/")
+    return context.models.get(f"{model}#sdxl-encoders", context.device, context.dtype,
+                              lambda: load_sdxl_encoders(model, path, context.device, torch_dtype(context.dtype)),
+                              preparing_since=preparing)
+
+
+def _describe_sdxl(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
+    folder = context.model_folder(inputs["model"]) if inputs.get("model") else None
+    if folder is None:
+        return {"conditioning": {"family": "sdxl"}}
+    widths = [hidden_width(read_config(folder / part)) for part in ("text_encoder", "text_encoder_2")]
+    if None in widths:
+        context.problem(f"model {inputs['model']!r} has no text_encoder/ and text_encoder_2/ configs: "
+                        "encode.sdxl takes an SDXL pipeline folder", "model")
+        return {}
+    return {"conditioning": {"family": "sdxl", "encoder": inputs["model"], "width": sum(widths)}}
+
+
+@node("encode.sdxl", category="encode", output="conditioning", describe_outputs=_describe_sdxl)
+def encode_sdxl(
+    texts: list[str],
+    model: str,
+    context: RunContext,
+    max_length: Annotated[int, Field(ge=1, le=77)] = 77,
+    clip_skip: Annotated[int, Field(ge=0, le=10)] = 0,
+) -> Conditioning:
+    """Encode prompts for an SDXL model with its two CLIP text encoders.
+
+    Gives both encoders' penultimate hidden states side by side and the second
+    encoder's pooled projection, as diffusers' SDXL pipeline does. The
+    conditioning records family ``sdxl``, so an SD 1.x/2.x generator refuses
+    it (and an SDXL generator refuses ``encode.text``'s) when the graph is validated.
+
+    Args:
+        texts: the prompts (a single text links here too).
+        model: an SDXL pipeline folder (``text_encoder/``, ``text_encoder_2/``, ``tokenizer/``, ``tokenizer_2/``).
+        max_length: tokens per prompt (capped by each tokenizer's own limit).
+        clip_skip: layers to skip before the penultimate one (0: SDXL's default).
+    """
+    return get_sdxl_encoders(context, model).encode(texts, max_length, clip_skip)

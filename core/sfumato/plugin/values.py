@@ -69,7 +69,9 @@ class Conditioning:
 
     ``pooled`` is the ``(N, width')`` pooled output where the encoder has one.
     ``encoder`` names the model that made it; a generator trained on another
-    encoder rejects it at validation.
+    encoder rejects it at validation. ``family`` names the model family whose
+    generator takes it (``sdxl``, ``sd3``, ``flux``; ``""`` for a single
+    encoder's states), so a generator refuses another family's conditioning.
     """
 
     states: Any
@@ -78,6 +80,7 @@ class Conditioning:
     sequence_length: int
     pooled: Any = None
     texts: tuple[str, ...] = ()
+    family: str = ""
 
     def __len__(self) -> int:
         return int(self.states.shape[0])

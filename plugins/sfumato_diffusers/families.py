@@ -1,0 +1,78 @@
+"""Model families (SD 1.x/2.x, SDXL) read from config files, without torch.
+
+A family decides what conditioning a UNet takes: SD 1.x/2.x take one CLIP
+encoder's states; SDXL takes two encoders' penultimate states side by side,
+the second encoder's pooled projection and six time ids. Encoders record the
+family in the ``Conditioning`` they make, and the generator checks it, at
+validation (from config files) and again when it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sfumato import ModelNotFoundError
+
+SD = "sd"
+SDXL = "sdxl"
+
+#: What a family's conditioning is made of, for error messages.
+FAMILY_ENCODERS = {
+    SD: "one CLIP text encoder (encode.text, or the folder's own with 'prompt')",
+    SDXL: "CLIP-L + CLIP-G side by side with a pooled projection (encode.sdxl)",
+}
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def unet_family(unet_config: dict[str, Any]) -> str:
+    """``sdxl`` for a UNet with added text/time embeddings, else ``sd``."""
+    return SDXL if unet_config.get("addition_embed_type") == "text_time" else SD
+
+
+def folder_family(folder: Path) -> str:
+    """The family of a diffusers folder, from ``model_index.json`` or ``unet/config.json``; ``""`` if neither."""
+    index = _json(folder / "model_index.json")
+    if "XL" in str(index.get("_class_name", "")):
+        return SDXL
+    unet = _json(folder / "unet" / "config.json")
+    return unet_family(unet) if unet else ""
+
+
+def expected_conditioning(folder: Path) -> dict[str, Any]:
+    """What a folder's UNet needs from its conditioning: width, and the family when it is not SD 1.x/2.x."""
+    unet = _json(folder / "unet" / "config.json")
+    expected: dict[str, Any] = {}
+    if unet.get("cross_attention_dim"):
+        expected["width"] = unet["cross_attention_dim"]
+    if unet and unet_family(unet) == SDXL:
+        expected["family"] = SDXL
+    return expected
+
+
+def local_hub_snapshot(repo_id: str) -> Path:
+    """The cached snapshot folder of a hub id, never reaching the network.
+
+    Raises :class:`ModelNotFoundError` ("not found locally") when the hub cache
+    has no copy: a run must not spend half a minute trying a hub it may not reach.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as error:
+        cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        raise ModelNotFoundError(
+            f"model {repo_id!r} not found locally: it is not a folder and not in the Hugging Face cache "
+            f"({cache}); sfumato never downloads while running: fetch it first (`hf download {repo_id}`) "
+            f"or give the path of a model folder or file ({type(error).__name__})"
+        ) from None
