@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping
 
-from sfumato import Conditioning, Field, ImageBatch, Latent, RunContext, ValidationContext, image_seeds, node, spec_of
+from sfumato import (Conditioning, Field, ImageBatch, Latent, Port, RunContext, ValidationContext, image_seeds, node,
+                     spec_of)
 
 from .families import FAMILY_ENCODERS, SD, SDXL, expected_conditioning
 from .loading import DiffusionModel, load_diffusion_model, read_model_info
 from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, preview_image, sample_latents
-from .schedulers import SCHEDULER_NAMES, make_scheduler
+from .schedulers import SCHEDULER_NAMES
+from .speed import SpeedRecipe, as_recipe, for_one_loop, make_sampler, prepare, sampling_choice, validation_problems
 from .vocabulary import check_prompts_in_vocabulary
 
 DEFAULT_MODEL = "tiny-shapes-diffusion"
@@ -19,6 +21,8 @@ SchedulerName = Literal[SCHEDULER_NAMES]  # type: ignore[valid-type]
 
 def _expected_conditioning(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
     """What the model's UNet needs, read from its config files (no torch)."""
+    for problem in validation_problems(inputs.get("speed")):
+        context.problem(problem, "speed")
     if not inputs.get("model"):
         return {}  # a required parameter not set yet: checked when the graph runs
     folder = context.model_folder(inputs["model"])
@@ -102,6 +106,7 @@ def generate(
     vae_tiling: bool = False,
     cpu_offload: bool = False,
     compile: bool = False,
+    speed: Annotated[SpeedRecipe | None, Port("JSON")] = None,
 ) -> dict[str, Any]:
     """Generate images with a diffusers UNet: text-to-image, image-to-image or inpainting.
 
@@ -131,9 +136,12 @@ def generate(
         vae_tiling: decode large images in tiles (GPU).
         cpu_offload: keep weights on the CPU between calls (saves GPU memory).
         compile: ``torch.compile`` the UNet (slow first call, faster after; GPU).
+        speed: acceleration levers (a JSON object): dtype, channels_last, attention, fuse_qkv, compile,
+            quantize, step_cache, token_merging, sampler, steps; see ``sfumato_diffusers.speed``.
     """
     diffusion = load_diffusion_model(context, model, attention_slicing=attention_slicing,
                                      vae_tiling=vae_tiling, compile_unet=compile)
+    diffusion, scheduler, steps = prepare(context, diffusion, speed, scheduler, steps)
     if negative is None and negative_prompt:
         negative = _prompt_conditioning(diffusion, [negative_prompt])
     request, labels = _prepare_request(diffusion, conditioning, prompt, negative, steps, guidance, width, height,
@@ -222,8 +230,8 @@ def _sample(context: RunContext, diffusion: DiffusionModel, scheduler: str,
     try:
         for indices in groups.values():
             merged = _merge([items[i][0] for i in indices])
-            sampler = make_scheduler(scheduler, diffusion.scheduler_config, bool(diffusion.info.get("lcm")))
-            latents = sample_latents(diffusion, sampler, merged, _progress_reporter(context, diffusion))
+            sampler = make_sampler(scheduler, diffusion.scheduler_config, bool(diffusion.info.get("lcm")))
+            latents = sample_latents(for_one_loop(diffusion), sampler, merged, _progress_reporter(context, diffusion))
             pictures = decode_latents(diffusion, latents)
             offset = 0
             for index in indices:
@@ -265,19 +273,22 @@ def generate_batch(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_model: dict[tuple[Any, ...], list[int]] = {}
     for index, call in enumerate(calls):
         key = (call.get("model", DEFAULT_MODEL), call.get("scheduler", "dpm++"), call.get("attention_slicing", False),
-               call.get("vae_tiling", False), call.get("compile", False), call.get("cpu_offload", False))
+               call.get("vae_tiling", False), call.get("compile", False), call.get("cpu_offload", False),
+               as_recipe(call.get("speed")))
         by_model.setdefault(key, []).append(index)
-    for (model, scheduler, slicing, tiling, compiled, offload), indices in by_model.items():
+    for (model, scheduler, slicing, tiling, compiled, offload, speed), indices in by_model.items():
         context = calls[indices[0]]["context"]
         diffusion = load_diffusion_model(context, model, attention_slicing=slicing, vae_tiling=tiling,
                                          compile_unet=compiled)
+        diffusion, scheduler, _ = prepare(context, diffusion, speed, scheduler, 1)
         items = []
         for index in indices:
             call = {**_defaults(), **calls[index]}
             if call["negative"] is None and call["negative_prompt"]:
                 call["negative"] = _prompt_conditioning(diffusion, [call["negative_prompt"]])
             items.append(_prepare_request(diffusion, call["conditioning"], call["prompt"], call["negative"],
-                                          call["steps"], call["guidance"], call["width"], call["height"],
+                                          sampling_choice(speed, "", call["steps"])[1], call["guidance"],
+                                          call["width"], call["height"],
                                           call["batch_size"], call["seed"], call["init_images"], call["strength"],
                                           call["mask"]))
         for index, result in zip(indices, _sample(context, diffusion, scheduler, items, offload)):
@@ -401,7 +412,7 @@ def generate_image_batch(calls: list[dict[str, Any]]) -> list[ImageBatch]:
 
 
 _SHARED_INPUTS = ("conditioning", "negative", "model", "scheduler", "steps", "guidance", "batch_size", "seed",
-                  "context")
+                  "context", "speed")
 
 
 @node("generate.image", category="generate", output="images", batch=lambda calls: generate_image_batch(calls),
@@ -416,6 +427,7 @@ def generate_image(
     batch_size: Annotated[int, Field(ge=1, le=64)] = 1,
     seed: int = 0,
     negative: Conditioning | None = None,
+    speed: Annotated[SpeedRecipe | None, Port("JSON")] = None,
 ) -> ImageBatch:
     """Generate images with whichever backend ``model`` is: diffusion, VAE or GAN.
 
@@ -435,11 +447,12 @@ def generate_image(
         batch_size: images per prompt.
         seed: the first image's seed.
         negative: diffusion only: what to steer away from.
+        speed: diffusion only: acceleration levers (a JSON object), as on ``diffusion.generate``.
     """
     generator = _run_generator(context, model)
     if generator == DIFFUSION_GENERATOR:
         return generate(context, conditioning=conditioning, negative=negative, model=model, scheduler=scheduler,
-                        steps=steps, guidance=guidance, batch_size=batch_size, seed=seed)["images"]
+                        steps=steps, guidance=guidance, batch_size=batch_size, seed=seed, speed=speed)["images"]
     given = {"conditioning": conditioning, "model": model, "steps": steps, "scheduler": scheduler,
              "guidance": guidance, "batch_size": batch_size, "seed": seed, "negative": negative}
     accepted = context.node_inputs(generator)

@@ -22,11 +22,20 @@ _MEMORY_PATTERN = re.compile(r"^(?:(cpu|cuda|mps)=)?(\d+(?:\.\d+)?)\s*(GB|GiB|MB
 
 
 def parse_sets(items: list[str]) -> dict[str, str]:
+    """``--set NAME=VALUE`` items; ``NAME=@FILE.json`` takes the value from a JSON file (a speed recipe)."""
     values: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise ParameterError(f"--set expects NAME=VALUE, got {item!r}")
+        if value.startswith("@") and value.lower().endswith(".json"):
+            path = Path(value[1:]).expanduser()
+            try:
+                value = path.read_text(encoding="utf-8")
+            except OSError as error:
+                raise ParameterError(f"--set {name.strip()}: cannot read {path}: {error.strerror or error}") from None
+            except UnicodeDecodeError as error:
+                raise ParameterError(f"--set {name.strip()}: {path} is not UTF-8 text (byte {error.start})") from None
         values[name.strip()] = value
     return values
 

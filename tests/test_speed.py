@@ -1,0 +1,197 @@
+"""The ``speed`` recipe on the generation nodes: each lever, its fidelity, and the refused combinations.
+
+Tolerance: on the tiny random models, a lever that approximates (bfloat16, int8,
+step caching) keeps the mean absolute pixel difference to the float32 image at
+most ``TOLERANCE`` levels of 255; exact levers (layout, SDPA, fused QKV) keep it
+at most 0.5 (rounding).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sfumato import Engine, GraphBuilder, GraphValidationError, NodeExecutionError, read_png_metadata
+from sfumato.cli import main
+from tiny_models import save_tiny_zoo_diffusion
+
+TOLERANCE = 4.0  # mean |difference| in 0..255 levels
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    return save_tiny_zoo_diffusion(tmp_path_factory.mktemp("speed") / "zoo")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine(device="cpu", cache=False)
+
+
+def generate(engine, zoo, speed=None, node="generate.image", **inputs) -> np.ndarray:
+    builder = GraphBuilder("speed")
+    encode = builder.add("encode.text", "enc", texts=["a red circle", "a blue square"])
+    extra = {"speed": speed} if speed is not None else {}
+    gen = builder.add(node, "gen", conditioning=encode["conditioning"], model=str(zoo),
+                      **{"steps": STEPS, **inputs, **extra})
+    builder.output("images", gen["images"])
+    images = engine.run(builder.build()).outputs["images"].images
+    return np.stack([np.asarray(image, dtype=np.float64) for image in images])
+
+
+@pytest.fixture(scope="module")
+def baseline(engine, zoo):
+    return generate(engine, zoo)
+
+
+@pytest.mark.parametrize("speed, tolerance", [
+    ({"dtype": "bfloat16"}, TOLERANCE),
+    ({"channels_last": True}, 0.5),
+    ({"attention": "sdpa"}, 0.5),
+    ({"fuse_qkv": True}, 0.5),
+    ({"quantize": "int8_dynamic"}, TOLERANCE),
+    ({"quantize": "int8_weight_only"}, TOLERANCE),
+    ({"step_cache": 2}, TOLERANCE),
+    ({"token_merging": 0.5}, 0.5),
+    ({"dtype": "bfloat16", "channels_last": True, "step_cache": 2}, TOLERANCE),
+])
+def test_each_lever_stays_within_tolerance_of_the_float32_baseline(engine, zoo, baseline, speed, tolerance):
+    difference = np.abs(generate(engine, zoo, speed) - baseline).mean()
+    assert difference <= tolerance, (speed, difference)
+
+
+def test_the_diffusion_node_takes_the_recipe_too(engine, zoo, baseline):
+    images = generate(engine, zoo, {"step_cache": 2}, node="diffusion.generate")
+    assert np.abs(images - baseline).mean() <= TOLERANCE
+
+
+def test_an_approximating_lever_changes_the_image(engine, zoo, baseline):
+    # The tolerance tests would pass if the recipe were ignored; this one would not.
+    assert np.abs(generate(engine, zoo, {"step_cache": 3}) - baseline).mean() > 0
+
+
+def test_quantized_weights_are_smaller_in_bytes(zoo):
+    from diffusers import UNet2DConditionModel
+
+    from sfumato_diffusers.speed import quantize_linear_layers, weight_bytes
+
+    unet = UNet2DConditionModel.from_pretrained(str(zoo), subfolder="unet")
+    before = weight_bytes(unet)
+    quantize_linear_layers(unet, "int8_weight_only")
+    assert weight_bytes(unet) < 0.8 * before
+
+
+def test_step_caching_makes_fewer_full_unet_calls(engine, zoo, monkeypatch):
+    from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2DCrossAttn
+
+    calls = []
+    original = UNetMidBlock2DCrossAttn.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(UNetMidBlock2DCrossAttn, "forward", counted)
+    generate(engine, zoo)
+    full = len(calls)
+    calls.clear()
+    generate(engine, zoo, {"step_cache": 3})
+    assert full == STEPS  # one UNet call per step (guidance batched)
+    assert len(calls) == STEPS // 3
+
+
+def test_step_cache_counts_full_and_shallow_calls(zoo):
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from sfumato_diffusers.speed import StepCachedUNet
+
+    unet = UNet2DConditionModel.from_pretrained(str(zoo), subfolder="unet").eval()
+    cached = StepCachedUNet(unet, interval=2)
+    sample, states, pooled = torch.randn(1, 4, 8, 8), torch.randn(1, 3, 384), torch.randn(1, 384)
+    with torch.inference_mode():
+        first = [cached(sample, t, encoder_hidden_states=states, class_labels=pooled).sample for t in (900, 800, 700)]
+        plain = unet(sample, 700, encoder_hidden_states=states, class_labels=pooled).sample
+    assert (cached.full_calls, cached.shallow_calls) == (2, 1)
+    assert torch.equal(first[2], plain)  # a full call is the UNet itself
+    assert not hasattr(unet.mid_block, "forward") or "forward" not in vars(unet.mid_block)  # stubs removed
+
+
+def test_few_step_sampler_uses_the_recipe_steps(engine, zoo, monkeypatch):
+    from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2DCrossAttn
+
+    calls = []
+    original = UNetMidBlock2DCrossAttn.forward
+    monkeypatch.setattr(UNetMidBlock2DCrossAttn, "forward",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    images = generate(engine, zoo, {"sampler": "tcd", "steps": 2})
+    assert len(calls) == 2 and images.shape[0] == 2
+
+
+def test_lcm_sampler_is_refused_for_a_model_that_is_not_distilled(engine, zoo):
+    with pytest.raises(NodeExecutionError, match="latent-consistency"):
+        generate(engine, zoo, {"sampler": "lcm", "steps": 4})
+
+
+@pytest.mark.parametrize("speed, levers", [
+    ({"compile": True, "token_merging": 0.5}, ("speed.compile", "speed.token_merging")),
+    ({"step_cache": 2, "sampler": "tcd"}, ("speed.step_cache", "speed.sampler")),
+])
+def test_combinations_that_never_work_are_refused_at_validation_naming_both_levers(engine, zoo, speed, levers):
+    with pytest.raises(GraphValidationError) as caught:
+        generate(engine, zoo, speed)
+    message = str(caught.value)
+    assert all(lever in message for lever in levers) and "gen" in message
+
+
+def test_float16_on_cpu_is_refused_naming_the_lever_and_the_device(engine, zoo):
+    with pytest.raises(NodeExecutionError, match=r"speed\.dtype='float16' with device 'cpu'"):
+        generate(engine, zoo, {"dtype": "float16"})
+
+
+def test_an_unknown_lever_is_refused_naming_it(engine, zoo):
+    with pytest.raises(GraphValidationError, match="warp_drive"):
+        generate(engine, zoo, {"warp_drive": True})
+
+
+def test_the_recipe_is_part_of_the_cache_signature(zoo):
+    engine = Engine(device="cpu")
+    first = generate(engine, zoo)
+    assert np.array_equal(generate(engine, zoo), first)
+    assert not np.array_equal(generate(engine, zoo, {"step_cache": 3}), first)
+
+
+def _graph_with_speed_param(zoo) -> dict:
+    return {
+        "version": 1, "name": "speedy",
+        "params": {"speed": {"type": "json", "default": {}, "description": "acceleration levers"}},
+        "nodes": {
+            "enc": {"type": "encode.text", "inputs": {"texts": ["a red circle"]}},
+            "gen": {"type": "generate.image", "inputs": {"conditioning": {"from": "enc.conditioning"},
+                                                         "model": str(zoo), "steps": 3, "batch_size": 1,
+                                                         "speed": {"param": "speed"}}},
+            "save": {"type": "image.save", "inputs": {"images": {"from": "gen.images"}}},
+        },
+    }
+
+
+def test_a_recipe_file_is_set_from_the_command_line_and_kept_in_the_png(zoo, tmp_path, capsys):
+    graph = tmp_path / "graph.json"
+    graph.write_text(json.dumps(_graph_with_speed_param(zoo)))
+    recipe = {"dtype": "bfloat16", "step_cache": 2}
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    out = tmp_path / "out"
+    assert main(["run", str(graph), "--out", str(out), "--no-cache", "--json", "--device", "cpu",
+                 "--set", f"speed=@{tmp_path / 'recipe.json'}"]) == 0
+    [path] = json.loads(capsys.readouterr().out)["files"]
+    assert read_png_metadata(path)["params"]["speed"] == recipe
+
+
+def test_a_missing_recipe_file_exits_2_naming_it(zoo, tmp_path, capsys):
+    graph = tmp_path / "graph.json"
+    graph.write_text(json.dumps(_graph_with_speed_param(zoo)))
+    assert main(["run", str(graph), "--out", str(tmp_path), "--set", f"speed=@{tmp_path / 'nope.json'}"]) == 2
+    assert "nope.json" in capsys.readouterr().err
