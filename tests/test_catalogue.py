@@ -120,7 +120,8 @@ def test_models_lists_sources_with_where_their_weights_are_and_whether_they_exis
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["everything-here"] == {
         "name": "everything-here", "plugin": "everything", "kind": "gan", "description": "weights that exist",
-        "generator": "", "path": str(everything), "exists": True, "problem": "", "generator_problem": ""}
+        "generator": "", "family": "", "sha256": "", "path": str(everything), "exists": True, "problem": "",
+        "generator_problem": ""}
     assert rows["everything-gone"]["exists"] is False and rows["everything-gone"]["kind"] == "vae"
     assert main(["models"]) == 0
     table = capsys.readouterr().out

@@ -14,6 +14,13 @@ import sfumato
 
 
 @sfumato.hookimpl
+def sfumato_model_sources() -> list[sfumato.ModelSource]:
+    from .library import model_sources
+
+    return model_sources()  # the folders in SFUMATO_MODELS, by name and by hash
+
+
+@sfumato.hookimpl
 def sfumato_node_types() -> list[Any]:
     from . import nodes
 

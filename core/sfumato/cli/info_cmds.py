@@ -29,6 +29,12 @@ def add_parsers(subparsers: Any) -> None:
     plugins.set_defaults(handler=plugins_command)
 
     models = subparsers.add_parser("models", help="list the model sources plugins register, and where their weights are")
+    models.add_argument("action", nargs="?", choices=["list", "scan", "show"], default="list",
+                        help="list (the default); scan: also compute the SHA-256 of new library models; "
+                             "show NAME: one model, by name, path or sha256")
+    models.add_argument("name", nargs="?", help="with show: the model")
+    models.add_argument("--models", action="append", default=[], metavar="DIR",
+                        help="a model library folder (as in SFUMATO_MODELS); repeatable")
     models.add_argument("--json", action="store_true")
     models.set_defaults(handler=models_command)
 
@@ -188,10 +194,28 @@ def plugins_command(args: argparse.Namespace) -> int:
 
 def models_command(args: argparse.Namespace) -> int:
     """List the registered model sources: what each is, and whether its weights are where it says."""
+    import os
+
     from ..registry import default_registry
 
+    if getattr(args, "models", None):  # library folders for this command, before plugins register them
+        os.environ["SFUMATO_MODELS"] = os.pathsep.join([*args.models, os.environ.get("SFUMATO_MODELS", "")])
+    if getattr(args, "action", "list") == "scan":
+        os.environ["SFUMATO_LIBRARY_HASH"] = "1"  # library plugins hash what they have not hashed yet
     registry = default_registry()
     rows = [model_as_dict(source, registry) for source in sorted(registry.models.values(), key=lambda s: s.name)]
+    if getattr(args, "action", "list") == "show":
+        wanted = args.name or ""
+        found = [row for row in rows if wanted and (wanted in (row["name"], row["path"]) or (
+            len(wanted.removeprefix("sha256:")) >= 10 and row["sha256"].startswith(wanted.removeprefix("sha256:"))))]
+        if not found:
+            print_error(f"no model {wanted!r}: `sfumato models` lists them" if wanted else
+                        "sfumato models show NAME: give a model name, path or sha256")
+            return 2
+        if args.json:
+            print_json(found[0])
+            return 0
+        rows = found[:1]
     if args.json:
         print_json(rows)
         return 0
@@ -203,6 +227,8 @@ def models_command(args: argparse.Namespace) -> int:
                      f"{', ' + escape(kind) if kind else ''})[/]")
         if row["description"]:
             stdout.print(f"  {escape(row['description'])}")
+        if row["family"] or row["sha256"]:
+            stdout.print(f"  family: {escape(row['family'] or '?')}  sha256: {escape(row['sha256'] or 'not computed')}")
         if row["problem"]:
             stdout.print(f"  weights: [red]cannot locate[/]: {escape(row['problem'])}")
         else:

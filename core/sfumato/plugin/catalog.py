@@ -105,6 +105,8 @@ def model_as_dict(source: Any, registry: Any = None) -> dict[str, Any]:
         "kind": source.kind,
         "description": source.description,
         "generator": getattr(source, "generator", "") or "",
+        "family": getattr(source, "family", "") or "",
+        "sha256": getattr(source, "sha256", "") or "",
         "path": str(path) if path is not None else None,
         "exists": path is not None and path.exists(),
         "problem": problem,

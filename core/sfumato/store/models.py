@@ -28,7 +28,8 @@ class ModelSource:
     weights, e.g. inside an installed package, happens only when needed).
     ``generator`` is the id of the node that generates images with it
     (``"vae.generate"``): ``generate.image`` dispatches to it, and the
-    registry checks at load that some plugin provides it.
+    registry checks at load that some plugin provides it. ``family``
+    (``sd``, ``sdxl``, ``flux``...) and ``sha256`` describe library models.
     """
 
     name: str
@@ -37,6 +38,8 @@ class ModelSource:
     kind: str = ""
     plugin: str = ""
     generator: str = ""
+    family: str = ""
+    sha256: str = ""
 
     def path(self) -> Path:
         return Path(self.location() if callable(self.location) else self.location)
