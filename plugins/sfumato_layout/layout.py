@@ -1,0 +1,82 @@
+"""The ``Layout`` value: what a picture holds and where, planned from a prompt.
+
+A layout is a background and a list of objects, each with a caption (``red
+circle``) and a box in fractions of the canvas (``x0, y0, x1, y1`` in 0..1,
+y growing downwards), so the same layout serves any image size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Colour names the planner and ``layout.draw`` know, with the RGB they are drawn in.
+COLOUR_RGB: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 230), "yellow": (240, 215, 40),
+    "purple": (150, 55, 190), "white": (245, 245, 245), "black": (12, 12, 12), "gray": (128, 128, 128),
+    "grey": (128, 128, 128), "orange": (245, 140, 30), "pink": (240, 130, 180), "brown": (130, 80, 40),
+}
+
+
+@dataclass(frozen=True)
+class LayoutObject:
+    """One object of a layout: a caption and a box ``(x0, y0, x1, y1)`` in canvas fractions."""
+
+    caption: str
+    box: tuple[float, float, float, float]
+
+    def __post_init__(self) -> None:
+        x0, y0, x1, y1 = self.box
+        if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+            raise ValueError(f"box {self.box} of {self.caption!r} must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+        if not self.caption.strip():
+            raise ValueError("a layout object needs a caption")
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.box
+        return ((x0 + x1) / 2, (y0 + y1) / 2)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A planned picture: ``objects`` (caption and box each) on a ``background``.
+
+    ``prompt`` is the text it was planned from; ``planner`` names the backend
+    that planned it (for provenance and comparisons).
+    """
+
+    objects: tuple[LayoutObject, ...]
+    background: str = ""
+    prompt: str = ""
+    planner: str = ""
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objects", tuple(self.objects))
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The layout as JSON-ready data (the format the language-model planners write)."""
+        return {"background": self.background,
+                "objects": [{"caption": o.caption, "box": [round(v, 4) for v in o.box]} for o in self.objects]}
+
+    @classmethod
+    def from_dict(cls, data: Any, *, prompt: str = "", planner: str = "") -> Layout:
+        """Read a layout from JSON-ready data; raises ``TypeError`` or ``ValueError`` naming what is wrong."""
+        if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
+            raise TypeError('a layout is {"background": str, "objects": [{"caption": str, "box": [x0, y0, x1, y1]}]}')
+        objects = []
+        for index, item in enumerate(data["objects"]):
+            if not isinstance(item, dict) or not isinstance(item.get("caption"), str):
+                raise TypeError(f"objects[{index}] needs a caption string")
+            box = item.get("box")
+            if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+                raise ValueError(f"objects[{index}].box must be four numbers [x0, y0, x1, y1], got {box!r}")
+            objects.append(LayoutObject(item["caption"], tuple(float(v) for v in box)))  # type: ignore[arg-type]
+        background = data.get("background", "")
+        if not isinstance(background, str):
+            raise TypeError(f"background must be a string, got {background!r}")
+        return cls(tuple(objects), background, prompt, planner)
