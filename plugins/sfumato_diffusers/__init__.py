@@ -22,6 +22,13 @@ def sfumato_model_sources() -> list[sfumato.ModelSource]:
 
 @sfumato.hookimpl
 def sfumato_node_types() -> list[Any]:
-    from . import nodes
+    from . import lora, nodes
 
-    return [nodes.generate, nodes.vae_encode, nodes.vae_decode, nodes.generate_image]
+    return [nodes.generate, nodes.vae_encode, nodes.vae_decode, nodes.generate_image, lora.lora]
+
+
+@sfumato.hookimpl
+def sfumato_port_types() -> list[Any]:
+    from .lora import LoraStack
+
+    return [sfumato.PortType("LoraStack", LoraStack, "LoRA files with their strengths, for diffusion.generate")]

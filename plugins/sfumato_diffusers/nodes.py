@@ -10,6 +10,7 @@ from sfumato import (Conditioning, Field, ImageBatch, Latent, Port, RunContext, 
 
 from .families import FAMILY_ENCODERS, SD, SDXL, expected_conditioning
 from .loading import DiffusionModel, load_diffusion_model, read_model_info
+from .lora import LoraStack, family_of_width, lora_applied
 from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, preview_image, sample_latents
 from .schedulers import SCHEDULER_NAMES
 from .speed import SpeedRecipe, as_recipe, for_one_loop, make_sampler, prepare, sampling_choice, validation_problems
@@ -32,7 +33,10 @@ def _expected_conditioning(inputs: dict[str, Any], context: ValidationContext) -
     info = read_model_info(folder)
     if info.get("encoder"):
         expected["encoder"] = info["encoder"]
-    return {"conditioning": expected, "negative": expected} if expected else {}
+    wanted = {"conditioning": expected, "negative": expected} if expected else {}
+    if expected.get("width"):  # a LoRA targets one UNet width: another family's is refused before loading
+        wanted["loras"] = {"family": family_of_width(int(expected["width"]))}
+    return wanted
 
 
 def _prompt_conditioning(model: DiffusionModel, prompts: list[str]) -> Conditioning:
@@ -102,6 +106,7 @@ def generate(
     init_images: ImageBatch | None = None,
     strength: Annotated[float, Field(gt=0, le=1)] = 0.6,
     mask: ImageBatch | None = None,
+    loras: LoraStack | None = None,
     attention_slicing: bool = False,
     vae_tiling: bool = False,
     cpu_offload: bool = False,
@@ -132,6 +137,7 @@ def generate(
         init_images: start from these images (image-to-image / inpainting).
         strength: how far from ``init_images`` to move (1 ignores them).
         mask: with ``init_images``: white where to repaint.
+        loras: LoRAs to apply (from ``diffusion.lora``); none: the model's own weights.
         attention_slicing: less memory, a little slower (GPU).
         vae_tiling: decode large images in tiles (GPU).
         cpu_offload: keep weights on the CPU between calls (saves GPU memory).
@@ -141,12 +147,13 @@ def generate(
     """
     diffusion = load_diffusion_model(context, model, attention_slicing=attention_slicing,
                                      vae_tiling=vae_tiling, compile_unet=compile)
-    diffusion, scheduler, steps = prepare(context, diffusion, speed, scheduler, steps)
-    if negative is None and negative_prompt:
-        negative = _prompt_conditioning(diffusion, [negative_prompt])
-    request, labels = _prepare_request(diffusion, conditioning, prompt, negative, steps, guidance, width, height,
-                                       batch_size, seed, init_images, strength, mask)
-    [result] = _sample(context, diffusion, scheduler, [(request, labels)], cpu_offload)
+    diffusion, scheduler, steps = prepare(context, diffusion, speed, scheduler, steps, loras)
+    with lora_applied(diffusion, loras):  # text-encoder LoRAs act on prompts, so encoding is inside
+        if negative is None and negative_prompt:
+            negative = _prompt_conditioning(diffusion, [negative_prompt])
+        request, labels = _prepare_request(diffusion, conditioning, prompt, negative, steps, guidance, width,
+                                           height, batch_size, seed, init_images, strength, mask)
+        [result] = _sample(context, diffusion, scheduler, [(request, labels)], cpu_offload)
     return result
 
 
@@ -274,25 +281,26 @@ def generate_batch(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for index, call in enumerate(calls):
         key = (call.get("model", DEFAULT_MODEL), call.get("scheduler", "dpm++"), call.get("attention_slicing", False),
                call.get("vae_tiling", False), call.get("compile", False), call.get("cpu_offload", False),
-               as_recipe(call.get("speed")))
+               call.get("loras"), as_recipe(call.get("speed")))
         by_model.setdefault(key, []).append(index)
-    for (model, scheduler, slicing, tiling, compiled, offload, speed), indices in by_model.items():
+    for (model, scheduler, slicing, tiling, compiled, offload, loras, speed), indices in by_model.items():
         context = calls[indices[0]]["context"]
         diffusion = load_diffusion_model(context, model, attention_slicing=slicing, vae_tiling=tiling,
                                          compile_unet=compiled)
-        diffusion, scheduler, _ = prepare(context, diffusion, speed, scheduler, 1)
-        items = []
-        for index in indices:
-            call = {**_defaults(), **calls[index]}
-            if call["negative"] is None and call["negative_prompt"]:
-                call["negative"] = _prompt_conditioning(diffusion, [call["negative_prompt"]])
-            items.append(_prepare_request(diffusion, call["conditioning"], call["prompt"], call["negative"],
-                                          sampling_choice(speed, "", call["steps"])[1], call["guidance"],
-                                          call["width"], call["height"],
-                                          call["batch_size"], call["seed"], call["init_images"], call["strength"],
-                                          call["mask"]))
-        for index, result in zip(indices, _sample(context, diffusion, scheduler, items, offload)):
-            results[index] = result
+        diffusion, scheduler, _ = prepare(context, diffusion, speed, scheduler, 1, loras)
+        with lora_applied(diffusion, loras):  # one stack per group: calls with other stacks are other groups
+            items = []
+            for index in indices:
+                call = {**_defaults(), **calls[index]}
+                if call["negative"] is None and call["negative_prompt"]:
+                    call["negative"] = _prompt_conditioning(diffusion, [call["negative_prompt"]])
+                items.append(_prepare_request(diffusion, call["conditioning"], call["prompt"], call["negative"],
+                                              sampling_choice(speed, "", call["steps"])[1], call["guidance"],
+                                              call["width"], call["height"],
+                                              call["batch_size"], call["seed"], call["init_images"],
+                                              call["strength"], call["mask"]))
+            for index, result in zip(indices, _sample(context, diffusion, scheduler, items, offload)):
+                results[index] = result
     return results  # type: ignore[return-value]
 
 
