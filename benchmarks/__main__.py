@@ -19,8 +19,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def benchmarks(quick: bool) -> dict[str, Callable[[], dict[str, Any]]]:
-    from . import (bench_cold_start, bench_encoding, bench_generation, bench_incremental, bench_overhead,
-                   bench_schedulers, bench_server, bench_sweep)
+    from . import (bench_cold_start, bench_encoding, bench_families, bench_generation, bench_incremental,
+                   bench_overhead, bench_schedulers, bench_server, bench_sweep)
 
     if quick:
         return {
@@ -32,6 +32,7 @@ def benchmarks(quick: bool) -> dict[str, Callable[[], dict[str, Any]]]:
             "sweep": lambda: bench_sweep.run(count=3, with_ray=False),
             "encoding": lambda: bench_encoding.run(texts=8, sizes=(100,), repeats=2),
             "server": lambda: bench_server.run(jobs=5),
+            "families": lambda: bench_families.run(steps=2, repeats=2),
         }
     return {
         "overhead": bench_overhead.run,
@@ -42,6 +43,7 @@ def benchmarks(quick: bool) -> dict[str, Callable[[], dict[str, Any]]]:
         "sweep": bench_sweep.run,
         "encoding": bench_encoding.run,
         "server": bench_server.run,
+        "families": bench_families.run,
     }
 
 
