@@ -175,3 +175,19 @@ def test_compose_graph_draws_a_composition_the_judge_accepts(tmp_path):
     images = result["images"]
     assert sum(scene_correct(find_objects(image)[1], scene) for image in images.images) >= 1
     assert list(tmp_path.rglob("*.png"))
+
+
+def test_objects_without_a_colour_get_one_that_stands_out_from_the_background():
+    layout = st.call_node(layout_nodes.plan, prompt="a triangle next to a circle, drawn on red",
+                          palette=["red", "blue", "green"])["layout"]
+    assert [o.caption for o in layout.objects] == ["blue triangle", "green circle"]
+    assert layout.background == "red" and any("chosen" in note for note in layout.notes)
+    named = st.call_node(layout_nodes.plan, prompt="a yellow circle and a square", palette=["yellow", "blue"])
+    assert [o.caption for o in named["layout"].objects] == ["yellow circle", "blue square"]
+    plain = st.call_node(layout_nodes.plan, prompt="a circle", palette=[])["layout"]
+    assert [o.caption for o in plain.objects] == ["circle"]
+
+
+def test_an_unknown_palette_colour_is_refused():
+    with pytest.raises(ValueError, match="palette: unknown colour"):
+        st.call_node(layout_nodes.plan, prompt="a circle", palette=["octarine"])

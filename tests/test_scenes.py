@@ -108,3 +108,23 @@ def test_an_empty_image_passes_no_category():
     samples = list(iter_scenes(2, 6))
     empty = render_scene(dataclasses.replace(samples[0].scene, objects=()))
     assert score_scenes([empty] * 6, [s.scene for s in samples])["overall"] == 0.0
+
+
+def test_compositional_eval_refuses_unknown_graphs_with_exit_code_2(capsys):
+    from sfumato.cli import main
+
+    assert main(["zoo", "eval", "tiny-shapes-diffusion", "--suite", "compositional", "--graphs", "fancy"]) == 2
+    assert "--graphs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compositional_eval_scores_both_graphs_per_category(tmp_path):
+    from sfumato import Engine
+    from sfumato_zoo.evaluation import evaluate_compositional
+
+    scores = evaluate_compositional(n=6, steps=2, engine=Engine(device="cpu", cache=False, output_dir=tmp_path))
+    for graph in ("plain", "compose"):
+        assert set(scores[graph]) >= {*CATEGORIES, "overall", "seconds_per_image"}
+        assert all(0.0 <= scores[graph][c] <= 1.0 for c in CATEGORIES)
+        assert scores[graph]["n"] == 6
+    assert scores["compose"]["planning_seconds_per_image"] > 0

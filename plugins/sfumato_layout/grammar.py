@@ -121,18 +121,43 @@ _RELATION_CENTRES = {"left of": ((0.25, 0.5), (0.75, 0.5)), "right of": ((0.75, 
                      "above": ((0.5, 0.25), (0.5, 0.75)), "below": ((0.5, 0.75), (0.5, 0.25))}
 
 
-def plan(prompt: str, *, object_size: float = 0.28) -> Layout:
+def _fill_colours(parsed: Parse, palette: tuple[str, ...], background: str) -> tuple[Phrase, ...]:
+    """Give each phrase without a colour one from ``palette``: not the background's, not one the prompt names."""
+    taken = {phrase.colour for phrase in parsed.phrases if phrase.colour} | {background}
+    free = [colour for colour in palette if colour not in taken] or [c for c in palette if c != background]
+    filled, next_free = [], 0
+    for phrase in parsed.phrases:
+        if not phrase.colour and free:
+            phrase = Phrase(phrase.count, free[next_free % len(free)], phrase.noun)
+            next_free += 1
+        filled.append(phrase)
+    return tuple(filled)
+
+
+def plan(prompt: str, *, object_size: float = 0.28, palette: tuple[str, ...] = (),
+         default_background: str = "") -> Layout:
     """Plan a layout for ``prompt``: one box per object, ``object_size`` of the canvas wide (fewer for 5+).
 
-    Raises ``ValueError`` when the prompt names no object the grammar knows, or more than :data:`MAX_OBJECTS`.
+    With a ``palette``, objects whose colour the prompt leaves open get one
+    from it that stands out from the background (and from the colours the
+    prompt names), so that a generator draws nothing invisible; the layout's
+    notes say so. ``default_background`` is used when the prompt names none.
+    Raises ``ValueError`` when the prompt names no object the grammar knows,
+    or more than :data:`MAX_OBJECTS`.
     """
     parsed = parse(prompt)
     if not parsed.phrases:
         raise ValueError(f"no object found in {prompt!r}; the grammar knows: {', '.join(NOUNS)}")
-    captions = [phrase.caption for phrase in parsed.phrases for _ in range(phrase.count)]
+    background = parsed.background or default_background
+    notes: list[str] = []
+    phrases = parsed.phrases
+    if palette:
+        phrases = _fill_colours(parsed, palette, background)
+        notes += [f"colour {p.colour!r} chosen for {p.noun!r}" for p, q in zip(phrases, parsed.phrases)
+                  if p.colour != q.colour]
+    captions = [phrase.caption for phrase in phrases for _ in range(phrase.count)]
     if len(captions) > MAX_OBJECTS:
         raise ValueError(f"{prompt!r} asks for {len(captions)} objects; the grammar planner places at most {MAX_OBJECTS}")
-    notes: list[str] = []
     if parsed.relation is not None and len(captions) == 2:
         centres = list(_RELATION_CENTRES[parsed.relation])
     else:
@@ -143,4 +168,4 @@ def plan(prompt: str, *, object_size: float = 0.28) -> Layout:
     half = size / 2
     objects = tuple(LayoutObject(caption, (max(0.0, x - half), max(0.0, y - half), min(1.0, x + half), min(1.0, y + half)))
                     for caption, (x, y) in zip(captions, centres))
-    return Layout(objects, parsed.background, prompt, "grammar", tuple(notes))
+    return Layout(objects, background, prompt, "grammar", tuple(notes))

@@ -18,7 +18,8 @@ Planner = Literal["grammar"]
 
 @node("layout.plan", category="layout", output="layout")
 def plan(prompt: str, planner: Planner = "grammar", background: str = "black",
-         object_size: Annotated[float, Field(gt=0.05, le=1.0)] = 0.28) -> Layout:
+         object_size: Annotated[float, Field(gt=0.05, le=1.0)] = 0.28,
+         palette: list[str] = ["red", "blue", "green", "yellow", "purple"]) -> Layout:  # noqa: B006 - never mutated
     """Plan where each object of a prompt goes: prompt -> ``Layout`` (objects with box and caption; background).
 
     The ``grammar`` planner parses counts, colours, shapes and other nouns, one
@@ -30,14 +31,16 @@ def plan(prompt: str, planner: Planner = "grammar", background: str = "black",
         planner: the planning backend.
         background: the background when the prompt names none.
         object_size: each box's side, as a fraction of the canvas.
+        palette: colours for objects the prompt gives none (one that stands out from the
+            background); empty: leave them uncoloured.
     """
+    unknown = [colour for colour in palette if colour not in COLOUR_RGB]
+    if unknown:
+        raise ValueError(f"palette: unknown colour(s) {unknown}; known: {', '.join(COLOUR_RGB)}")
     try:
-        layout = grammar.plan(prompt, object_size=object_size)
+        return grammar.plan(prompt, object_size=object_size, palette=tuple(palette), default_background=background)
     except ValueError as error:
         raise ValueError(f"prompt: {error}") from None
-    if not layout.background:
-        layout = Layout(layout.objects, background, layout.prompt, layout.planner, layout.notes)
-    return layout
 
 
 @node("layout.prompts", category="layout", output="texts")

@@ -35,6 +35,10 @@ def add_parsers(subparsers: Any) -> None:
     evaluate.add_argument("--guidance", type=float, default=3.0)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--suite", choices=["attributes", "compositional"], default="attributes",
+                          help="attributes: one shape per prompt; compositional: GenEval-style categories, "
+                               "the plain graph against compose (needs the layout plugin)")
+    evaluate.add_argument("--graphs", default="plain,compose", help="with --suite compositional: which graphs")
     evaluate.set_defaults(handler=eval_command)
 
     grid = commands.add_parser("grid", help="a picture of prompts x seeds for each model")
@@ -110,6 +114,8 @@ class EvalProgress:
 def eval_command(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
 
+    if args.suite == "compositional":
+        return compositional_command(args)
     with EvalProgress(args.model, args.n) as progress:
         scores = evaluate(args.model, n=args.n, steps=args.steps, scheduler=args.scheduler,
                           guidance=args.guidance, seed=args.seed, observers=[progress])
@@ -119,6 +125,30 @@ def eval_command(args: argparse.Namespace) -> int:
         for key in ("colour", "shape", "background", "all"):
             print(f"{key:<12} {scores[key]:.3f}")
         print(f"{'s/image':<12} {scores['seconds_per_image']:.4f}")
+    return 0
+
+
+def compositional_command(args: argparse.Namespace) -> int:
+    """``zoo eval --suite compositional``: a table of categories by graph, or JSON."""
+    from sfumato import ParameterError
+
+    from .dataset import CATEGORIES
+    from .evaluation import evaluate_compositional
+
+    graphs = tuple(name.strip() for name in args.graphs.split(",") if name.strip())
+    if not graphs or set(graphs) - {"plain", "compose"}:
+        raise ParameterError(f"--graphs: {args.graphs!r}; give plain, compose or both (comma-separated)")
+    with EvalProgress(args.model, args.n) as progress:
+        scores = evaluate_compositional(args.model, n=args.n, steps=args.steps, scheduler=args.scheduler,
+                                        guidance=args.guidance, seed=args.seed, graphs=graphs, observers=[progress])
+    if args.json:
+        print(json.dumps(scores, indent=2))
+        return 0
+    print(f"{'category':<16}" + "".join(f"{name:>10}" for name in graphs))
+    for key in (*CATEGORIES, "overall", "seconds_per_image"):
+        print(f"{key:<16}" + "".join(f"{scores[name][key]:>10.3f}" for name in graphs))
+    if "compose" in graphs:
+        print(f"{'planning s/img':<16}{scores['compose']['planning_seconds_per_image']:>10.5f}")
     return 0
 
 
