@@ -116,3 +116,83 @@ def test_the_shipped_sdxl_graph_runs_a_user_sdxl_folder(models, tmp_path):
                                                            prompt="a red circle", negative_prompt="a dog")
     [path] = result.report.files
     assert Path(path).exists()
+
+
+# -- single-file checkpoints -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def single_file_library(tmp_path_factory, models):
+    """A library with a diffusers SD folder (the configs) and a checkpoint of another SD model as one file."""
+    import shutil
+
+    from tiny_models import save_sd_single_file
+
+    root = tmp_path_factory.mktemp("single")
+    shutil.copytree(models["sd"], root / "sd-base")
+    other = save_tiny_sd_pipeline(root / "build" / "other")
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    # Different weights from sd-base, so the test shows the file's weights are the ones used.
+    weights = other / "unet" / "diffusion_pytorch_model.safetensors"
+    save_file({k: v + 0.05 * torch.randn_like(v) for k, v in load_file(weights).items()}, weights)
+    save_sd_single_file(other, root / "checkpoints" / "fine-tune.safetensors")
+    expected = load_file(weights)
+    shutil.rmtree(root / "build")  # the library holds the base folder and the single file only
+    return root, expected
+
+
+def test_a_single_file_sd_checkpoint_loads_with_the_library_configs_and_runs_two_steps(
+        single_file_library, monkeypatch, tmp_path):
+    root, expected = single_file_library
+    monkeypatch.setenv("SFUMATO_MODELS", str(root))
+    engine = Engine(device="cpu", cache=False)
+    builder = GraphBuilder("g")
+    gen = builder.add("diffusion.generate", "gen", prompt="a red circle", model=str(root / "checkpoints" /
+                                                                                   "fine-tune.safetensors"), steps=2)
+    builder.output("images", gen["images"])
+    result = engine.run(builder.build())
+    assert result["images"].images[0].size == (16, 16)
+    [(key, _, _)] = [k for k in engine.models.loaded() if "fine-tune" in k[0]]
+    loaded = engine.models.get(key, "cpu", "float32", lambda: None)
+    assert all(np.array_equal(loaded.unet.state_dict()[k].numpy(), v.numpy()) for k, v in expected.items())
+
+
+def test_a_single_file_without_a_config_folder_of_its_family_says_what_to_add(single_file_library, monkeypatch,
+                                                                              tmp_path):
+    root, _ = single_file_library
+    monkeypatch.setenv("SFUMATO_MODELS", str(tmp_path))
+    builder = GraphBuilder("g")
+    gen = builder.add("diffusion.generate", "gen", prompt="x", model=str(root / "checkpoints" / "fine-tune.safetensors"))
+    builder.output("images", gen["images"])
+    with pytest.raises(SfumatoError, match="single-file sd checkpoint.*diffusers sd folder in the model library"):
+        Engine(device="cpu", cache=False).run(builder.build())
+
+
+def test_a_single_file_that_is_no_checkpoint_is_refused_naming_what_it_is(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "style.safetensors"
+    save_file({"lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight":
+               torch.zeros(4, 768)}, lora)
+    builder = GraphBuilder("g")
+    gen = builder.add("diffusion.generate", "gen", prompt="x", model=str(lora))
+    builder.output("images", gen["images"])
+    with pytest.raises(SfumatoError, match="is a sd lora, not a Stable Diffusion"):
+        Engine(device="cpu", cache=False).run(builder.build())
+
+
+def test_a_single_file_that_is_no_checkpoint_is_refused_at_validation(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "style.safetensors"
+    save_file({"lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight":
+               torch.zeros(4, 2048), "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": torch.zeros(4, 8)},
+              lora)
+    builder = GraphBuilder("g")
+    builder.add("diffusion.generate", "gen", prompt="x", model=str(lora))
+    [issue] = validate_graph(builder.build(), default_registry())
+    assert issue.path == "nodes.gen.inputs.model" and "is a sdxl lora" in issue.message

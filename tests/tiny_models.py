@@ -156,3 +156,84 @@ def save_tiny_sdxl_pipeline(folder: Path) -> Path:
         "tokenizer": ["transformers", "PreTrainedTokenizerFast"], "tokenizer_2": ["transformers", "PreTrainedTokenizerFast"],
     }))
     return folder
+
+
+def _unet_to_ldm(state: dict, config: dict) -> dict:
+    """A diffusers UNet state dict in the original (LDM) key layout, as model sites distribute it."""
+    import re
+
+    per_level = config["layers_per_block"] + 1
+    up_has_attention = ["CrossAttn" in kind for kind in config["up_block_types"]]
+    resnet_parts = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
+                    ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
+    whole = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
+             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    converted = {}
+    for key, value in state.items():
+        new = key
+        for old, ldm in whole.items():
+            if key.startswith(old + "."):
+                new = ldm + key[len(old):]
+        if "resnets" in key:
+            for old, ldm in resnet_parts:
+                new = new.replace(f".{old}.", f".{ldm}.")
+        if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", new):
+            i, part, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+            new = f"input_blocks.{per_level * i + j + 1}.{0 if part == 'resnets' else 1}.{rest}"
+        elif m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", new):
+            new = f"input_blocks.{per_level * (int(m[1]) + 1)}.0.op.{m[2]}"
+        elif m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", new):
+            i, part, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+            new = f"output_blocks.{per_level * i + j}.{0 if part == 'resnets' else 1}.{rest}"
+        elif m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.(.*)", new):
+            i = int(m[1])
+            new = f"output_blocks.{per_level * i + per_level - 1}.{2 if up_has_attention[i] else 1}.{m[2]}"
+        elif m := re.match(r"mid_block\.attentions\.0\.(.*)", new):
+            new = f"middle_block.1.{m[1]}"
+        elif m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", new):
+            new = f"middle_block.{2 * int(m[1])}.{m[2]}"
+        converted["model.diffusion_model." + new] = value
+    return converted
+
+
+def _vae_to_ldm(state: dict, config: dict) -> dict:
+    """A diffusers AutoencoderKL state dict in the original (LDM) layout (1x1 conv attention weights)."""
+    import re
+
+    levels = len(config["block_out_channels"])
+    attention = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+    converted = {}
+    for key, value in state.items():
+        new = key.replace("conv_shortcut", "nin_shortcut").replace("conv_norm_out", "norm_out")
+        if m := re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.*)\.(weight|bias)", new):
+            new = f"{m[1]}.mid.attn_1.{attention[m[2]]}.{m[3]}"
+            if m[3] == "weight" and value.ndim == 2:
+                value = value[:, :, None, None]
+        elif m := re.match(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.*)", new):
+            new = f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3]}"
+        elif m := re.match(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", new):
+            new = f"encoder.down.{m[1]}.block.{m[2]}.{m[3]}"
+        elif m := re.match(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.(.*)", new):
+            new = f"encoder.down.{m[1]}.downsample.{m[2]}"
+        elif m := re.match(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", new):
+            new = f"decoder.up.{levels - 1 - int(m[1])}.block.{m[2]}.{m[3]}"
+        elif m := re.match(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.*)", new):
+            new = f"decoder.up.{levels - 1 - int(m[1])}.upsample.{m[2]}"
+        converted["first_stage_model." + new] = value
+    return converted
+
+
+def save_sd_single_file(folder: Path, path: Path) -> Path:
+    """An SD 1.x diffusers folder as one ``.safetensors`` checkpoint in the original layout (UNet, VAE, CLIP)."""
+    from safetensors.torch import load_file, save_file
+
+    unet_config = json.loads((folder / "unet" / "config.json").read_text())
+    vae_config = json.loads((folder / "vae" / "config.json").read_text())
+    tensors = {**_unet_to_ldm(load_file(folder / "unet" / "diffusion_pytorch_model.safetensors"), unet_config),
+               **_vae_to_ldm(load_file(folder / "vae" / "diffusion_pytorch_model.safetensors"), vae_config)}
+    for key, value in load_file(folder / "text_encoder" / "model.safetensors").items():
+        tensors["cond_stage_model.transformer.text_model." + key.removeprefix("text_model.")] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+    return path

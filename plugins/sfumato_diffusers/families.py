@@ -76,3 +76,21 @@ def local_hub_snapshot(repo_id: str) -> Path:
             f"({cache}); sfumato never downloads while running: fetch it first (`hf download {repo_id}`) "
             f"or give the path of a model folder or file ({type(error).__name__})"
         ) from None
+
+
+def single_file_of(name: str, sources: Any) -> Path | None:
+    """The ``.safetensors`` file a model name (a library name or a path) names, or ``None``."""
+    source = sources.get(name)
+    try:
+        path = source.path() if source is not None else Path(name).expanduser()
+        return path if path.suffix == ".safetensors" and path.is_file() else None
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
+def expected_of_single_file(path: Path) -> dict[str, Any]:
+    """What a single-file checkpoint's UNet needs from its conditioning, from the file's keys (no weights read)."""
+    from .singlefile import CONDITIONING_FAMILY, checkpoint_family
+
+    family = CONDITIONING_FAMILY[checkpoint_family(path)]  # SfumatoError for a file that is no checkpoint
+    return {"family": SDXL} if family == SDXL else {}

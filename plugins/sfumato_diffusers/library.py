@@ -233,3 +233,13 @@ def model_sources() -> list[object]:
                                                f"{entry.name} by its hash", kind=entry.kind, family=entry.family,
                                                sha256=entry.sha256))
     return sources
+
+
+def config_folder_for(family: str) -> Path | None:
+    """A diffusers pipeline folder of ``family`` in the library, whose configs single files of that family use."""
+    folders = [folder for folder in library_folders() if folder.is_dir()]
+    for folder in folders:
+        for path, known in _candidates(folder):
+            if known == ("pipeline", family):
+                return path
+    return None

@@ -87,15 +87,20 @@ def load_diffusion_model(context: RunContext, name: str, *, attention_slicing: b
     path = context.models.resolve(name)
     if isinstance(path, str):  # a hub id: only a copy already in the hub cache, never a download
         path = local_hub_snapshot(path)
-    _check_layout(name, path)
+    single_file = path.is_file()
+    config = single_file_config(name, path) if single_file else None  # before any weight loads
+    if not single_file:
+        _check_layout(name, path)
     dtype = torch_dtype(context.dtype)
     key = f"diffusion:{name}" + ("+sliced" if attention_slicing else "") + ("+tiled" if vae_tiling else "") \
         + ("+compiled" if compile_unet else "")
 
     def load() -> DiffusionModel:
-        import torch
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
+        if config is not None:
+            model = _single_file_model(context, name, path, config, dtype)
+            return _with_options(model, attention_slicing, vae_tiling, compile_unet)
         source = str(path)
         # With accelerate (a dependency) weights load without a second copy in memory. Saying so
         # explicitly keeps diffusers from warning, twice per model, in an environment without it.
@@ -116,16 +121,54 @@ def load_diffusion_model(context: RunContext, name: str, *, attention_slicing: b
             model.tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
             model.text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype)
             model.text_encoder.eval().to(context.device)
-        if attention_slicing:
-            model.unet.set_attention_slice("auto")
-        if vae_tiling:
-            model.vae.enable_tiling()
-        if compile_unet:
-            model.unet = torch.compile(model.unet)
-        return model
+        return _with_options(model, attention_slicing, vae_tiling, compile_unet)
 
     return context.models.get(key, context.device, context.dtype, load, preparing_since=preparing)
 
 
+def _with_options(model: DiffusionModel, attention_slicing: bool, vae_tiling: bool, compile_unet: bool) -> DiffusionModel:
+    import torch
+
+    if attention_slicing:
+        model.unet.set_attention_slice("auto")
+    if vae_tiling:
+        model.vae.enable_tiling()
+    if compile_unet:
+        model.unet = torch.compile(model.unet)
+    return model
+
+
 def _scheduler_config(path: Path) -> dict[str, Any]:
     return json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+
+
+def single_file_config(name: str, path: Path) -> Path:
+    """The config folder of a single-file checkpoint; :class:`ModelNotFoundError` when it has none."""
+    from .library import ENV_FOLDERS, config_folder_for
+    from .singlefile import checkpoint_family
+
+    if path.suffix != ".safetensors":
+        raise ModelNotFoundError(f"model {name!r} is a file but not a .safetensors checkpoint (sfumato loads no "
+                                 "pickled .ckpt/.bin files)")
+    family = checkpoint_family(path)
+    config = config_folder_for(family)
+    if config is None:
+        raise ModelNotFoundError(
+            f"model {name!r} is a single-file {family} checkpoint; its configs (and tokenizer) come from a diffusers "
+            f"{family} folder in the model library, and there is none: add one (its weights are not read) to a "
+            f"folder in {ENV_FOLDERS}")
+    return config
+
+
+def _single_file_model(context: RunContext, name: str, path: Path, config: Path, dtype: Any) -> DiffusionModel:
+    """A single-file checkpoint's UNet, VAE and (SD 1.x/2.x) text encoder, configured from ``config``."""
+    from .singlefile import load_checkpoint
+
+    parts = load_checkpoint(path, config, dtype)
+    model = DiffusionModel(name, parts["unet"].eval().to(context.device), parts["vae"].eval().to(context.device),
+                           _scheduler_config(config), {}, device=context.device, dtype=dtype,
+                           family=unet_family(dict(parts["unet"].config)))
+    if "text_encoder" in parts and model.family == SD:
+        model.text_encoder = parts["text_encoder"].eval().to(context.device)
+        model.tokenizer = parts["tokenizer"]
+    return model

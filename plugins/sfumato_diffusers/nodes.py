@@ -8,7 +8,7 @@ from typing import Annotated, Any, Callable, Literal, Mapping
 from sfumato import (Conditioning, Field, ImageBatch, Latent, Port, RunContext, ValidationContext, image_seeds, node,
                      spec_of)
 
-from .families import FAMILY_ENCODERS, SD, SDXL, expected_conditioning
+from .families import FAMILY_ENCODERS, SD, SDXL, expected_conditioning, expected_of_single_file, single_file_of
 from .loading import DiffusionModel, load_diffusion_model, read_model_info
 from .lora import LoraStack, family_of_width, lora_applied
 from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, preview_image, sample_latents
@@ -28,7 +28,7 @@ def _expected_conditioning(inputs: dict[str, Any], context: ValidationContext) -
         return {}  # a required parameter not set yet: checked when the graph runs
     folder = context.model_folder(inputs["model"])
     if folder is None:
-        return {}
+        return _expected_of_file(inputs["model"], context)
     expected = expected_conditioning(folder)  # width, and the family (sdxl) where it is not SD 1.x/2.x
     info = read_model_info(folder)
     if info.get("encoder"):
@@ -37,6 +37,19 @@ def _expected_conditioning(inputs: dict[str, Any], context: ValidationContext) -
     if expected.get("width"):  # a LoRA targets one UNet width: another family's is refused before loading
         wanted["loras"] = {"family": family_of_width(int(expected["width"]))}
     return wanted
+
+
+def _expected_of_file(model: str, context: ValidationContext) -> dict[str, dict[str, Any]]:
+    """A single-file checkpoint: its family from its keys; a file that is no checkpoint is a problem."""
+    file = single_file_of(model, context.model_sources)
+    if file is None:
+        return {}
+    try:
+        expected = expected_of_single_file(file)
+    except Exception as error:  # noqa: BLE001 - SfumatoError from the file's keys, reported on the input
+        context.problem(str(error), "model")
+        return {}
+    return {"conditioning": expected, "negative": expected} if expected else {}
 
 
 def _prompt_conditioning(model: DiffusionModel, prompts: list[str]) -> Conditioning:

@@ -114,3 +114,46 @@ def detect_file(path: Path) -> FileKind:
     except SfumatoError as error:
         message = str(error)
         raise SfumatoError(message if str(path) in message else f"{path}: {message}") from None
+
+
+#: Conditioning family of each checkpoint family (SD 2.x takes one encoder's states, like SD 1.x).
+CONDITIONING_FAMILY = {"sd": "sd", "sd2": "sd", "sdxl": "sdxl"}
+
+
+def checkpoint_family(path: Path) -> str:
+    """The family of a single-file checkpoint that ``diffusion.generate`` can load, or :class:`SfumatoError`."""
+    found = detect_file(path)
+    if found.kind != "checkpoint" or found.family not in CONDITIONING_FAMILY:
+        what = f"a {found.family} {found.kind}" if found.family else f"a {found.kind}"
+        raise SfumatoError(f"{path} is {what}, not a Stable Diffusion 1.x/2.x/XL checkpoint that diffusion.generate "
+                           "loads" + (" (apply LoRAs with diffusion.lora)" if found.kind == "lora" else ""))
+    return found.family
+
+
+def load_checkpoint(path: Path, config: Path, dtype: Any) -> dict[str, Any]:
+    """UNet, VAE and (SD 1.x/2.x) text encoder from one original-layout file, configured from ``config``.
+
+    ``config`` is a diffusers folder of the same family (its ``unet/``,
+    ``vae/``, ``scheduler/``, ``text_encoder/`` and ``tokenizer/`` configs;
+    its weights are not read). Nothing is fetched from a hub.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    options = {"config": str(config), "local_files_only": True, "torch_dtype": dtype}
+    components: dict[str, Any] = {
+        "unet": UNet2DConditionModel.from_single_file(str(path), subfolder="unet", **options),
+        "vae": AutoencoderKL.from_single_file(str(path), subfolder="vae", **options),
+    }
+    header = read_header(path)
+    if any(key.startswith("cond_stage_model.") for key in header) and (config / "text_encoder").is_dir():
+        from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+        from safetensors import safe_open
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        with safe_open(str(path), "pt") as handle:  # only the text encoder's tensors, not the whole file
+            text_weights = {k: handle.get_tensor(k) for k in handle.keys() if k.startswith("cond_stage_model.")}
+        components["text_encoder"] = create_diffusers_clip_model_from_ldm(
+            CLIPTextModel, text_weights, subfolder="text_encoder", config=str(config), torch_dtype=dtype,
+            local_files_only=True)
+        components["tokenizer"] = AutoTokenizer.from_pretrained(config / "tokenizer")
+    return components
