@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 
 def benchmarks(quick: bool) -> dict[str, Callable[[], dict[str, Any]]]:
     from . import (bench_cold_start, bench_encoding, bench_families, bench_generation, bench_incremental,
-                   bench_overhead, bench_schedulers, bench_server, bench_sweep)
+                   bench_overhead, bench_schedulers, bench_server, bench_speed, bench_sweep)
 
     if quick:
         return {
@@ -33,6 +33,9 @@ def benchmarks(quick: bool) -> dict[str, Callable[[], dict[str, Any]]]:
             "encoding": lambda: bench_encoding.run(texts=8, sizes=(100,), repeats=2),
             "server": lambda: bench_server.run(jobs=5),
             "families": lambda: bench_families.run(steps=2, repeats=2),
+            "speed": lambda: bench_speed.run(size=64, steps=2, tiny_n=4, tiny_steps=2,
+                                             sd_recipes={"fp32 (default)": {}, "step_cache=2": {"step_cache": 2}},
+                                             tiny_recipes={"fp32 (default)": {}, "step_cache=2": {"step_cache": 2}}),
         }
     return {
         "overhead": bench_overhead.run,
@@ -44,6 +47,7 @@ def benchmarks(quick: bool) -> dict[str, Callable[[], dict[str, Any]]]:
         "encoding": bench_encoding.run,
         "server": bench_server.run,
         "families": bench_families.run,
+        "speed": bench_speed.run,
     }
 
 

@@ -195,3 +195,15 @@ def test_a_missing_recipe_file_exits_2_naming_it(zoo, tmp_path, capsys):
     graph.write_text(json.dumps(_graph_with_speed_param(zoo)))
     assert main(["run", str(graph), "--out", str(tmp_path), "--set", f"speed=@{tmp_path / 'nope.json'}"]) == 2
     assert "nope.json" in capsys.readouterr().err
+
+
+def test_float8_on_cpu_is_refused_naming_the_lever_and_the_device(engine, zoo):
+    with pytest.raises(NodeExecutionError, match=r"speed\.quantize='float8_dynamic' with device 'cpu'"):
+        generate(engine, zoo, {"dtype": "bfloat16", "quantize": "float8_dynamic"})
+
+
+def test_a_recipe_with_no_lever_set_is_no_recipe():
+    from sfumato_diffusers.speed import as_recipe
+
+    assert as_recipe({}) is None and as_recipe(None) is None
+    assert as_recipe({"step_cache": 2}).key() == '{"step_cache":2}'

@@ -41,7 +41,7 @@ class SpeedRecipe(BaseModel):
         attention: ``"sdpa"`` sets PyTorch's scaled-dot-product attention processor explicitly.
         fuse_qkv: fuse each attention's query, key and value projections into one matmul.
         compile: ``torch.compile`` each repeated block (transformer and ResNet blocks).
-        quantize: torchao int8 quantization of the UNet's linear layers.
+        quantize: torchao quantization of the UNet's linear layers (int8; float8 on GPUs that have it).
         step_cache: run the whole UNet every N-th step and only its outer blocks in between,
             reusing the deep features (DeepCache); 1 is off.
         token_merging: fraction of tokens tomesd merges in the attention blocks; 0 is off.
@@ -56,7 +56,7 @@ class SpeedRecipe(BaseModel):
     attention: Literal["default", "sdpa"] = "default"
     fuse_qkv: bool = False
     compile: bool = False
-    quantize: Literal["none", "int8_dynamic", "int8_weight_only"] = "none"
+    quantize: Literal["none", "int8_dynamic", "int8_weight_only", "float8_dynamic"] = "none"
     step_cache: int = Field(1, ge=1, le=10)
     token_merging: float = Field(0.0, ge=0.0, le=0.75)
     sampler: Literal["lcm", "tcd"] | None = None
@@ -106,6 +106,12 @@ def recipe_conflicts(recipe: SpeedRecipe, device: str | None = None) -> list[str
         problems.append("speed.quantize with speed.dtype='float16' on cpu: torchao's int8 kernels take "
                         "float32 or bfloat16 activations on cpu")
     kind = (device or "").split(":")[0]
+    if recipe.quantize == "float8_dynamic" and kind == "cpu":
+        problems.append("speed.quantize='float8_dynamic' with device 'cpu': float8 matmuls need a GPU with "
+                        "float8 tensor cores (compute capability 8.9+); use 'int8_dynamic'")
+    if recipe.quantize == "float8_dynamic" and recipe.dtype in (None, "float32"):
+        problems.append("speed.quantize='float8_dynamic' with speed.dtype float32: float8 scales bfloat16 "
+                        "activations; set speed.dtype='bfloat16'")
     if recipe.dtype in _SLOW_DTYPES.get(kind, ()):
         problems.append(f"speed.dtype={recipe.dtype!r} with device {kind!r}: float16 is emulated on cpu "
                         "(slower than float32, and some kernels are missing); use 'bfloat16'")
@@ -133,7 +139,7 @@ def accelerate(context: Any, diffusion: DiffusionModel, recipe: SpeedRecipe | No
     if problems:
         raise ValueError("; ".join(problems))
     if not recipe.changes_modules:
-        return AcceleratedModel(**_fields(diffusion), recipe=recipe)
+        return apply_levers(diffusion, recipe)  # no copy: only the loop levers
     key = f"diffusion:{diffusion.name}+speed:{recipe.key()}"
     return context.models.get(key, context.device, context.dtype, lambda: apply_levers(diffusion, recipe))
 
@@ -145,11 +151,13 @@ def _fields(diffusion: DiffusionModel) -> dict[str, Any]:
 def apply_levers(diffusion: DiffusionModel, recipe: SpeedRecipe) -> AcceleratedModel:
     """Copy the UNet (and the VAE when the dtype changes) and apply the recipe's module levers.
 
-    The order matters: fusing QKV concatenates float weights, so it comes before
+    A recipe with loop levers only shares the model's modules. The order matters: fusing QKV concatenates float weights, so it comes before
     quantization; compile comes last, over the final modules.
     """
     import torch
 
+    if not recipe.changes_modules:
+        return AcceleratedModel(**_fields(diffusion), recipe=recipe)
     unet = copy.deepcopy(diffusion.unet)
     vae = diffusion.vae
     dtype = diffusion.dtype
@@ -190,10 +198,12 @@ def apply_levers(diffusion: DiffusionModel, recipe: SpeedRecipe) -> AcceleratedM
 
 def quantize_linear_layers(module: Any, kind: str) -> None:
     """torchao int8 quantization of ``module``'s linear layers, in place."""
-    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+    from torchao.quantization import (Float8DynamicActivationFloat8WeightConfig, Int8DynamicActivationInt8WeightConfig,
+                                      Int8WeightOnlyConfig, quantize_)
 
-    config = Int8DynamicActivationInt8WeightConfig() if kind == "int8_dynamic" else Int8WeightOnlyConfig()
-    quantize_(module, config)
+    configs = {"int8_dynamic": Int8DynamicActivationInt8WeightConfig, "int8_weight_only": Int8WeightOnlyConfig,
+               "float8_dynamic": Float8DynamicActivationFloat8WeightConfig}
+    quantize_(module, configs[kind]())
 
 
 #: Blocks repeated through a UNet: compiling each (regional compilation) compiles one graph per
