@@ -21,6 +21,7 @@ inputs and a :class:`ValidationContext`. Node functions are plain (not
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import re
 import types
@@ -35,6 +36,7 @@ from pydantic.fields import FieldInfo
 
 from ..errors import NodeDefinitionError
 from .context import RunContext
+from .lazy import LazyInputs, lazy_of
 from .paths import PathInput
 
 NODE_ATTRIBUTE = "__sfumato_node__"
@@ -332,6 +334,14 @@ class NodeSpec:
     @property
     def summary(self) -> str:
         return self.description.strip().split("\n\n")[0].replace("\n", " ") if self.description else ""
+
+    @functools.cached_property
+    def lazy(self) -> "LazyInputs | None":
+        """Inputs this node resolves on demand (``sfumato.lazy_inputs``), or ``None``.
+
+        Looked up once: the scheduler asks for every node it queues.
+        """
+        return lazy_of(self)
 
     def make_callable(self) -> Callable[..., Any]:
         """A callable that runs the node; class nodes get one long-lived instance."""

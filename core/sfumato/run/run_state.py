@@ -33,7 +33,6 @@ from ..plugin.events import (
     RunFinished,
     RunStarted,
 )
-from ..plugin.lazy import lazy_of
 from ..plugin.paths import PathNotAllowedError, path_inputs
 from .planning import Plan, PlannedNode
 from .report import NodeRecord, NodeStatus, RunReport, RunResult, RunStatus, summarize_value
@@ -173,7 +172,7 @@ class RunState:
                 self.use_cached(node, cached)
                 continue
             to_run.add(node_id)
-            lazy = lazy_of(node.spec)
+            lazy = node.spec.lazy
             stack.extend(edge.source for edge in node.links if lazy is None or edge.input not in lazy.names)
         return to_run
 
@@ -181,7 +180,7 @@ class RunState:
 
     def lazy_needed(self, node: PlannedNode) -> set[str]:
         """The lazy inputs ``node`` needs, asked of it with its literals and eager input values."""
-        lazy = lazy_of(node.spec)
+        lazy = node.spec.lazy
         assert lazy is not None
         values = dict(node.literals)
         for edge in node.links:
@@ -241,7 +240,7 @@ class RunState:
         spec = node.spec
         kwargs = dict(node.literals)
         ports = self.engine.registry.ports
-        lazy = lazy_of(spec)
+        lazy = spec.lazy
         for edge in node.links:
             if lazy is not None and edge.input in lazy.names and edge.source not in self.values:
                 continue  # a lazy input the node did not need: it takes its default

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING
 
 from ..errors import RunCancelledError
 from ..plugin.events import ACTIVE_RUN
-from ..plugin.lazy import lazy_of
 from .report import NodeStatus
 
 #: A node in one of these states will not produce a value in this run.
@@ -95,7 +94,7 @@ class Scheduler:
             if node_id not in rank:
                 rank[node_id] = len(rank)
             node = nodes[node_id]
-            lazy = lazy_of(node.spec)
+            lazy = node.spec.lazy
             count = 0
             for link in node.links:
                 if link.source in pending and (lazy is None or link.input not in lazy.names):
@@ -112,7 +111,7 @@ class Scheduler:
     def _became_ready(self, queue: _RunQueue, node_id: str) -> None:
         """A pair's sources have finished: it is ready, unless lazy inputs it needs must run first."""
         node = queue.state.plan.nodes[node_id]
-        if node_id not in queue.resolved and lazy_of(node.spec) is not None:
+        if node_id not in queue.resolved and node.spec.lazy is not None:
             queue.resolved.add(node_id)
             if self._wait_for_lazy(queue, node):
                 return
