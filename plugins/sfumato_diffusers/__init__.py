@@ -22,13 +22,16 @@ def sfumato_model_sources() -> list[sfumato.ModelSource]:
 
 @sfumato.hookimpl
 def sfumato_node_types() -> list[Any]:
-    from . import lora, nodes
+    from . import controlnet, lora, nodes, preprocess
 
-    return [nodes.generate, nodes.vae_encode, nodes.vae_decode, nodes.generate_image, lora.lora]
+    return [nodes.generate, nodes.vae_encode, nodes.vae_decode, nodes.generate_image, lora.lora,
+            controlnet.controlnet, preprocess.edges]
 
 
 @sfumato.hookimpl
 def sfumato_port_types() -> list[Any]:
+    from .controlnet import ControlStack
     from .lora import LoraStack
 
-    return [sfumato.PortType("LoraStack", LoraStack, "LoRA files with their strengths, for diffusion.generate")]
+    return [sfumato.PortType("LoraStack", LoraStack, "LoRA files with their strengths, for diffusion.generate"),
+            sfumato.PortType("ControlStack", ControlStack, "ControlNets with control images, for diffusion.generate")]

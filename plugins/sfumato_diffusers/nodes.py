@@ -9,6 +9,7 @@ from sfumato import (Conditioning, Field, ImageBatch, Latent, Port, RunContext, 
                      spec_of)
 
 from .families import FAMILY_ENCODERS, SD, SDXL, expected_conditioning, expected_of_single_file, single_file_of
+from .controlnet import ControlStack, prepare_controls
 from .loading import DiffusionModel, load_diffusion_model, read_model_info
 from .lora import LoraStack, family_of_width, lora_applied
 from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, preview_image, sample_latents
@@ -36,6 +37,7 @@ def _expected_conditioning(inputs: dict[str, Any], context: ValidationContext) -
     wanted = {"conditioning": expected, "negative": expected} if expected else {}
     if expected.get("width"):  # a LoRA targets one UNet width: another family's is refused before loading
         wanted["loras"] = {"family": family_of_width(int(expected["width"]))}
+        wanted["control"] = wanted["loras"]  # and so does a ControlNet
     return wanted
 
 
@@ -120,6 +122,7 @@ def generate(
     strength: Annotated[float, Field(gt=0, le=1)] = 0.6,
     mask: ImageBatch | None = None,
     loras: LoraStack | None = None,
+    control: ControlStack | None = None,
     attention_slicing: bool = False,
     vae_tiling: bool = False,
     cpu_offload: bool = False,
@@ -151,6 +154,7 @@ def generate(
         strength: how far from ``init_images`` to move (1 ignores them).
         mask: with ``init_images``: white where to repaint.
         loras: LoRAs to apply (from ``diffusion.lora``); none: the model's own weights.
+        control: ControlNets with their control images (from ``diffusion.controlnet``).
         attention_slicing: less memory, a little slower (GPU).
         vae_tiling: decode large images in tiles (GPU).
         cpu_offload: keep weights on the CPU between calls (saves GPU memory).
@@ -166,6 +170,8 @@ def generate(
             negative = _prompt_conditioning(diffusion, [negative_prompt])
         request, labels = _prepare_request(diffusion, conditioning, prompt, negative, steps, guidance, width,
                                            height, batch_size, seed, init_images, strength, mask)
+        request.controls = prepare_controls(context, diffusion, control, len(request.seeds), request.width,
+                                            request.height)
         [result] = _sample(context, diffusion, scheduler, [(request, labels)], cpu_offload)
     return result
 
@@ -219,7 +225,8 @@ def _merge_key(request: SamplingRequest) -> tuple[Any, ...]:
     """Requests with equal keys can share one denoising loop."""
     return (request.steps, request.guidance, request.height, request.width, request.negative_states is None,
             request.pooled is None, request.init_latents is None, request.mask is None,
-            request.strength if request.init_latents is not None else None)
+            request.strength if request.init_latents is not None else None,
+            id(request) if request.controls else None)  # control images are per request: not merged
 
 
 def _merge(requests: list[SamplingRequest]) -> SamplingRequest:
@@ -230,6 +237,8 @@ def _merge(requests: list[SamplingRequest]) -> SamplingRequest:
         return None if parts[0] is None else torch.cat(parts)
 
     first = requests[0]
+    if len(requests) == 1:
+        return first
     return SamplingRequest(cat("states"), cat("pooled"), cat("negative_states"), cat("negative_pooled"),
                            [s for r in requests for s in r.seeds], first.steps, first.guidance, first.height,
                            first.width, cat("init_latents"), first.strength, cat("mask"))
@@ -312,6 +321,9 @@ def generate_batch(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                               call["width"], call["height"],
                                               call["batch_size"], call["seed"], call["init_images"],
                                               call["strength"], call["mask"]))
+                request = items[-1][0]
+                request.controls = prepare_controls(context, diffusion, call["control"], len(request.seeds),
+                                                    request.width, request.height)
             for index, result in zip(indices, _sample(context, diffusion, scheduler, items, offload)):
                 results[index] = result
     return results  # type: ignore[return-value]

@@ -8,9 +8,10 @@ image comes out the same whether it is made alone or inside a batch.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .controlnet import control_residuals
 from .loading import DiffusionModel
 
 
@@ -30,6 +31,7 @@ class SamplingRequest:
     init_latents: Any = None  # (N, C, h, w) for image-to-image / inpainting
     strength: float = 1.0
     mask: Any = None  # (N, 1, h, w): 1 where to repaint
+    controls: list[Any] = field(default_factory=list)  # controlnet.PreparedControl, applied together
 
 
 def _generators(seeds: list[int]) -> list[Any]:
@@ -85,7 +87,9 @@ def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingReque
         for index, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if use_guidance else latents
             model_input = scheduler.scale_model_input(model_input, t)
-            prediction = unet(model_input, t, encoder_hidden_states=states, **unet_inputs).sample
+            extra = control_residuals(request.controls, index, len(timesteps), model_input, t, states, unet_inputs,
+                                      use_guidance) if request.controls else {}
+            prediction = unet(model_input, t, encoder_hidden_states=states, **unet_inputs, **extra).sample
             if use_guidance:
                 unconditional, conditional = prediction.chunk(2)
                 prediction = unconditional + request.guidance * (conditional - unconditional)
