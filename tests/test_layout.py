@@ -191,3 +191,49 @@ def test_objects_without_a_colour_get_one_that_stands_out_from_the_background():
 def test_an_unknown_palette_colour_is_refused():
     with pytest.raises(ValueError, match="palette: unknown colour"):
         st.call_node(layout_nodes.plan, prompt="a circle", palette=["octarine"])
+
+
+@pytest.mark.slow
+def test_model_planner_output_always_parses_with_a_tiny_random_model(tmp_path):
+    from tiny_models import save_tiny_causal_lm
+
+    folder = save_tiny_causal_lm(tmp_path / "lm")
+    prompt = "two red circles to the left of a blue square on black"
+    layout = st.call_node(layout_nodes.plan, prompt=prompt, planner="model", language_model=str(folder))["layout"]
+    assert isinstance(layout, Layout) and layout.planner == "model" and 1 <= len(layout) <= 6
+    assert layout.background in layout_nodes.COLOUR_RGB
+    words = set(prompt.split())
+    assert all(set(obj.caption.split()) <= words for obj in layout.objects)
+    assert Layout.from_dict(json.loads(json.dumps(layout.as_dict()))).as_dict() == layout.as_dict()
+
+
+def test_constrained_choice_follows_the_model_preference():
+    import torch
+
+    from sfumato_layout.language_model import ChoiceScorer
+
+    class Tokens:
+        pad_token_id = 0
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [{"red": 5, "blue": 6}.get(word, 1) for word in text.split()]}
+
+    class Favours:
+        """A stand-in causal LM whose next token is always id 6 ("blue")."""
+
+        device = "cpu"
+        config = type("Config", (), {"n_positions": 32})()
+
+        def __call__(self, input_ids, attention_mask):
+            logits = torch.zeros(*input_ids.shape, 8)
+            logits[..., 6] = 10.0
+            return type("Output", (), {"logits": logits})()
+
+    scorer = ChoiceScorer(Favours(), Tokens())
+    assert scorer.choose("the colour is", ["red", "blue"]) == "blue"
+    assert scorer.choose("x " * 100, ["red", "blue"]) == "blue"  # a long text is cut to the context length
+
+
+def test_model_planner_needs_a_model_folder():
+    with pytest.raises(ValueError, match="language_model"):
+        st.call_node(layout_nodes.plan, prompt="a circle", planner="model")

@@ -13,27 +13,54 @@ from . import grammar
 from .layout import COLOUR_RGB, Layout
 from .regional import RegionalRequest, latent_windows, regional_latents
 
-Planner = Literal["grammar"]
+Planner = Literal["grammar", "model"]
+
+
+def _load_language_model(context: RunContext, folder: str) -> tuple[Any, Any]:
+    """A local causal LM folder and its tokenizer (once per process, through the model manager)."""
+    preparing = time.perf_counter()
+    path = context.readable_path(folder)
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"language_model: {folder!r} is not a Hugging Face model folder (no config.json)")
+
+    def load() -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(context.dtype))
+        return model.eval().to(context.device), AutoTokenizer.from_pretrained(str(path))
+
+    return context.models.get(f"layout-lm:{path}", context.device, context.dtype, load, preparing_since=preparing)
 
 
 @node("layout.plan", category="layout", output="layout")
-def plan(prompt: str, planner: Planner = "grammar", background: str = "black",
-         object_size: Annotated[float, Field(gt=0.05, le=1.0)] = 0.28,
+def plan(prompt: str, context: RunContext, planner: Planner = "grammar", language_model: str = "",
+         background: str = "black", object_size: Annotated[float, Field(gt=0.05, le=1.0)] = 0.28,
          palette: list[str] = ["red", "blue", "green", "yellow", "purple"]) -> Layout:  # noqa: B006 - never mutated
     """Plan where each object of a prompt goes: prompt -> ``Layout`` (objects with box and caption; background).
 
     The ``grammar`` planner parses counts, colours, shapes and other nouns, one
     relation (left of, right of, above, below) and the background, then places
-    boxes that do not overlap. It is fast and deterministic.
+    boxes that do not overlap. It is fast and deterministic. The ``model``
+    planner has a local causal language model (``language_model``, a Hugging
+    Face folder) write the layout as JSON under constrained decoding, so its
+    output always parses; captions are words of the prompt.
 
     Args:
         prompt: what to draw (``two red circles to the left of a blue square``).
         planner: the planning backend.
+        language_model: with ``planner="model"``: a local causal LM folder.
         background: the background when the prompt names none.
         object_size: each box's side, as a fraction of the canvas.
         palette: colours for objects the prompt gives none (one that stands out from the
             background); empty: leave them uncoloured.
     """
+    if planner == "model":
+        if not language_model:
+            raise ValueError("language_model: planner='model' needs a causal language model folder")
+        from .language_model import plan_with_model
+
+        model, tokenizer = _load_language_model(context, language_model)
+        return plan_with_model(model, tokenizer, prompt)
     unknown = [colour for colour in palette if colour not in COLOUR_RGB]
     if unknown:
         raise ValueError(f"palette: unknown colour(s) {unknown}; known: {', '.join(COLOUR_RGB)}")

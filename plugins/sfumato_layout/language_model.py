@@ -1,0 +1,122 @@
+"""The language-model planner: a local Hugging Face causal LM writes the layout JSON, constrained to parse.
+
+The model never writes free JSON. The decoder writes the structure itself
+(``{"background": "``, ``", "objects": [``, ...) and asks the model only to
+choose, at each open slot, among the continuations that keep the JSON valid
+and inside the ``Layout`` schema: the background among colour names; whether
+another object follows; each caption word among the prompt's own words (as
+LLM-grounded planners copy phrases from the prompt), or the caption's end;
+each box coordinate among a grid of values that keep ``x0 < x1`` and
+``y0 < y1``. A choice is the candidate with the highest log-likelihood under
+the model (summed over its tokens). So any causal LM, even a random one,
+yields a layout that parses; a trained one yields a good layout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .layout import COLOUR_RGB, Layout
+
+#: Box coordinates the decoder may write (a 0.05 grid).
+GRID: tuple[str, ...] = tuple(f"{step / 20:.2f}" for step in range(21))
+
+
+def prompt_text(prompt: str) -> str:
+    """The text the model continues: the training pairs use exactly this format."""
+    return f"prompt: {prompt.strip()}\nlayout: "
+
+
+def training_text(prompt: str, layout: dict[str, Any]) -> str:
+    """One training example: the prompt, then the layout JSON as the decoder writes it."""
+    objects = ", ".join(
+        '{"caption": "' + obj["caption"] + '", "box": [' + ", ".join(f"{v:.2f}" for v in obj["box"]) + "]}"
+        for obj in layout["objects"])
+    return prompt_text(prompt) + '{"background": "' + layout["background"] + '", "objects": [' + objects + "]}"
+
+
+@dataclass
+class ChoiceScorer:
+    """Scores candidate continuations of a text by the log-likelihood a causal LM gives them."""
+
+    model: Any
+    tokenizer: Any
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _context_length(self) -> int:
+        config = self.model.config
+        for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 2048
+
+    def choose(self, text: str, candidates: list[str]) -> str:
+        """The candidate the model finds most likely after ``text`` (ties: the first)."""
+        import torch
+
+        if len(candidates) == 1:
+            return candidates[0]
+        endings = [self._ids(candidate) for candidate in candidates]
+        # A model sees at most its context length: keep the end of the text (the open slot's surroundings).
+        limit = self._context_length() - max(len(ending) for ending in endings)
+        prefix = self._ids(text)[-max(limit, 1):]
+        rows = [prefix + ending for ending in endings]
+        width = max(len(row) for row in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows], device=self.model.device)
+        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=self.model.device)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+        log_probs = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None])[..., 0]
+        scores = []
+        for index, row in enumerate(rows):
+            # Tokens of the candidate are predicted from position len(prefix)-1 on.
+            start = max(len(prefix) - 1, 0)
+            scores.append(float(log_probs[index, start:len(row) - 1].sum()))
+        return candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
+
+
+def prompt_words(prompt: str) -> list[str]:
+    """The words a caption may use: the prompt's own, in order, once each."""
+    seen: dict[str, None] = {}
+    for word in re.findall(r"[a-z0-9]+", prompt.lower()):
+        seen.setdefault(word, None)
+    return list(seen)
+
+
+def plan_with_model(model: Any, tokenizer: Any, prompt: str, *, max_objects: int = 6, max_caption_words: int = 3,
+                    colours: tuple[str, ...] = tuple(COLOUR_RGB)) -> Layout:
+    """Plan ``prompt`` with a causal LM under JSON-constrained decoding; the result always parses."""
+    scorer = ChoiceScorer(model, tokenizer)
+    words = prompt_words(prompt) or ["object"]
+    text = prompt_text(prompt) + '{"background": "'
+    text += scorer.choose(text, [f'{colour}"' for colour in colours])
+    text += ', "objects": ['
+    for index in range(max_objects):
+        if index and scorer.choose(text, [", ", "]"]) == "]":
+            break
+        if index:
+            text += ", "
+        text += '{"caption": "'
+        for position in range(max_caption_words):
+            options = ([] if position == 0 else ['"']) + [(" " if position else "") + word for word in words]
+            picked = scorer.choose(text, options)
+            if picked == '"':
+                break
+            text += picked
+        text += '", "box": ['
+        x0 = scorer.choose(text, list(GRID[:-1]))
+        text += x0 + ", "
+        y0 = scorer.choose(text, list(GRID[:-1]))
+        text += y0 + ", "
+        text += scorer.choose(text, [v for v in GRID if float(v) > float(x0)]) + ", "
+        text += scorer.choose(text, [v for v in GRID if float(v) > float(y0)]) + "]}"
+    text += "]}"
+    document = json.loads(text[len(prompt_text(prompt)):])
+    return Layout.from_dict(document, prompt=prompt, planner="model")
