@@ -207,3 +207,33 @@ def test_a_recipe_with_no_lever_set_is_no_recipe():
 
     assert as_recipe({}) is None and as_recipe(None) is None
     assert as_recipe({"step_cache": 2}).key() == '{"step_cache":2}'
+
+
+def _tiny_model(zoo):
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from sfumato_diffusers.loading import DiffusionModel
+
+    return DiffusionModel("zoo", UNet2DConditionModel.from_pretrained(str(zoo), subfolder="unet").eval(),
+                          AutoencoderKL.from_pretrained(str(zoo), subfolder="vae").eval(), {}, dtype=torch.float32)
+
+
+def test_token_merging_patches_the_attention_blocks_of_a_copy(zoo):
+    from sfumato_diffusers.speed import SpeedRecipe, apply_levers
+
+    model = _tiny_model(zoo)
+    merged = apply_levers(model, SpeedRecipe(token_merging=0.5))
+    assert any(type(m).__name__ == "ToMeBlock" for m in merged.unet.modules())
+    assert not any(type(m).__name__ == "ToMeBlock" for m in model.unet.modules())  # the loaded model is untouched
+
+
+def test_module_levers_apply_to_a_copy_and_loop_levers_share_the_modules(zoo):
+    import torch
+
+    from sfumato_diffusers.speed import SpeedRecipe, apply_levers
+
+    model = _tiny_model(zoo)
+    fast = apply_levers(model, SpeedRecipe(dtype="bfloat16"))
+    assert fast.unet.dtype == torch.bfloat16 and model.unet.dtype == torch.float32 and fast.dtype == torch.bfloat16
+    assert apply_levers(model, SpeedRecipe(step_cache=2)).unet is model.unet
