@@ -196,3 +196,54 @@ def test_a_single_file_that_is_no_checkpoint_is_refused_at_validation(tmp_path):
     builder.add("diffusion.generate", "gen", prompt="x", model=str(lora))
     [issue] = validate_graph(builder.build(), default_registry())
     assert issue.path == "nodes.gen.inputs.model" and "is a sdxl lora" in issue.message
+
+
+# -- Flux --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flux_model(tmp_path_factory):
+    from tiny_models import save_tiny_flux_pipeline
+
+    return save_tiny_flux_pipeline(tmp_path_factory.mktemp("flux") / "flux")
+
+
+def flux_graph(model, **inputs):
+    builder = GraphBuilder("flux")
+    encode = builder.add("encode.flux", "enc", texts="a red circle", model=str(model))
+    gen = builder.add("flux.generate", "gen", conditioning=encode["conditioning"], model=str(model),
+                      **{"steps": 2, **inputs})
+    builder.output("images", gen["images"])
+    return builder.build()
+
+
+def test_a_flux_folder_generates_from_encode_flux_in_two_steps(engine, flux_model):
+    images = engine.run(flux_graph(flux_model, batch_size=2, width=16, height=16))["images"].images
+    assert len(images) == 2 and images[0].size == (16, 16) and np.asarray(images[0]).std() > 0
+
+
+def test_flux_image_i_of_a_batch_equals_that_image_made_alone_with_its_seed(engine, flux_model):
+    from sfumato import image_seed
+
+    batch = engine.run(flux_graph(flux_model, batch_size=2, seed=7, width=16, height=16))["images"].images
+    alone = engine.run(flux_graph(flux_model, seed=image_seed(7, 1), width=16, height=16))["images"].images
+    assert np.abs(np.asarray(batch[1], dtype=int) - np.asarray(alone[0], dtype=int)).max() <= 1
+
+
+def test_sd_or_sdxl_conditioning_into_flux_is_refused_at_validation(models, flux_model):
+    builder = GraphBuilder("bad")
+    encode = builder.add("encode.sdxl", "enc", texts="a red circle", model=str(models["sdxl"]))
+    builder.add("flux.generate", "gen", conditioning=encode["conditioning"], model=str(flux_model))
+    [issue] = validate_graph(builder.build(), default_registry())
+    assert "family='sdxl' (needs 'flux')" in issue.message
+
+
+def test_the_shipped_flux_graph_runs_a_user_flux_folder(flux_model, tmp_path):
+    from pathlib import Path
+
+    from sfumato import Graph
+
+    graph = Graph.load(Path(__file__).resolve().parents[1] / "graphs" / "flux.json")
+    result = Engine(device="cpu", output_dir=tmp_path).run(graph, model=str(flux_model), steps=2, width=16, height=16)
+    [path] = result.report.files
+    assert Path(path).exists()

@@ -237,3 +237,24 @@ def save_sd_single_file(folder: Path, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, path)
     return path
+
+
+def save_tiny_flux_pipeline(folder: Path) -> Path:
+    """A Flux-layout folder: a 1+1-layer FluxTransformer2DModel, a 1-channel VAE, CLIP and T5 (both 32 wide)."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                           num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+                           axes_dims_rope=[4, 4, 8]).save_pretrained(folder / "transformer")
+    AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1,
+                  latent_channels=1, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+                  shift_factor=0.0609, scaling_factor=1.5035).save_pretrained(folder / "vae")
+    FlowMatchEulerDiscreteScheduler().save_pretrained(folder / "scheduler")
+    save_tiny_clip(folder / "text_encoder")
+    save_tiny_t5(folder / "text_encoder_2", width=32)
+    save_word_tokenizer(folder / "tokenizer")
+    save_word_tokenizer(folder / "tokenizer_2")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    return folder

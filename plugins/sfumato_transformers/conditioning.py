@@ -194,3 +194,49 @@ def load_sdxl_encoders(name: str, folder: Any, device: str, dtype: Any) -> SDXLE
     for model in models:
         model.eval().to(device)
     return SDXLEncoders(name, tokenizers, models, device)
+
+
+@dataclass
+class FluxEncoders:
+    """Flux's CLIP (pooled output) and T5 (token states) encoders, from a pipeline folder.
+
+    The conditioning is T5's last hidden state as the states and CLIP's pooled
+    output as ``pooled``, as diffusers' Flux pipeline makes it; it records
+    ``family="flux"``.
+    """
+
+    name: str
+    clip: tuple[Any, Any]
+    t5: tuple[Any, Any]
+    device: str
+
+    def encode(self, texts: Sequence[str], max_length: int) -> Conditioning:
+        import torch
+
+        clip_tokenizer, clip_model = self.clip
+        t5_tokenizer, t5_model = self.t5
+        with torch.inference_mode():
+            ids = clip_tokenizer(list(texts), padding="max_length", max_length=int(clip_tokenizer.model_max_length),
+                                 truncation=True, return_tensors="pt").input_ids.to(self.device)
+            pooled = clip_model(input_ids=ids).pooler_output.float().cpu()
+            length = min(max_length, int(t5_tokenizer.model_max_length))
+            ids = t5_tokenizer(list(texts), padding="max_length", max_length=length, truncation=True,
+                               return_tensors="pt").input_ids.to(self.device)
+            states = t5_model(input_ids=ids).last_hidden_state.float().cpu()
+        return Conditioning(states=states, encoder=self.name, width=int(states.shape[-1]),
+                            sequence_length=int(states.shape[1]), pooled=pooled, texts=tuple(texts), family="flux")
+
+
+def load_flux_encoders(name: str, folder: Any, device: str, dtype: Any) -> FluxEncoders:
+    """CLIP (``text_encoder``) and T5 (``text_encoder_2``) of a Flux pipeline folder."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    folder = Path(folder)
+    clip = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=dtype).eval().to(device)
+    t5 = T5EncoderModel.from_pretrained(folder / "text_encoder_2", dtype=dtype).eval().to(device)
+    return FluxEncoders(name, (AutoTokenizer.from_pretrained(folder / "tokenizer"), clip),
+                        (AutoTokenizer.from_pretrained(folder / "tokenizer_2"), t5), device)

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from sfumato import Conditioning, Embedding, Field, PromptWeights, RunContext, ValidationContext, node
 
-from .conditioning import SDXLEncoders, TextEncoder, load_sdxl_encoders, load_text_encoder
+from .conditioning import (FluxEncoders, SDXLEncoders, TextEncoder, load_flux_encoders, load_sdxl_encoders,
+                           load_text_encoder)
 from .modelinfo import encoder_family, hidden_width, local_hub_snapshot, read_config
 from .sentence import DEFAULT_SENTENCE_MODEL
 
@@ -241,3 +242,45 @@ def encode_sdxl(
         clip_skip: layers to skip before the penultimate one (0: SDXL's default).
     """
     return get_sdxl_encoders(context, model).encode(texts, max_length, clip_skip)
+
+
+def get_flux_encoders(context: RunContext, model: str) -> FluxEncoders:
+    """CLIP and T5 of the Flux folder ``model``, loaded once per process."""
+    from sfumato import torch_dtype
+
+    preparing = time.perf_counter()
+    path = context.models.resolve(model)
+    if isinstance(path, str):
+        path = local_hub_snapshot(path)
+    missing = [part for part in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+               if not (path / part).is_dir()]
+    if missing:
+        raise ValueError(f"model {model!r} at {path} is not a Flux pipeline folder: missing {', '.join(missing)}/")
+    return context.models.get(f"{model}#flux-encoders", context.device, context.dtype,
+                              lambda: load_flux_encoders(model, path, context.device, torch_dtype(context.dtype)),
+                              preparing_since=preparing)
+
+
+def _describe_flux(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
+    folder = context.model_folder(inputs["model"]) if inputs.get("model") else None
+    width = hidden_width(read_config(folder / "text_encoder_2")) if folder is not None else None
+    return {"conditioning": {"family": "flux", **({"width": width} if width else {})}}
+
+
+@node("encode.flux", category="encode", output="conditioning", describe_outputs=_describe_flux)
+def encode_flux(
+    texts: list[str],
+    model: str,
+    context: RunContext,
+    max_length: Annotated[int, Field(ge=1, le=512)] = 512,
+) -> Conditioning:
+    """Encode prompts for a Flux model: T5 token states plus CLIP's pooled output.
+
+    The conditioning records family ``flux``, so only a Flux generator takes it.
+
+    Args:
+        texts: the prompts (a single text links here too).
+        model: a Flux pipeline folder (``text_encoder/`` CLIP, ``text_encoder_2/`` T5, and their tokenizers).
+        max_length: T5 tokens per prompt (512 for FLUX.1-dev, 256 for schnell; capped by the tokenizer).
+    """
+    return get_flux_encoders(context, model).encode(texts, max_length)

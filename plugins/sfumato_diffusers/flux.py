@@ -1,0 +1,154 @@
+"""Flux.1 (a flow-matching transformer conditioned on T5 states and a CLIP pooled vector).
+
+``flux.generate`` runs a Flux pipeline folder (``transformer/``, ``vae/``,
+``scheduler/``) from ``encode.flux`` conditioning through diffusers'
+``FluxPipeline`` (the loop, latent packing and rotary ids are diffusers'
+own), with one random generator per image so each image's seed is its own.
+Guidance-distilled models (FLUX.1-dev) take ``guidance`` as an input of the
+transformer; ``true_guidance`` > 1 with a ``negative`` runs real classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from sfumato import (Conditioning, Field, ImageBatch, ModelNotFoundError, RunContext, ValidationContext, image_seeds,
+                     node)
+
+FLUX = "flux"
+
+
+@dataclass
+class FluxModel:
+    """The loaded pipeline (without its text encoders: conditioning comes from ``encode.flux``)."""
+
+    name: str
+    pipeline: Any
+    joint_width: int
+    pooled_width: int
+
+
+def _folder(context: RunContext, name: str) -> Path:
+    from .families import local_hub_snapshot
+
+    path = context.models.resolve(name)
+    if isinstance(path, str):
+        path = local_hub_snapshot(path)
+    missing = [part for part in ("transformer", "vae", "scheduler") if not (path / part).is_dir()]
+    if missing:
+        raise ModelNotFoundError(f"model {name!r} at {path} is not a Flux folder: missing {', '.join(missing)}/ "
+                                 "(expected transformer/, vae/ and scheduler/ as FluxPipeline.save_pretrained writes)")
+    return path
+
+
+def load_flux(context: RunContext, name: str) -> FluxModel:
+    """The Flux model ``name``, loaded once per process through the model manager."""
+    from sfumato import torch_dtype
+
+    preparing = time.perf_counter()
+    path = _folder(context, name)
+    dtype = torch_dtype(context.dtype)
+
+    def load() -> FluxModel:
+        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+        low_memory = importlib.util.find_spec("accelerate") is not None
+        transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype,
+                                                             low_cpu_mem_usage=low_memory)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, low_cpu_mem_usage=low_memory)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler")
+        pipeline = FluxPipeline(scheduler=scheduler, vae=vae.eval(), transformer=transformer.eval(), text_encoder=None,
+                                tokenizer=None, text_encoder_2=None, tokenizer_2=None).to(context.device)
+        pipeline.set_progress_bar_config(disable=True)
+        return FluxModel(name, pipeline, int(transformer.config.joint_attention_dim),
+                         int(transformer.config.pooled_projection_dim))
+
+    return context.models.get(f"flux:{name}", context.device, context.dtype, load, preparing_since=preparing)
+
+
+def _expected(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
+    """A Flux transformer takes flux conditioning as wide as its joint attention (from its config, no torch)."""
+    folder = context.model_folder(inputs["model"]) if inputs.get("model") else None
+    expected: dict[str, Any] = {"family": FLUX}
+    config = folder / "transformer" / "config.json" if folder is not None else None
+    if config is not None and config.exists():
+        expected["width"] = json.loads(config.read_text()).get("joint_attention_dim")
+    return {"conditioning": expected, "negative": expected}
+
+
+def _check(model: FluxModel, conditioning: Conditioning, role: str) -> None:
+    if conditioning.family != FLUX:
+        raise ValueError(f"{role} is {conditioning.family or 'sd'} conditioning (encoder {conditioning.encoder!r}), "
+                         f"but model {model.name!r} is a Flux model: encode its prompts with encode.flux")
+    if conditioning.width != model.joint_width or conditioning.pooled is None \
+            or int(conditioning.pooled.shape[-1]) != model.pooled_width:
+        raise ValueError(f"{role} from {conditioning.encoder!r} has width {conditioning.width}, but model "
+                         f"{model.name!r} expects T5 states of {model.joint_width} and a pooled {model.pooled_width}")
+
+
+@node("flux.generate", category="generate", output="images", expect_inputs=_expected)
+def flux_generate(
+    conditioning: Conditioning,
+    model: str,
+    context: RunContext,
+    steps: Annotated[int, Field(ge=1, le=1000)] = 28,
+    guidance: Annotated[float, Field(ge=0, le=50)] = 3.5,
+    negative: Conditioning | None = None,
+    true_guidance: Annotated[float, Field(ge=1, le=50)] = 1.0,
+    width: Annotated[int, Field(ge=0, le=4096, multiple_of=16)] = 0,
+    height: Annotated[int, Field(ge=0, le=4096, multiple_of=16)] = 0,
+    batch_size: Annotated[int, Field(ge=1, le=64)] = 1,
+    seed: int = 0,
+) -> ImageBatch:
+    """Generate images with a Flux.1 model (flow matching) from ``encode.flux`` conditioning.
+
+    Each image has its own seed, ``sfumato.image_seed(seed, index)``, as with
+    ``diffusion.generate``.
+
+    Args:
+        conditioning: prompts encoded by ``encode.flux``.
+        model: a Flux pipeline folder (``transformer/``, ``vae/``, ``scheduler/``).
+        steps: sampling steps (FLUX.1-schnell: 4).
+        guidance: the distilled guidance of FLUX.1-dev (ignored by models without guidance embeddings).
+        negative: with ``true_guidance`` > 1: what to steer away from (from ``encode.flux``).
+        true_guidance: real classifier-free guidance (1: off, the usual for Flux).
+        width: image width; 0: the VAE's sample size.
+        height: image height; 0: the VAE's sample size.
+        batch_size: images per prompt.
+        seed: the first image's seed.
+    """
+    import torch
+
+    flux = load_flux(context, model)
+    _check(flux, conditioning, "conditioning")
+    if negative is not None:
+        _check(flux, negative, "negative")
+    pipe = flux.pipeline
+    size = int(pipe.vae.config.sample_size)
+    count = len(conditioning) * batch_size
+    seeds = image_seeds(seed, count)
+
+    def progress(_pipe: Any, step: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        context.progress(step + 1, steps)
+        return tensors
+
+    def repeat(tensor: Any) -> Any:
+        return tensor.repeat_interleave(batch_size, dim=0).to(context.device, pipe.transformer.dtype)
+
+    options: dict[str, Any] = {}
+    if negative is not None and true_guidance > 1.0:
+        options = {"negative_prompt_embeds": repeat(negative.states.expand(len(conditioning), -1, -1)),
+                   "negative_pooled_prompt_embeds": repeat(negative.pooled.expand(len(conditioning), -1)),
+                   "true_cfg_scale": true_guidance}
+    with torch.inference_mode():
+        out = pipe(prompt_embeds=repeat(conditioning.states), pooled_prompt_embeds=repeat(conditioning.pooled),
+                   num_inference_steps=steps, guidance_scale=guidance, height=height or size, width=width or size,
+                   generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds], output_type="pil",
+                   callback_on_step_end=progress, **options)
+    labels = tuple(text for text in conditioning.texts for _ in range(batch_size)) if conditioning.texts else ()
+    return ImageBatch(tuple(out.images), labels)
