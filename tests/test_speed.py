@@ -237,3 +237,35 @@ def test_module_levers_apply_to_a_copy_and_loop_levers_share_the_modules(zoo):
     fast = apply_levers(model, SpeedRecipe(dtype="bfloat16"))
     assert fast.unet.dtype == torch.bfloat16 and model.unet.dtype == torch.float32 and fast.dtype == torch.bfloat16
     assert apply_levers(model, SpeedRecipe(step_cache=2)).unet is model.unet
+
+
+@pytest.mark.slow
+def test_tune_keeps_faithful_recipes_and_its_recipe_reproduces_the_measured_fidelity(zoo, tmp_path, capsys):
+    from sfumato import Engine, Graph
+    from sfumato_diffusers.tune import fidelity
+
+    graph = tmp_path / "graph.json"
+    graph.write_text(json.dumps(_graph_with_speed_param(zoo)))
+    candidates = tmp_path / "candidates.json"
+    candidates.write_text(json.dumps([{"step_cache": 3}, {"dtype": "float16"}, {"quantize": "int8_dynamic"}]))
+    out = tmp_path / "tuned"
+    assert main(["tune", str(graph), "--candidates", str(candidates), "--out", str(out), "--min-fidelity", "0.5",
+                 "--budget", "5m"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped" in printed and "float16" in printed  # refused on cpu, never run
+    rows = json.loads((out / "tune.json").read_text())["rows"]
+    assert [row["recipe"] for row in rows] == [{}, {"step_cache": 3}, {"quantize": "int8_dynamic"}]
+    assert (out / "pareto.md").read_text().startswith("| recipe |")
+    recipe = json.loads((out / "recipe.json").read_text())
+    measured = next(row["fidelity"] for row in rows if row["recipe"] == recipe)
+    engine = Engine(device="cpu", cache=False, output_dir=tmp_path / "images")
+    reference = engine.run(Graph.load(graph))
+    again = engine.run(Graph.load(graph), {"speed": recipe})
+    assert fidelity(again, reference) == pytest.approx(measured, abs=1e-9)
+
+
+def test_tune_refuses_a_bad_budget_with_exit_2(zoo, tmp_path, capsys):
+    graph = tmp_path / "graph.json"
+    graph.write_text(json.dumps(_graph_with_speed_param(zoo)))
+    assert main(["tune", str(graph), "--budget", "soon", "--out", str(tmp_path / "t")]) == 2
+    assert "--budget" in capsys.readouterr().err

@@ -37,3 +37,10 @@ def sfumato_port_types() -> list[Any]:
 
     return [sfumato.PortType("LoraStack", LoraStack, "LoRA files with their strengths, for diffusion.generate"),
             sfumato.PortType("ControlStack", ControlStack, "ControlNets with control images, for diffusion.generate")]
+
+
+@sfumato.hookimpl
+def sfumato_cli_commands(subparsers: Any) -> None:
+    from . import tune
+
+    tune.add_parsers(subparsers)  # sfumato tune GRAPH: the fastest speed recipe whose fidelity holds
