@@ -247,3 +247,56 @@ def test_the_shipped_flux_graph_runs_a_user_flux_folder(flux_model, tmp_path):
     result = Engine(device="cpu", output_dir=tmp_path).run(graph, model=str(flux_model), steps=2, width=16, height=16)
     [path] = result.report.files
     assert Path(path).exists()
+
+
+# -- SD3 ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sd3_model(tmp_path_factory):
+    from tiny_models import save_tiny_sd3_pipeline
+
+    return save_tiny_sd3_pipeline(tmp_path_factory.mktemp("sd3") / "sd3")
+
+
+def sd3_graph(model, **inputs):
+    builder = GraphBuilder("sd3")
+    encode = builder.add("encode.sd3", "enc", texts="a red circle", model=str(model))
+    negative = builder.add("encode.sd3", "neg", texts="", model=str(model))
+    gen = builder.add("sd3.generate", "gen", conditioning=encode["conditioning"], negative=negative["conditioning"],
+                      model=str(model), **{"steps": 2, **inputs})
+    builder.output("images", gen["images"])
+    return builder.build()
+
+
+def test_an_sd3_folder_generates_from_encode_sd3_in_two_steps(engine, sd3_model):
+    images = engine.run(sd3_graph(sd3_model, batch_size=2))["images"].images
+    assert len(images) == 2 and images[0].size == (16, 16) and np.asarray(images[0]).std() > 0
+
+
+def test_sd3_conditioning_joins_both_clips_padded_to_t5_and_t5_in_one_sequence(engine, sd3_model):
+    builder = GraphBuilder("enc")
+    encode = builder.add("encode.sd3", "enc", texts="a red circle", model=str(sd3_model), max_length=8)
+    builder.output("c", encode["conditioning"])
+    conditioning = engine.run(builder.build())["c"]
+    assert conditioning.family == "sd3" and tuple(conditioning.states.shape) == (1, 16 + 8, 32)
+    assert tuple(conditioning.pooled.shape) == (1, 64)
+
+
+def test_flux_conditioning_into_sd3_is_refused_at_validation(sd3_model, flux_model):
+    builder = GraphBuilder("bad")
+    encode = builder.add("encode.flux", "enc", texts="a red circle", model=str(flux_model))
+    builder.add("sd3.generate", "gen", conditioning=encode["conditioning"], model=str(sd3_model), guidance=1.0)
+    [issue] = validate_graph(builder.build(), default_registry())
+    assert "family='flux' (needs 'sd3')" in issue.message
+
+
+def test_the_shipped_sd3_graph_runs_a_user_sd3_folder(sd3_model, tmp_path):
+    from pathlib import Path
+
+    from sfumato import Graph
+
+    graph = Graph.load(Path(__file__).resolve().parents[1] / "graphs" / "sd3.json")
+    result = Engine(device="cpu", output_dir=tmp_path).run(graph, model=str(sd3_model), steps=2)
+    [path] = result.report.files
+    assert Path(path).exists()

@@ -258,3 +258,29 @@ def save_tiny_flux_pipeline(folder: Path) -> Path:
     save_word_tokenizer(folder / "tokenizer_2")
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
     return folder
+
+
+def save_tiny_sd3_pipeline(folder: Path) -> Path:
+    """An SD3-layout folder: a 1-layer SD3 MMDiT, CLIP-L and CLIP-G (16 wide, 32-wide projections) and T5 (32).
+
+    As in SD3, the two CLIPs' states side by side (16 + 16) are padded to T5's
+    width and put before T5's tokens; the pooled input is both projections (64).
+    """
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+
+    torch.manual_seed(0)
+    SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8,
+                          num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32,
+                          pooled_projection_dim=64, out_channels=4).save_pretrained(folder / "transformer")
+    AutoencoderKL(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1,
+                  latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+                  shift_factor=0.0609, scaling_factor=1.5035).save_pretrained(folder / "vae")
+    FlowMatchEulerDiscreteScheduler(shift=3.0).save_pretrained(folder / "scheduler")
+    save_tiny_clip_with_projection(folder / "text_encoder", width=16, projection_dim=32)
+    save_tiny_clip_with_projection(folder / "text_encoder_2", width=16, projection_dim=32)
+    save_tiny_t5(folder / "text_encoder_3", width=32)
+    for name in ("tokenizer", "tokenizer_2", "tokenizer_3"):
+        save_word_tokenizer(folder / name)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
+    return folder

@@ -24,9 +24,9 @@ def sfumato_model_sources() -> list[sfumato.ModelSource]:
 def sfumato_node_types() -> list[Any]:
     from . import controlnet, lora, nodes, preprocess
 
-    from . import flux
+    from . import flow
 
-    return [flux.flux_generate, nodes.generate, nodes.vae_encode, nodes.vae_decode, nodes.generate_image, lora.lora,
+    return [flow.flux_generate, flow.sd3_generate, nodes.generate, nodes.vae_encode, nodes.vae_decode, nodes.generate_image, lora.lora,
             controlnet.controlnet, preprocess.edges]
 
 

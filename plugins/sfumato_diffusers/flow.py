@@ -1,4 +1,7 @@
-"""Flux.1 (a flow-matching transformer conditioned on T5 states and a CLIP pooled vector).
+"""Flow-matching transformers: Flux.1 and SD3/3.5.
+
+Flux.1 is conditioned on T5 states and a CLIP pooled vector; SD3 on CLIP-L,
+CLIP-G and T5 states in one sequence and both CLIPs' pooled projections.
 
 ``flux.generate`` runs a Flux pipeline folder (``transformer/``, ``vae/``,
 ``scheduler/``) from ``encode.flux`` conditioning through diffusers'
@@ -17,10 +20,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from sfumato import (Conditioning, Field, ImageBatch, ModelNotFoundError, RunContext, ValidationContext, image_seeds,
-                     node)
+from sfumato import (
+    Conditioning,
+    Field,
+    ImageBatch,
+    ModelNotFoundError,
+    RunContext,
+    ValidationContext,
+    image_seeds,
+    node,
+)
 
 FLUX = "flux"
+SD3 = "sd3"
+#: Family -> (diffusers pipeline class, transformer class, text-encoder arguments set to None, encoder node).
+PIPELINES = {
+    FLUX: ("FluxPipeline", "FluxTransformer2DModel", ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"),
+           "encode.flux"),
+    SD3: ("StableDiffusion3Pipeline", "SD3Transformer2DModel",
+          ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3"), "encode.sd3"),
+}
 
 
 @dataclass
@@ -31,6 +50,7 @@ class FluxModel:
     pipeline: Any
     joint_width: int
     pooled_width: int
+    family: str = FLUX
 
 
 def _folder(context: RunContext, name: str) -> Path:
@@ -46,8 +66,8 @@ def _folder(context: RunContext, name: str) -> Path:
     return path
 
 
-def load_flux(context: RunContext, name: str) -> FluxModel:
-    """The Flux model ``name``, loaded once per process through the model manager."""
+def load_flux(context: RunContext, name: str, family: str = FLUX) -> FluxModel:
+    """The Flux (or SD3) model ``name``, loaded once per process through the model manager."""
     from sfumato import torch_dtype
 
     preparing = time.perf_counter()
@@ -55,26 +75,28 @@ def load_flux(context: RunContext, name: str) -> FluxModel:
     dtype = torch_dtype(context.dtype)
 
     def load() -> FluxModel:
-        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+        import diffusers
+        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
+        pipeline_class, transformer_class, absent, _ = PIPELINES[family]
         low_memory = importlib.util.find_spec("accelerate") is not None
-        transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype,
-                                                             low_cpu_mem_usage=low_memory)
+        transformer = getattr(diffusers, transformer_class).from_pretrained(
+            path, subfolder="transformer", torch_dtype=dtype, low_cpu_mem_usage=low_memory)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, low_cpu_mem_usage=low_memory)
         scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler")
-        pipeline = FluxPipeline(scheduler=scheduler, vae=vae.eval(), transformer=transformer.eval(), text_encoder=None,
-                                tokenizer=None, text_encoder_2=None, tokenizer_2=None).to(context.device)
+        pipeline = getattr(diffusers, pipeline_class)(scheduler=scheduler, vae=vae.eval(), transformer=transformer.eval(),
+                                                      **dict.fromkeys(absent)).to(context.device)
         pipeline.set_progress_bar_config(disable=True)
         return FluxModel(name, pipeline, int(transformer.config.joint_attention_dim),
-                         int(transformer.config.pooled_projection_dim))
+                         int(transformer.config.pooled_projection_dim), family)
 
-    return context.models.get(f"flux:{name}", context.device, context.dtype, load, preparing_since=preparing)
+    return context.models.get(f"{family}:{name}", context.device, context.dtype, load, preparing_since=preparing)
 
 
-def _expected(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
-    """A Flux transformer takes flux conditioning as wide as its joint attention (from its config, no torch)."""
+def _expected(inputs: dict[str, Any], context: ValidationContext, family: str = FLUX) -> dict[str, dict[str, Any]]:
+    """A transformer takes its family's conditioning as wide as its joint attention (from its config, no torch)."""
     folder = context.model_folder(inputs["model"]) if inputs.get("model") else None
-    expected: dict[str, Any] = {"family": FLUX}
+    expected: dict[str, Any] = {"family": family}
     config = folder / "transformer" / "config.json" if folder is not None else None
     if config is not None and config.exists():
         expected["width"] = json.loads(config.read_text()).get("joint_attention_dim")
@@ -82,9 +104,10 @@ def _expected(inputs: dict[str, Any], context: ValidationContext) -> dict[str, d
 
 
 def _check(model: FluxModel, conditioning: Conditioning, role: str) -> None:
-    if conditioning.family != FLUX:
+    if conditioning.family != model.family:
         raise ValueError(f"{role} is {conditioning.family or 'sd'} conditioning (encoder {conditioning.encoder!r}), "
-                         f"but model {model.name!r} is a Flux model: encode its prompts with encode.flux")
+                         f"but model {model.name!r} is a {model.family} model: encode its prompts with "
+                         f"{PIPELINES[model.family][3]}")
     if conditioning.width != model.joint_width or conditioning.pooled is None \
             or int(conditioning.pooled.shape[-1]) != model.pooled_width:
         raise ValueError(f"{role} from {conditioning.encoder!r} has width {conditioning.width}, but model "
@@ -145,6 +168,73 @@ def flux_generate(
         options = {"negative_prompt_embeds": repeat(negative.states.expand(len(conditioning), -1, -1)),
                    "negative_pooled_prompt_embeds": repeat(negative.pooled.expand(len(conditioning), -1)),
                    "true_cfg_scale": true_guidance}
+    with torch.inference_mode():
+        out = pipe(prompt_embeds=repeat(conditioning.states), pooled_prompt_embeds=repeat(conditioning.pooled),
+                   num_inference_steps=steps, guidance_scale=guidance, height=height or size, width=width or size,
+                   generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds], output_type="pil",
+                   callback_on_step_end=progress, **options)
+    labels = tuple(text for text in conditioning.texts for _ in range(batch_size)) if conditioning.texts else ()
+    return ImageBatch(tuple(out.images), labels)
+
+
+def _expected_sd3(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
+    return _expected(inputs, context, SD3)
+
+
+@node("sd3.generate", category="generate", output="images", expect_inputs=_expected_sd3)
+def sd3_generate(
+    conditioning: Conditioning,
+    model: str,
+    context: RunContext,
+    negative: Conditioning | None = None,
+    steps: Annotated[int, Field(ge=1, le=1000)] = 28,
+    guidance: Annotated[float, Field(ge=0, le=50)] = 5.0,
+    width: Annotated[int, Field(ge=0, le=4096, multiple_of=16)] = 0,
+    height: Annotated[int, Field(ge=0, le=4096, multiple_of=16)] = 0,
+    batch_size: Annotated[int, Field(ge=1, le=64)] = 1,
+    seed: int = 0,
+) -> ImageBatch:
+    """Generate images with a Stable Diffusion 3/3.5 model (MMDiT, flow matching) from ``encode.sd3`` conditioning.
+
+    Classifier-free guidance needs ``negative`` (``encode.sd3`` of the
+    negative prompt, or of ``""`` as SD3's pipeline does). Each image has its
+    own seed, ``sfumato.image_seed(seed, index)``.
+
+    Args:
+        conditioning: prompts encoded by ``encode.sd3``.
+        model: an SD3 pipeline folder (``transformer/``, ``vae/``, ``scheduler/``).
+        negative: what to steer away from, from ``encode.sd3``; required when ``guidance`` > 1.
+        steps: sampling steps.
+        guidance: classifier-free guidance scale (1 turns it off).
+        width: image width; 0: the model's native size.
+        height: image height; 0: the model's native size.
+        batch_size: images per prompt.
+        seed: the first image's seed.
+    """
+    import torch
+
+    sd3 = load_flux(context, model, SD3)
+    _check(sd3, conditioning, "conditioning")
+    if guidance > 1.0 and negative is None:
+        raise ValueError("guidance > 1 needs 'negative': link encode.sd3 of the negative prompt (\"\" if none), "
+                         "or set guidance to 1")
+    if negative is not None:
+        _check(sd3, negative, "negative")
+    pipe = sd3.pipeline
+    size = int(pipe.transformer.config.sample_size) * int(pipe.vae_scale_factor)
+    seeds = image_seeds(seed, len(conditioning) * batch_size)
+
+    def repeat(tensor: Any) -> Any:
+        return tensor.repeat_interleave(batch_size, dim=0).to(context.device, pipe.transformer.dtype)
+
+    def progress(_pipe: Any, step: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        context.progress(step + 1, steps)
+        return tensors
+
+    options: dict[str, Any] = {}
+    if negative is not None:
+        options = {"negative_prompt_embeds": repeat(negative.states.expand(len(conditioning), -1, -1)),
+                   "negative_pooled_prompt_embeds": repeat(negative.pooled.expand(len(conditioning), -1))}
     with torch.inference_mode():
         out = pipe(prompt_embeds=repeat(conditioning.states), pooled_prompt_embeds=repeat(conditioning.pooled),
                    num_inference_steps=steps, guidance_scale=guidance, height=height or size, width=width or size,

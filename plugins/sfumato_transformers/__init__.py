@@ -26,4 +26,4 @@ def sfumato_model_sources() -> list[sfumato.ModelSource]:
 def sfumato_node_types() -> list[Any]:
     from . import nodes
 
-    return [nodes.encode_sentence, nodes.encode_text, nodes.encode_sdxl, nodes.encode_flux, nodes.expand_prompt]
+    return [nodes.encode_sentence, nodes.encode_text, nodes.encode_sdxl, nodes.encode_flux, nodes.encode_sd3, nodes.expand_prompt]

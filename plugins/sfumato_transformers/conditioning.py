@@ -240,3 +240,56 @@ def load_flux_encoders(name: str, folder: Any, device: str, dtype: Any) -> FluxE
     t5 = T5EncoderModel.from_pretrained(folder / "text_encoder_2", dtype=dtype).eval().to(device)
     return FluxEncoders(name, (AutoTokenizer.from_pretrained(folder / "tokenizer"), clip),
                         (AutoTokenizer.from_pretrained(folder / "tokenizer_2"), t5), device)
+
+
+@dataclass
+class SD3Encoders:
+    """SD3's CLIP-L, CLIP-G and T5 encoders (``text_encoder``, ``_2``, ``_3`` of a pipeline folder).
+
+    As diffusers' SD3 pipeline does: both CLIPs' penultimate states side by
+    side, zero-padded to T5's width, then T5's states after them in the
+    sequence; the pooled input is both CLIPs' projections side by side. The
+    result records ``family="sd3"``.
+    """
+
+    name: str
+    encoders: tuple[tuple[Any, Any], tuple[Any, Any], tuple[Any, Any]]
+    device: str
+
+    def encode(self, texts: Sequence[str], max_length: int, clip_skip: int = 0) -> Conditioning:
+        import torch
+
+        clip_states, pooled = [], []
+        with torch.inference_mode():
+            for tokenizer, model in self.encoders[:2]:
+                ids = tokenizer(list(texts), padding="max_length", max_length=int(tokenizer.model_max_length),
+                                truncation=True, return_tensors="pt").input_ids.to(self.device)
+                out = model(input_ids=ids, output_hidden_states=True)
+                clip_states.append(out.hidden_states[-(clip_skip + 2)].float())
+                pooled.append(out.text_embeds.float())
+            tokenizer, t5 = self.encoders[2]
+            ids = tokenizer(list(texts), padding="max_length", max_length=min(max_length, int(tokenizer.model_max_length)),
+                            truncation=True, return_tensors="pt").input_ids.to(self.device)
+            t5_states = t5(input_ids=ids).last_hidden_state.float()
+            clip = torch.cat(clip_states, dim=-1)
+            clip = torch.nn.functional.pad(clip, (0, t5_states.shape[-1] - clip.shape[-1]))
+            states = torch.cat([clip, t5_states], dim=-2).cpu()
+        return Conditioning(states=states, encoder=self.name, width=int(states.shape[-1]),
+                            sequence_length=int(states.shape[1]), pooled=torch.cat(pooled, dim=-1).cpu(),
+                            texts=tuple(texts), family="sd3")
+
+
+def load_sd3_encoders(name: str, folder: Any, device: str, dtype: Any) -> SD3Encoders:
+    """The three tokenizers and text encoders of an SD3 pipeline folder."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    folder = Path(folder)
+    parts = []
+    for suffix, cls in (("", CLIPTextModelWithProjection), ("_2", CLIPTextModelWithProjection), ("_3", T5EncoderModel)):
+        model = cls.from_pretrained(folder / f"text_encoder{suffix}", dtype=dtype).eval().to(device)
+        parts.append((AutoTokenizer.from_pretrained(folder / f"tokenizer{suffix}"), model))
+    return SD3Encoders(name, (parts[0], parts[1], parts[2]), device)

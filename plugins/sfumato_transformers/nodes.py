@@ -7,8 +7,16 @@ from typing import Annotated, Any, Literal
 
 from sfumato import Conditioning, Embedding, Field, PromptWeights, RunContext, ValidationContext, node
 
-from .conditioning import (FluxEncoders, SDXLEncoders, TextEncoder, load_flux_encoders, load_sdxl_encoders,
-                           load_text_encoder)
+from .conditioning import (
+    FluxEncoders,
+    SD3Encoders,
+    SDXLEncoders,
+    TextEncoder,
+    load_flux_encoders,
+    load_sd3_encoders,
+    load_sdxl_encoders,
+    load_text_encoder,
+)
 from .modelinfo import encoder_family, hidden_width, local_hub_snapshot, read_config
 from .sentence import DEFAULT_SENTENCE_MODEL
 
@@ -284,3 +292,47 @@ def encode_flux(
         max_length: T5 tokens per prompt (512 for FLUX.1-dev, 256 for schnell; capped by the tokenizer).
     """
     return get_flux_encoders(context, model).encode(texts, max_length)
+
+
+def get_sd3_encoders(context: RunContext, model: str) -> SD3Encoders:
+    """CLIP-L, CLIP-G and T5 of the SD3 folder ``model``, loaded once per process."""
+    from sfumato import torch_dtype
+
+    preparing = time.perf_counter()
+    path = context.models.resolve(model)
+    if isinstance(path, str):
+        path = local_hub_snapshot(path)
+    parts = [f"{kind}{suffix}" for kind in ("text_encoder", "tokenizer") for suffix in ("", "_2", "_3")]
+    missing = [part for part in parts if not (path / part).is_dir()]
+    if missing:
+        raise ValueError(f"model {model!r} at {path} is not an SD3 pipeline folder: missing {', '.join(missing)}/")
+    return context.models.get(f"{model}#sd3-encoders", context.device, context.dtype,
+                              lambda: load_sd3_encoders(model, path, context.device, torch_dtype(context.dtype)),
+                              preparing_since=preparing)
+
+
+def _describe_sd3(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
+    folder = context.model_folder(inputs["model"]) if inputs.get("model") else None
+    width = hidden_width(read_config(folder / "text_encoder_3")) if folder is not None else None
+    return {"conditioning": {"family": "sd3", **({"width": width} if width else {})}}
+
+
+@node("encode.sd3", category="encode", output="conditioning", describe_outputs=_describe_sd3)
+def encode_sd3(
+    texts: list[str],
+    model: str,
+    context: RunContext,
+    max_length: Annotated[int, Field(ge=1, le=512)] = 256,
+    clip_skip: Annotated[int, Field(ge=0, le=10)] = 0,
+) -> Conditioning:
+    """Encode prompts for an SD3/3.5 model with its CLIP-L, CLIP-G and T5 encoders.
+
+    The conditioning records family ``sd3``, so only an SD3 generator takes it.
+
+    Args:
+        texts: the prompts (a single text links here too).
+        model: an SD3 pipeline folder (``text_encoder/``, ``text_encoder_2/``, ``text_encoder_3/`` and tokenizers).
+        max_length: T5 tokens per prompt (capped by the tokenizer).
+        clip_skip: CLIP layers to skip before the penultimate one.
+    """
+    return get_sd3_encoders(context, model).encode(texts, max_length, clip_skip)
