@@ -300,3 +300,22 @@ def test_the_shipped_sd3_graph_runs_a_user_sd3_folder(sd3_model, tmp_path):
     result = Engine(device="cpu", output_dir=tmp_path).run(graph, model=str(sd3_model), steps=2)
     [path] = result.report.files
     assert Path(path).exists()
+
+
+@pytest.mark.parametrize(("family", "count"), [("flux", 1), ("sd3", 1)])
+def test_generate_image_dispatches_flux_and_sd3_folders_to_their_generators(engine, flux_model, sd3_model, family,
+                                                                           count):
+    model = flux_model if family == "flux" else sd3_model
+    builder = GraphBuilder("g")
+    encode = builder.add(f"encode.{family}", "enc", texts="a red circle", model=str(model))
+    gen = builder.add("generate.image", "gen", conditioning=encode["conditioning"], model=str(model), steps=2,
+                      guidance=1.0)
+    builder.output("images", gen["images"])
+    assert len(engine.run(builder.build())["images"]) == count
+
+
+def test_the_library_lists_flux_and_sd3_folders_with_their_family(flux_model, sd3_model, models):
+    from sfumato_diffusers.library import scan
+
+    families = {entry.name: entry.family for entry in scan([flux_model.parent, sd3_model.parent, models["sdxl"].parent])}
+    assert families["flux"] == "flux" and families["sd3"] == "sd3" and families["sdxl"] == "sdxl"

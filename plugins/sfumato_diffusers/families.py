@@ -18,6 +18,10 @@ from sfumato import ModelNotFoundError
 
 SD = "sd"
 SDXL = "sdxl"
+SD3 = "sd3"
+FLUX = "flux"
+#: The node that generates with a transformer family's folder (SD and SDXL UNets: diffusion.generate).
+TRANSFORMER_GENERATORS = {SD3: "sd3.generate", FLUX: "flux.generate"}
 
 #: What a family's conditioning is made of, for error messages.
 FAMILY_ENCODERS = {
@@ -41,8 +45,14 @@ def unet_family(unet_config: dict[str, Any]) -> str:
 def folder_family(folder: Path) -> str:
     """The family of a diffusers folder, from ``model_index.json`` or ``unet/config.json``; ``""`` if neither."""
     index = _json(folder / "model_index.json")
-    if "XL" in str(index.get("_class_name", "")):
+    class_name = str(index.get("_class_name", ""))
+    if "XL" in class_name:
         return SDXL
+    transformer = str(_json(folder / "transformer" / "config.json").get("_class_name", ""))
+    if "Flux" in class_name or transformer.startswith("Flux"):
+        return FLUX
+    if "StableDiffusion3" in class_name or transformer.startswith("SD3"):
+        return SD3
     unet = _json(folder / "unet" / "config.json")
     return unet_family(unet) if unet else ""
 

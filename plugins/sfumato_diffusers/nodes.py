@@ -8,7 +8,8 @@ from typing import Annotated, Any, Callable, Literal, Mapping
 from sfumato import (Conditioning, Field, ImageBatch, Latent, Port, RunContext, ValidationContext, image_seeds, node,
                      spec_of)
 
-from .families import FAMILY_ENCODERS, SD, SDXL, expected_conditioning, expected_of_single_file, single_file_of
+from .families import (FAMILY_ENCODERS, SD, SDXL, TRANSFORMER_GENERATORS, expected_conditioning, expected_of_single_file,
+                       folder_family, single_file_of)
 from .controlnet import ControlStack, prepare_controls
 from .loading import DiffusionModel, load_diffusion_model, read_model_info
 from .lora import LoraStack, family_of_width, lora_applied
@@ -380,6 +381,8 @@ def generator_of(model: str, sources: Mapping[str, Any], folder_of: Callable[[st
         return str(info["generator"])
     if info.get("family", "diffusion") != "diffusion":
         return f"{info['family']}.generate"
+    if folder is not None and folder_family(folder) in TRANSFORMER_GENERATORS:  # Flux, SD3: flow matching
+        return TRANSFORMER_GENERATORS[folder_family(folder)]
     if folder is None or (folder / "unet").is_dir() or (folder / "model_index.json").exists():
         return DIFFUSION_GENERATOR
     return ""
