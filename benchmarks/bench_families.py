@@ -1,4 +1,4 @@
-"""Per family (SD 1.x/2.x, SDXL): a graph run vs the same model called as a diffusers pipeline.
+"""Per family (SD 1.x/2.x, SDXL, SD3, Flux): a graph run vs the same model called as a diffusers pipeline.
 
 Both sides get the same components (the random-weight tiny folders the tests
 use, loaded once), the same precomputed prompt embeddings, Euler, guidance 5
@@ -31,6 +31,14 @@ def _graph(family: str, folder: Path, steps: int) -> Any:
     from sfumato import GraphBuilder
 
     builder = GraphBuilder(f"bench-{family}")
+    if family in ("flux", "sd3"):
+        encode = builder.add(f"encode.{family}", "encode", texts=PROMPT, model=str(folder))
+        extra = {"negative": builder.add("encode.sd3", "negative", texts="", model=str(folder))["conditioning"]} \
+            if family == "sd3" else {}
+        generate = builder.add(f"{family}.generate", "generate", conditioning=encode["conditioning"],
+                               model=str(folder), steps=steps, guidance=GUIDANCE, seed=0, **extra)
+        builder.output("images", generate["images"])
+        return builder.build()
     if family == "sdxl":
         encode = builder.add("encode.sdxl", "encode", texts=PROMPT, model=str(folder))
     else:
@@ -43,6 +51,15 @@ def _graph(family: str, folder: Path, steps: int) -> Any:
 
 def _pipeline(family: str, folder: Path) -> Any:
     import torch
+
+    if family in ("flux", "sd3"):
+        import diffusers
+
+        cls = getattr(diffusers, "FluxPipeline" if family == "flux" else "StableDiffusion3Pipeline")
+        pipe = _flow_pipeline(cls, family, folder)
+        pipe.set_progress_bar_config(disable=True)
+        torch.set_grad_enabled(False)
+        return pipe
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     cls = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
@@ -67,6 +84,19 @@ def _pipeline(family: str, folder: Path) -> Any:
     return pipe
 
 
+def _flow_pipeline(cls: Any, family: str, folder: Path) -> Any:
+    """The pipeline from its components, text encoders left out (both sides pass embeddings)."""
+    import diffusers
+
+    transformer = getattr(diffusers, "FluxTransformer2DModel" if family == "flux" else "SD3Transformer2DModel")
+    absent = ["text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"] + (
+        ["text_encoder_3", "tokenizer_3"] if family == "sd3" else [])
+    return cls(transformer=transformer.from_pretrained(folder / "transformer").eval(),
+               vae=diffusers.AutoencoderKL.from_pretrained(folder / "vae").eval(),
+               scheduler=diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler"),
+               **dict.fromkeys(absent))
+
+
 def _one_family(family: str, folder: Path, steps: int, repeats: int) -> dict[str, Any]:
     import torch
 
@@ -74,14 +104,21 @@ def _one_family(family: str, folder: Path, steps: int, repeats: int) -> dict[str
 
     engine = Engine(device="cpu", dtype="float32")
     graph = _graph(family, folder, steps)
-    conditioning = engine.run(graph).values["encode"]["conditioning"]  # warm: loads the models
+    values = engine.run(graph).values  # warm: loads the models
+    conditioning = values["encode"]["conditioning"]
     pipe = _pipeline(family, folder)
     embeds: dict[str, Any] = {"prompt_embeds": conditioning.states}
-    if family == "sdxl":
+    if family in ("flux", "sd3"):
+        embeds["pooled_prompt_embeds"] = conditioning.pooled
+        if family == "sd3":
+            negative = values["negative"]["conditioning"]
+            embeds |= {"negative_prompt_embeds": negative.states, "negative_pooled_prompt_embeds": negative.pooled}
+    elif family == "sdxl":
         embeds["pooled_prompt_embeds"] = conditioning.pooled  # negatives: zeros, as both sides do
     else:
         embeds["negative_prompt_embeds"] = engine_unconditional(pipe)
-    size = int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
+    denoiser = pipe.transformer if family in ("flux", "sd3") else pipe.unet
+    size = int(pipe.vae.config.sample_size) if family == "flux" else int(denoiser.config.sample_size) * pipe.vae_scale_factor
     seeds = iter(range(1, 100_000))
     document = graph.to_dict()
 
@@ -110,13 +147,15 @@ def engine_unconditional(pipe: Any) -> Any:
     return pipe.text_encoder(tokens.input_ids).last_hidden_state
 
 
-def run(steps: int = 20, repeats: int = 7, families: tuple[str, ...] = ("sd", "sdxl")) -> dict[str, Any]:
+def run(steps: int = 20, repeats: int = 7, families: tuple[str, ...] = ("sd", "sdxl", "sd3", "flux")) -> dict[str, Any]:
     tiny = _tiny_builders()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as root:
         for family in families:
             folder = Path(root) / family
-            (tiny.save_tiny_sdxl_pipeline if family == "sdxl" else tiny.save_tiny_sd_pipeline)(folder)
+            builders = {"sd": tiny.save_tiny_sd_pipeline, "sdxl": tiny.save_tiny_sdxl_pipeline,
+                        "sd3": tiny.save_tiny_sd3_pipeline, "flux": tiny.save_tiny_flux_pipeline}
+            builders[family](folder)
             results[family] = _one_family(family, folder, steps, repeats)
     results["ratio"] = {f"{family}_graph_over_direct": results[family]["ratio"] for family in families}
     return results
