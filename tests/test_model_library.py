@@ -152,3 +152,19 @@ def test_a_file_of_unknown_keys_is_refused_with_the_keys_it_has(tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(b"\xff" * 16)
     with pytest.raises(SfumatoError, match="not a readable .safetensors file"):
         detect_file(tmp_path / "broken.safetensors")
+
+
+@pytest.mark.slow
+def test_the_server_model_list_that_the_page_pickers_use_shows_library_models(library, fresh_registry, monkeypatch,
+                                                                              tmp_path):
+    from test_server import Server
+
+    monkeypatch.setenv("SFUMATO_MODELS", str(library))
+    server = Server(tmp_path / "data").start()
+    try:
+        _, models = server.request("GET", "/api/models")
+    finally:
+        server.stop()
+    listed = {model["name"]: model for model in models}
+    assert listed["sdxl-tiny"]["kind"] == "pipeline" and "sdxl" in listed["sdxl-tiny"]["description"]
+    assert listed["kohya-style"]["kind"] == "lora"
