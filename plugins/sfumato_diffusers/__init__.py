@@ -22,21 +22,23 @@ def sfumato_model_sources() -> list[sfumato.ModelSource]:
 
 @sfumato.hookimpl
 def sfumato_node_types() -> list[Any]:
-    from . import controlnet, lora, nodes, preprocess
+    from . import controlnet, ip_adapter, lora, nodes, preprocess
 
     from . import flow
 
-    return [flow.flux_generate, flow.sd3_generate, nodes.generate, nodes.vae_encode, nodes.vae_decode, nodes.generate_image, lora.lora,
-            controlnet.controlnet, preprocess.edges]
+    return [nodes.generate, nodes.vae_encode, nodes.vae_decode, nodes.generate_image, lora.lora,
+            controlnet.controlnet, preprocess.edges, ip_adapter.ip_adapter, flow.flux_generate, flow.sd3_generate]
 
 
 @sfumato.hookimpl
 def sfumato_port_types() -> list[Any]:
     from .controlnet import ControlStack
+    from .ip_adapter import ImagePrompt
     from .lora import LoraStack
 
     return [sfumato.PortType("LoraStack", LoraStack, "LoRA files with their strengths, for diffusion.generate"),
-            sfumato.PortType("ControlStack", ControlStack, "ControlNets with control images, for diffusion.generate")]
+            sfumato.PortType("ControlStack", ControlStack, "ControlNets with control images, for diffusion.generate"),
+            sfumato.PortType("ImagePrompt", ImagePrompt, "reference images and an IP-Adapter, for diffusion.generate")]
 
 
 @sfumato.hookimpl

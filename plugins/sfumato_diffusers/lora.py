@@ -229,6 +229,11 @@ def _state_of(model: DiffusionModel) -> _AdapterState:
         return _states.setdefault(id(model.unet), _AdapterState(threading.RLock(), set(), set()))
 
 
+def model_lock(model: DiffusionModel) -> threading.RLock:
+    """The lock a run holds while it changes or uses ``model``'s adapters (re-entrant)."""
+    return _state_of(model).lock
+
+
 def _host() -> Any:
     from diffusers.loaders import StableDiffusionLoraLoaderMixin
 

@@ -12,7 +12,8 @@ from .families import (FAMILY_ENCODERS, SD, SDXL, TRANSFORMER_GENERATORS, expect
                        folder_family, single_file_of)
 from .controlnet import ControlStack, prepare_controls
 from .loading import DiffusionModel, load_diffusion_model, read_model_info
-from .lora import LoraStack, family_of_width, lora_applied
+from .ip_adapter import ImagePrompt, image_prompt_embeddings, ip_adapter_applied
+from .lora import LoraStack, family_of_width, lora_applied, model_lock
 from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, preview_image, sample_latents
 from .schedulers import SCHEDULER_NAMES
 from .speed import SpeedRecipe, as_recipe, for_one_loop, make_sampler, prepare, sampling_choice, validation_problems
@@ -39,6 +40,7 @@ def _expected_conditioning(inputs: dict[str, Any], context: ValidationContext) -
     if expected.get("width"):  # a LoRA targets one UNet width: another family's is refused before loading
         wanted["loras"] = {"family": family_of_width(int(expected["width"]))}
         wanted["control"] = wanted["loras"]  # and so does a ControlNet
+        wanted["image_prompt"] = wanted["loras"]  # and an IP-Adapter
     return wanted
 
 
@@ -124,6 +126,7 @@ def generate(
     mask: ImageBatch | None = None,
     loras: LoraStack | None = None,
     control: ControlStack | None = None,
+    image_prompt: ImagePrompt | None = None,
     attention_slicing: bool = False,
     vae_tiling: bool = False,
     cpu_offload: bool = False,
@@ -156,6 +159,7 @@ def generate(
         mask: with ``init_images``: white where to repaint.
         loras: LoRAs to apply (from ``diffusion.lora``); none: the model's own weights.
         control: ControlNets with their control images (from ``diffusion.controlnet``).
+        image_prompt: reference images to generate like, next to the text (from ``diffusion.ip_adapter``).
         attention_slicing: less memory, a little slower (GPU).
         vae_tiling: decode large images in tiles (GPU).
         cpu_offload: keep weights on the CPU between calls (saves GPU memory).
@@ -173,7 +177,10 @@ def generate(
                                            height, batch_size, seed, init_images, strength, mask)
         request.controls = prepare_controls(context, diffusion, control, len(request.seeds), request.width,
                                             request.height)
-        [result] = _sample(context, diffusion, scheduler, [(request, labels)], cpu_offload)
+        request.image_embeds, request.ip_masks = image_prompt_embeddings(
+            context, diffusion, image_prompt, len(request.seeds), request.width, request.height)
+        with ip_adapter_applied(diffusion, image_prompt, model_lock(diffusion)):
+            [result] = _sample(context, diffusion, scheduler, [(request, labels)], cpu_offload)
     return result
 
 
@@ -227,7 +234,7 @@ def _merge_key(request: SamplingRequest) -> tuple[Any, ...]:
     return (request.steps, request.guidance, request.height, request.width, request.negative_states is None,
             request.pooled is None, request.init_latents is None, request.mask is None,
             request.strength if request.init_latents is not None else None,
-            id(request) if request.controls else None)  # control images are per request: not merged
+            id(request) if request.controls or request.image_embeds is not None else None)  # per request: unmerged
 
 
 def _merge(requests: list[SamplingRequest]) -> SamplingRequest:
@@ -304,9 +311,10 @@ def generate_batch(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for index, call in enumerate(calls):
         key = (call.get("model", DEFAULT_MODEL), call.get("scheduler", "dpm++"), call.get("attention_slicing", False),
                call.get("vae_tiling", False), call.get("compile", False), call.get("cpu_offload", False),
-               call.get("loras"), as_recipe(call.get("speed")))
+               call.get("loras"), as_recipe(call.get("speed")), call.get("image_prompt"))
         by_model.setdefault(key, []).append(index)
-    for (model, scheduler, slicing, tiling, compiled, offload, loras, speed), indices in by_model.items():
+    for (model, scheduler, slicing, tiling, compiled, offload, loras, speed, image_prompt), indices \
+            in by_model.items():
         context = calls[indices[0]]["context"]
         diffusion = load_diffusion_model(context, model, attention_slicing=slicing, vae_tiling=tiling,
                                          compile_unet=compiled)
@@ -325,8 +333,11 @@ def generate_batch(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 request = items[-1][0]
                 request.controls = prepare_controls(context, diffusion, call["control"], len(request.seeds),
                                                     request.width, request.height)
-            for index, result in zip(indices, _sample(context, diffusion, scheduler, items, offload)):
-                results[index] = result
+                request.image_embeds, request.ip_masks = image_prompt_embeddings(
+                    context, diffusion, image_prompt, len(request.seeds), request.width, request.height)
+            with ip_adapter_applied(diffusion, image_prompt, model_lock(diffusion)):
+                for index, result in zip(indices, _sample(context, diffusion, scheduler, items, offload)):
+                    results[index] = result
     return results  # type: ignore[return-value]
 
 

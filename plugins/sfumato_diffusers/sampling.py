@@ -32,6 +32,8 @@ class SamplingRequest:
     strength: float = 1.0
     mask: Any = None  # (N, 1, h, w): 1 where to repaint
     controls: list[Any] = field(default_factory=list)  # controlnet.PreparedControl, applied together
+    image_embeds: Any = None  # (N, k, D): an image prompt's CLIP image embeddings (IP-Adapter)
+    ip_masks: Any = None  # (1, k, H, W): where each reference image acts
 
 
 def _generators(seeds: list[int]) -> list[Any]:
@@ -80,6 +82,7 @@ def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingReque
         if pooled is not None:
             pooled = torch.cat([request.negative_pooled.to(device=device, dtype=dtype), pooled])
     unet_inputs = model.unet_inputs(pooled, request.height, request.width)  # class labels or SDXL's added inputs
+    ip_inputs = _image_prompt_inputs(request, unet_inputs, use_guidance, device, dtype)
 
     # Stochastic schedulers draw noise while stepping: give them the per-image generators.
     step_options = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
@@ -89,7 +92,8 @@ def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingReque
             model_input = scheduler.scale_model_input(model_input, t)
             extra = control_residuals(request.controls, index, len(timesteps), model_input, t, states, unet_inputs,
                                       use_guidance) if request.controls else {}
-            prediction = unet(model_input, t, encoder_hidden_states=states, **unet_inputs, **extra).sample
+            prediction = unet(model_input, t, encoder_hidden_states=states, **{**unet_inputs, **ip_inputs},
+                              **extra).sample
             if use_guidance:
                 unconditional, conditional = prediction.chunk(2)
                 prediction = unconditional + request.guidance * (conditional - unconditional)
@@ -104,6 +108,23 @@ def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingReque
                 latents = request.mask * latents + (1 - request.mask) * known
             progress(index + 1, len(timesteps), latents)
     return latents
+
+
+def _image_prompt_inputs(request: SamplingRequest, unet_inputs: dict[str, Any], guided: bool, device: str,
+                         dtype: Any) -> dict[str, Any]:
+    """The UNet's IP-Adapter inputs: image embeddings (zeros for the unconditional half) and masks."""
+    import torch
+
+    if request.image_embeds is None:
+        return {}
+    embeds = request.image_embeds.to(device=device, dtype=dtype)
+    if guided:
+        embeds = torch.cat([torch.zeros_like(embeds), embeds])  # as diffusers: no image for the unconditional half
+    inputs: dict[str, Any] = {"added_cond_kwargs": {**(unet_inputs.get("added_cond_kwargs") or {}),
+                                                    "image_embeds": [embeds]}}
+    if request.ip_masks is not None:
+        inputs["cross_attention_kwargs"] = {"ip_adapter_masks": [request.ip_masks]}
+    return inputs
 
 
 def decode_latents(model: DiffusionModel, latents: Any) -> list[Any]:
