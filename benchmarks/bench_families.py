@@ -97,16 +97,18 @@ def _flow_pipeline(cls: Any, family: str, folder: Path) -> Any:
                **dict.fromkeys(absent))
 
 
-def _one_family(family: str, folder: Path, steps: int, repeats: int) -> dict[str, Any]:
+def _one_family(family: str, folder: Path, steps: int, repeats: int, device: str = "cpu",
+                dtype: str = "float32") -> dict[str, Any]:
+    """Time one family's folder both ways on ``device`` at ``dtype`` (``bfloat16`` on a GPU)."""
     import torch
 
     from sfumato import Engine, Graph
 
-    engine = Engine(device="cpu", dtype="float32")
+    engine = Engine(device=device, dtype=dtype)
     graph = _graph(family, folder, steps)
     values = engine.run(graph).values  # warm: loads the models
     conditioning = values["encode"]["conditioning"]
-    pipe = _pipeline(family, folder)
+    pipe = _pipeline(family, folder).to(device=device, dtype=getattr(torch, dtype))
     embeds: dict[str, Any] = {"prompt_embeds": conditioning.states}
     if family in ("flux", "sd3"):
         embeds["pooled_prompt_embeds"] = conditioning.pooled
@@ -117,6 +119,7 @@ def _one_family(family: str, folder: Path, steps: int, repeats: int) -> dict[str
         embeds["pooled_prompt_embeds"] = conditioning.pooled  # negatives: zeros, as both sides do
     else:
         embeds["negative_prompt_embeds"] = engine_unconditional(pipe)
+    embeds = {name: value.to(device, getattr(torch, dtype)) for name, value in embeds.items()}
     denoiser = pipe.transformer if family in ("flux", "sd3") else pipe.unet
     size = int(pipe.vae.config.sample_size) if family == "flux" else int(denoiser.config.sample_size) * pipe.vae_scale_factor
     seeds = iter(range(1, 100_000))
@@ -127,6 +130,8 @@ def _one_family(family: str, folder: Path, steps: int, repeats: int) -> dict[str
         engine.run(Graph.from_dict(document))
 
     def direct() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         pipe(**embeds, num_inference_steps=steps, guidance_scale=GUIDANCE, height=size, width=size,
              generator=torch.Generator().manual_seed(next(seeds)), output_type="pil")
 
@@ -144,7 +149,7 @@ def engine_unconditional(pipe: Any) -> Any:
     """The SD pipeline's own empty-prompt embedding (what diffusion.generate uses as the negative)."""
     tokens = pipe.tokenizer([""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
                             truncation=True, return_tensors="pt")
-    return pipe.text_encoder(tokens.input_ids).last_hidden_state
+    return pipe.text_encoder(tokens.input_ids.to(pipe.device)).last_hidden_state
 
 
 def run(steps: int = 20, repeats: int = 7, families: tuple[str, ...] = ("sd", "sdxl", "sd3", "flux")) -> dict[str, Any]:
