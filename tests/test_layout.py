@@ -237,3 +237,53 @@ def test_constrained_choice_follows_the_model_preference():
 def test_model_planner_needs_a_model_folder():
     with pytest.raises(ValueError, match="language_model"):
         st.call_node(layout_nodes.plan, prompt="a circle", planner="model")
+
+
+def _pairs_file(tmp_path):
+    from sfumato_zoo.dataset import layout_pairs
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "layout": lay}) + "\n" for p, lay in layout_pairs(0, 40)))
+    return path
+
+
+def test_zoo_layout_pairs_hold_the_scene_boxes_and_captions():
+    from sfumato_zoo.dataset import layout_pairs
+
+    for prompt, data in layout_pairs(3, 30):
+        layout = Layout.from_dict(data)
+        parsed = plan(prompt)
+        assert [o.caption for o in layout.objects] == [o.caption for o in parsed.objects]
+        assert layout.background == parsed.background
+
+
+@pytest.mark.slow
+def test_planner_training_resumes_from_its_checkpoint_exactly(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from sfumato_layout.training import TrainingConfig, train
+
+    pairs = _pairs_file(tmp_path)
+    small = {"width": 16, "layers": 1, "heads": 2, "batch_size": 4, "save_every": 2}
+    losses: list[float] = []
+    train(TrainingConfig(pairs, tmp_path / "whole", steps=4, **small), lambda step, loss: losses.append(loss))
+    train(TrainingConfig(pairs, tmp_path / "split", steps=2, **small))
+    resumed: list[int] = []
+    train(TrainingConfig(pairs, tmp_path / "split", steps=4, **small), lambda step, loss: resumed.append(step))
+    assert resumed == [3, 4]  # it went on from step 2
+    whole, split = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "split"))
+    assert all(torch.allclose(whole[key], split[key], atol=1e-6) for key in whole)
+    assert len(losses) == 4
+    layout = st.call_node(layout_nodes.plan, prompt="a red circle on black", planner="model",
+                          language_model=str(tmp_path / "whole"))["layout"]
+    assert isinstance(layout, Layout)
+
+
+def test_training_refuses_a_file_without_pairs_with_exit_code_2(tmp_path, capsys):
+    from sfumato.cli import main
+
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"prompt": "x"}\n')
+    assert main(["layout", "train", "--pairs", str(bad), "--out", str(tmp_path / "out"), "--steps", "1"]) == 2
+    assert "pairs.jsonl:1" in capsys.readouterr().err

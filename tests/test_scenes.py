@@ -128,3 +128,15 @@ def test_compositional_eval_scores_both_graphs_per_category(tmp_path):
         assert all(0.0 <= scores[graph][c] <= 1.0 for c in CATEGORIES)
         assert scores[graph]["n"] == 6
     assert scores["compose"]["planning_seconds_per_image"] > 0
+
+
+def test_zoo_layouts_writes_one_prompt_and_layout_a_line(tmp_path, capsys):
+    import json
+
+    from sfumato.cli import main
+
+    out = tmp_path / "pairs.jsonl"
+    assert main(["zoo", "layouts", "--out", str(out), "--n", "12", "--heldout", "--seed", "1234"]) == 0
+    items = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(items) == 12 and [item["prompt"] for item in items] == [p for p, _ in compositional_prompts(12)]
+    assert all(set(item["layout"]) == {"background", "objects"} for item in items)

@@ -5,7 +5,8 @@ background), ``layout.plan`` (prompt -> layout, by a deterministic grammar
 parser), ``layout.prompts`` (a layout's region prompts, for ``encode.text``),
 ``layout.draw`` (boxes and captions, for inspection) and ``layout.generate``
 (regional generation: per-region prompts denoised in their windows and fused
-each step, for any diffusers UNet).
+each step, for any diffusers UNet), and ``sfumato layout train`` (the
+language-model planner's training, with checkpoints and resume).
 """
 
 from __future__ import annotations
@@ -29,3 +30,10 @@ def sfumato_node_types() -> list[Any]:
     from . import nodes
 
     return [nodes.plan, nodes.region_prompts, nodes.draw, nodes.generate]
+
+
+@sfumato.hookimpl
+def sfumato_cli_commands(subparsers: Any) -> None:
+    from . import cli
+
+    cli.add_parsers(subparsers)

@@ -27,6 +27,13 @@ def add_parsers(subparsers: Any) -> None:
     train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     train.set_defaults(handler=train_command)
 
+    layouts = commands.add_parser("layouts", help="write (prompt, layout JSON) pairs from scenes, one JSON a line")
+    layouts.add_argument("--out", required=True, type=Path)
+    layouts.add_argument("--n", type=int, default=20000)
+    layouts.add_argument("--seed", type=int, default=0)
+    layouts.add_argument("--heldout", action="store_true", help="held-out wordings (for evaluation)")
+    layouts.set_defaults(handler=layouts_command)
+
     evaluate = commands.add_parser("eval", help="prompt fidelity on held-out prompts")
     evaluate.add_argument("model", help="tiny-shapes-diffusion, tiny-shapes-vae, tiny-shapes-gan or a folder")
     evaluate.add_argument("--n", type=int, default=96)
@@ -109,6 +116,19 @@ class EvalProgress:
             self.progress.update(self.task, completed=event.current, total=event.total)
         elif isinstance(event, ModelLoaded):
             self.progress.console.print(f"[dim]model load: {escape(event.key)} in {event.seconds:.2f}s[/]")
+
+
+def layouts_command(args: argparse.Namespace) -> int:
+    """``zoo layouts``: the training pairs of a language-model layout planner (``sfumato layout train``)."""
+    from sfumato import write_atomically
+
+    from .dataset import layout_pairs
+
+    lines = [json.dumps({"prompt": prompt, "layout": layout})
+             for prompt, layout in layout_pairs(args.seed, args.n, heldout=args.heldout)]
+    write_atomically(args.out, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    print(f"{len(lines)} pairs -> {args.out}")
+    return 0
 
 
 def eval_command(args: argparse.Namespace) -> int:

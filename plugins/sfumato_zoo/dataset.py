@@ -348,3 +348,23 @@ def iter_scenes(seed: int, count: int, *, size: int = 64, heldout: bool = False)
 def compositional_prompts(count: int = 60, seed: int = 1234) -> list[tuple[str, Scene]]:
     """A fixed list of held-out compositional prompts, the categories evenly."""
     return [(sample.caption, sample.scene) for sample in iter_scenes(seed, count, heldout=True)]
+
+
+def scene_layout(scene: Scene) -> dict[str, object]:
+    """The layout a planner should write for a scene's caption: background, each object's caption and box.
+
+    The layout JSON format of the ``layout`` plugin (boxes in canvas fractions);
+    a caption names the colour only where the scene's caption does.
+    """
+    def box(obj: SceneObject) -> list[float]:
+        return [round(max(0.0, (obj.cx - obj.half) / scene.size), 2), round(max(0.0, (obj.cy - obj.half) / scene.size), 2),
+                round(min(1.0, (obj.cx + obj.half) / scene.size), 2), round(min(1.0, (obj.cy + obj.half) / scene.size), 2)]
+
+    return {"background": scene.background,
+            "objects": [{"caption": scene.phrase(obj), "box": box(obj)} for obj in scene.objects]}
+
+
+def layout_pairs(seed: int, count: int, *, heldout: bool = False) -> Iterator[tuple[str, dict[str, object]]]:
+    """``count`` (caption, layout) pairs from scenes: what a language-model planner learns from."""
+    for sample in iter_scenes(seed, count, heldout=heldout):
+        yield sample.caption, scene_layout(sample.scene)

@@ -1,0 +1,45 @@
+"""``sfumato layout``: train the language-model layout planner."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parsers(subparsers: Any) -> None:
+    layout = subparsers.add_parser("layout", help="layout planning: train the language-model planner")
+    commands = layout.add_subparsers(dest="layout_command", metavar="LAYOUT_COMMAND", required=True)
+    train = commands.add_parser("train", help="train a small causal LM on (prompt, layout) pairs; resumes from "
+                                              "OUT/checkpoint")
+    train.add_argument("--pairs", required=True, type=Path, help="JSON lines of {prompt, layout} (zoo layouts)")
+    train.add_argument("--out", required=True, type=Path)
+    train.add_argument("--steps", type=int, default=3000)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--save-every", type=int, default=200)
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(handler=train_command)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from sfumato import ParameterError
+
+    from .training import TrainingConfig, train
+
+    if not args.pairs.is_file():
+        raise ParameterError(f"--pairs: no file {args.pairs}")
+    if args.steps < 1 or args.batch_size < 1 or args.save_every < 1:
+        raise ParameterError("--steps, --batch-size and --save-every must be at least 1")
+
+    def log(step: int, loss: float) -> None:
+        if step == 1 or step % 20 == 0:
+            print(f"step {step} loss {loss:.4f}", flush=True)
+
+    config = TrainingConfig(args.pairs, args.out, steps=args.steps, batch_size=args.batch_size,
+                            save_every=args.save_every, seed=args.seed)
+    try:
+        folder = train(config, log)
+    except ValueError as error:
+        raise ParameterError(f"--pairs: {error}") from None
+    print(f"model -> {folder}")
+    return 0
