@@ -162,3 +162,29 @@ def test_control_images_must_match_the_outputs(engine, files, tmp_path):
     builder.output("images", gen["images"])
     with pytest.raises(NodeExecutionError, match="2 control images for 3 outputs"):
         engine.run(builder.build())
+
+
+@pytest.mark.slow
+def test_an_sdxl_controlnet_conditions_an_sdxl_model(engine, tmp_path):
+    from tiny_models import save_tiny_sdxl_pipeline
+
+    sdxl = save_tiny_sdxl_pipeline(tmp_path / "sdxl")
+    net = save_tiny_controlnet(sdxl, tmp_path / "sdxl-net", 3)
+    picture = control_picture(tmp_path / "square.png")
+
+    def graph(scale):
+        builder = GraphBuilder("sdxl-control")
+        encode = builder.add("encode.sdxl", "enc", texts="a red circle", model=str(sdxl))
+        image = builder.add("image.load", "picture", path=str(picture))
+        extra = {}
+        if scale is not None:
+            extra["control"] = builder.add("diffusion.controlnet", "net", images=image["images"], model=str(net),
+                                           scale=scale)["control"]
+        gen = builder.add("diffusion.generate", "gen", conditioning=encode["conditioning"], model=str(sdxl), steps=2,
+                          guidance=5.0, **extra)
+        builder.output("images", gen["images"])
+        return builder.build()
+
+    base = pixels(engine.run(graph(None))["images"])
+    assert not np.array_equal(base, pixels(engine.run(graph(1.0))["images"]))
+    assert np.array_equal(base, pixels(engine.run(graph(0.0))["images"]))

@@ -189,3 +189,43 @@ def test_a_lora_for_another_family_is_refused_before_loading(files, tmp_path):
     assert "sdxl" in issues[0].message
     mixed = _issues(lora_graph(files["sd"], [(files["a"], 1.0, 1.0), (sdxl, 1.0, 1.0)]))
     assert "nodes.lora1.inputs.stack" in [i.path for i in mixed]
+
+
+@pytest.mark.slow
+def test_a_unet_lora_applies_to_an_sdxl_model_and_strength_zero_equals_the_base(engine, tmp_path):
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from tiny_models import save_tiny_sdxl_pipeline
+
+    sdxl = save_tiny_sdxl_pipeline(tmp_path / "sdxl")
+    unet = _peft_lora(UNet2DConditionModel.from_pretrained(sdxl / "unet"), UNET_TARGETS, 9)
+    save_file({f"unet.{k}": v for k, v in unet.items()}, tmp_path / "xl.safetensors")
+
+    def graph(strength):
+        builder = GraphBuilder("sdxl-lora")
+        encode = builder.add("encode.sdxl", "enc", texts="a red circle", model=str(sdxl))
+        extra = {}
+        if strength is not None:
+            extra["loras"] = builder.add("diffusion.lora", "lora", path=str(tmp_path / "xl.safetensors"),
+                                         strength=strength)["loras"]
+        gen = builder.add("diffusion.generate", "gen", conditioning=encode["conditioning"], model=str(sdxl), steps=2,
+                          guidance=5.0, **extra)
+        builder.output("images", gen["images"])
+        return builder.build()
+
+    base = pixels(engine.run(graph(None))["images"])
+    assert not np.array_equal(base, pixels(engine.run(graph(1.0))["images"]))
+    assert np.array_equal(base, pixels(engine.run(graph(0.0))["images"]))
+    assert np.array_equal(base, pixels(engine.run(graph(None))["images"]))
+
+
+def test_a_changed_lora_file_is_a_new_cache_signature(files, tmp_path):
+    import shutil
+
+    cached = Engine(device="cpu", cache=True)
+    path = tmp_path / "swap.safetensors"
+    shutil.copy(files["a"], path)
+    first = pixels(cached.run(lora_graph(files["sd"], [(path, 1.0, 1.0)]))["images"])
+    shutil.copy(files["b"], path)
+    second = pixels(cached.run(lora_graph(files["sd"], [(path, 1.0, 1.0)]))["images"])
+    assert not np.array_equal(first, second)

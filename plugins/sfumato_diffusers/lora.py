@@ -294,7 +294,8 @@ def _load_entry(model: DiffusionModel, entry: LoraEntry, adapters: _AdapterState
     """Load one file's adapters into the model's UNet (and text encoder, when it has one)."""
     host = _host()
     source: Any = _peft_state_dict(entry) if entry.key_format == "peft" else entry.path
-    state, alphas = host.lora_state_dict(source)
+    # The UNet's config lets diffusers map kohya files named by SGM blocks (input_blocks_4_...) for SDXL.
+    state, alphas = host.lora_state_dict(source, unet_config=model.unet.config)
     if any(k.startswith("unet.") for k in state):
         host.load_lora_into_unet(state, alphas, model.unet, adapter_name=entry.adapter_name)
         adapters.unet.add(entry.adapter_name)
