@@ -17,6 +17,7 @@ only with ``compile``), so ratios below ~1.1 are within noise on a shared machin
 from __future__ import annotations
 
 import gc
+import statistics
 import time
 from typing import Any
 
@@ -66,7 +67,7 @@ def run(size: int = 256, steps: int = 10, tiny_n: int = 48, tiny_steps: int = 20
 # --- tiny-shapes-diffusion, judged -----------------------------------------------------------------
 
 
-def run_tiny(recipes: dict[str, dict[str, Any]], n: int, steps: int) -> list[dict[str, Any]]:
+def run_tiny(recipes: dict[str, dict[str, Any]], n: int, steps: int, rounds: int = 2) -> list[dict[str, Any]]:
     from sfumato import Engine, GraphBuilder
     from sfumato_zoo.evaluation import evaluation_prompts, score_against
 
@@ -83,14 +84,18 @@ def run_tiny(recipes: dict[str, dict[str, Any]], n: int, steps: int) -> list[dic
         builder.output("images", gen["images"])
         return builder.build()
 
-    rows: list[dict[str, Any]] = []
-    for name, speed in recipes.items():
-        engine.run(graph(prompts[:1], speed, 1 if "steps" not in speed else speed["steps"]))  # load + warm up
-        started = time.perf_counter()
-        images = engine.run(graph(prompts, speed, steps))["images"]
-        seconds = (time.perf_counter() - started) / n
-        scores = score_against(images, specs)
-        rows.append({"name": name, "speed": speed, "seconds_per_image": seconds, "all": scores["all"]})
+    for speed in recipes.values():
+        engine.run(graph(prompts[:1], speed, 1))  # load the model (and the recipe's copy) before timing
+    samples: dict[str, list[float]] = {name: [] for name in recipes}
+    scores: dict[str, float] = {}
+    for _ in range(rounds):  # interleaved rounds: drift on a shared machine hits every recipe alike
+        for name, speed in recipes.items():
+            started = time.perf_counter()
+            images = engine.run(graph(prompts, speed, steps))["images"]
+            samples[name].append((time.perf_counter() - started) / n)
+            scores[name] = score_against(images, specs)["all"]
+    rows = [{"name": name, "speed": speed, "seconds_per_image": statistics.median(samples[name]),
+             "samples": samples[name], "all": scores[name]} for name, speed in recipes.items()]
     base = rows[0]["seconds_per_image"]
     for row in rows:
         row["speedup"] = base / row["seconds_per_image"]
@@ -132,8 +137,13 @@ def _rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def generate_one(model: Any, speed: dict[str, Any], size: int, steps: int, device: str = "cpu") -> tuple[Any, float]:
-    """One image of the SD-shaped model under ``speed``: (uint8 array, seconds), after a one-step warm-up."""
+def generate_one(model: Any, speed: dict[str, Any], size: int, steps: int, device: str = "cpu",
+                 copies: dict[str, Any] | None = None) -> tuple[Any, float]:
+    """One image of the SD-shaped model under ``speed``: (uint8 array, seconds).
+
+    ``copies`` keeps each module-lever copy across calls (keyed by those levers), so
+    interleaved rounds time generation, not copying.
+    """
     import numpy as np
     import torch
 
@@ -145,7 +155,18 @@ def generate_one(model: Any, speed: dict[str, Any], size: int, steps: int, devic
     problems = recipe_conflicts(recipe, device)
     if problems:
         raise ValueError("; ".join(problems))
-    accelerated = apply_levers(model, recipe)
+    module_levers = recipe.model_copy(update={"step_cache": 1, "sampler": None, "steps": None})
+    key = module_levers.key()
+    if copies is not None and key in copies:
+        base = copies[key]
+    else:
+        base = apply_levers(model, module_levers)
+        if copies is not None:
+            copies[key] = base
+    accelerated = apply_levers(base, recipe.model_copy(update={"dtype": None, "channels_last": False,
+                                                                "attention": "default", "fuse_qkv": False,
+                                                                "compile": False, "quantize": "none",
+                                                                "token_merging": 0.0}))
     scheduler_name, count = sampling_choice(recipe, "dpm++", steps)
     width = model.unet.config.cross_attention_dim
     generator = torch.Generator().manual_seed(1)
@@ -164,7 +185,7 @@ def generate_one(model: Any, speed: dict[str, Any], size: int, steps: int, devic
     started = time.perf_counter()
     image = once(count)
     seconds = time.perf_counter() - started
-    del accelerated
+    del accelerated, base
     gc.collect()
     return np.asarray(image), seconds
 
@@ -180,28 +201,41 @@ def similarity(image: Any, reference: Any) -> tuple[float, str]:
     return float(structural_similarity(image, reference, channel_axis=2, data_range=255)), "SSIM"
 
 
-def run_sd_shaped(recipes: dict[str, dict[str, Any]], size: int, steps: int, shape: str = "sd15") -> list[dict[str, Any]]:
+def run_sd_shaped(recipes: dict[str, dict[str, Any]], size: int, steps: int, shape: str = "sd15",
+                  rounds: int = 2) -> list[dict[str, Any]]:
+    """Interleaved rounds over the recipes (module-lever copies made once); median seconds per recipe."""
     model = sd_shaped_model(shape)
+    copies: dict[str, Any] = {}
+    samples: dict[str, list[float]] = {name: [] for name in recipes}
+    images: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for round_index in range(rounds):
+        for name, speed in recipes.items():
+            if name in errors:
+                continue
+            try:
+                image, seconds = generate_one(model, speed, size, steps, copies=copies)
+            except Exception as error:  # noqa: BLE001 - a lever that fails here is reported, not fatal
+                errors[name] = f"{type(error).__name__}: {error}"[:300]
+                print(f"  sd    {name:<28} failed: {errors[name][:160]}", flush=True)
+                continue
+            samples[name].append(seconds)
+            images[name] = image
+            print(f"  sd    round {round_index + 1} {name:<28} {seconds:7.2f} s/image", flush=True)
+    reference = images.get(next(iter(recipes)))
     rows: list[dict[str, Any]] = []
-    reference = None
+    base = statistics.median(samples[next(iter(recipes))]) if reference is not None else float("nan")
     for name, speed in recipes.items():
-        rss_before = _rss_bytes()
-        try:
-            image, seconds = generate_one(model, speed, size, steps)
-        except Exception as error:  # noqa: BLE001 - a lever that fails here is reported, not fatal to the table
-            print(f"  sd    {name:<28} failed: {type(error).__name__}: {str(error)[:160]}", flush=True)
-            rows.append({"name": name, "speed": speed, "error": f"{type(error).__name__}: {error}"[:300],
-                         "seconds_per_image": float("nan"), "speedup": 0.0, "similarity": 0.0})
+        if name in errors:
+            rows.append({"name": name, "speed": speed, "error": errors[name], "seconds_per_image": float("nan"),
+                         "speedup": 0.0, "similarity": 0.0})
             continue
-        if reference is None:
-            reference = image
-        score, metric = similarity(image, reference)
-        rows.append({"name": name, "speed": speed, "seconds_per_image": seconds, "similarity": score,
-                     "metric": metric, "peak_rss_growth_mb": (_rss_bytes() - rss_before) / 2**20})
-        base = next(r for r in rows if "error" not in r)["seconds_per_image"]
-        rows[-1]["speedup"] = base / seconds
-        print(f"  sd    {name:<28} {seconds:7.2f} s/image  {rows[-1]['speedup']:5.2f}x  {metric} {score:.3f}",
-              flush=True)
+        seconds = statistics.median(samples[name])
+        score, metric = similarity(images[name], reference)
+        rows.append({"name": name, "speed": speed, "seconds_per_image": seconds, "samples": samples[name],
+                     "speedup": base / seconds, "similarity": score, "metric": metric})
+        print(f"  sd    {name:<28} {seconds:7.2f} s/image  {base / seconds:5.2f}x  {metric} {score:.4f}", flush=True)
+    print(f"  peak RSS of the process: {_rss_bytes() / 2**30:.1f} GiB", flush=True)
     return rows
 
 
@@ -215,14 +249,16 @@ if __name__ == "__main__":
     parser.add_argument("--only", choices=("tiny", "sd", "both"), default="both")
     parser.add_argument("--out", default="")
     parser.add_argument("--recipes", nargs="*", default=None, help="SD-shaped recipe names (default: all)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds")
     args = parser.parse_args()
+    chosen = {name: SD_RECIPES[name] for name in args.recipes} if args.recipes else SD_RECIPES
     if args.only == "tiny":
         result: Any = run_tiny(TINY_RECIPES, 48, 20)
     elif args.only == "sd":
-        chosen = {name: SD_RECIPES[name] for name in args.recipes} if args.recipes else SD_RECIPES
-        result = run_sd_shaped(chosen, args.size, args.steps)
-    else:
-        result = run(size=args.size, steps=args.steps)
+        result = run_sd_shaped(chosen, args.size, args.steps, rounds=args.rounds)
+    elif args.only == "both":
+        result = {"tiny": run_tiny(TINY_RECIPES, 48, 20),
+                  "sd": run_sd_shaped(chosen, args.size, args.steps, rounds=args.rounds)}
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(result, handle, indent=2, default=str)

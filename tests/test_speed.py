@@ -59,6 +59,10 @@ def baseline(engine, zoo):
     ({"dtype": "bfloat16", "channels_last": True, "step_cache": 2}, TOLERANCE),
 ])
 def test_each_lever_stays_within_tolerance_of_the_float32_baseline(engine, zoo, baseline, speed, tolerance):
+    if "quantize" in speed:
+        pytest.importorskip("torchao")
+    if "token_merging" in speed:
+        pytest.importorskip("tomesd")
     difference = np.abs(generate(engine, zoo, speed) - baseline).mean()
     assert difference <= tolerance, (speed, difference)
 
@@ -74,6 +78,7 @@ def test_an_approximating_lever_changes_the_image(engine, zoo, baseline):
 
 
 def test_quantized_weights_are_smaller_in_bytes(zoo):
+    pytest.importorskip("torchao")
     from diffusers import UNet2DConditionModel
 
     from sfumato_diffusers.speed import quantize_linear_layers, weight_bytes
@@ -220,6 +225,7 @@ def _tiny_model(zoo):
 
 
 def test_token_merging_patches_the_attention_blocks_of_a_copy(zoo):
+    pytest.importorskip("tomesd")
     from sfumato_diffusers.speed import SpeedRecipe, apply_levers
 
     model = _tiny_model(zoo)
@@ -247,14 +253,14 @@ def test_tune_keeps_faithful_recipes_and_its_recipe_reproduces_the_measured_fide
     graph = tmp_path / "graph.json"
     graph.write_text(json.dumps(_graph_with_speed_param(zoo)))
     candidates = tmp_path / "candidates.json"
-    candidates.write_text(json.dumps([{"step_cache": 3}, {"dtype": "float16"}, {"quantize": "int8_dynamic"}]))
+    candidates.write_text(json.dumps([{"step_cache": 3}, {"dtype": "float16"}, {"channels_last": True}]))
     out = tmp_path / "tuned"
     assert main(["tune", str(graph), "--candidates", str(candidates), "--out", str(out), "--min-fidelity", "0.5",
                  "--budget", "5m"]) == 0
     printed = capsys.readouterr().out
     assert "skipped" in printed and "float16" in printed  # refused on cpu, never run
     rows = json.loads((out / "tune.json").read_text())["rows"]
-    assert [row["recipe"] for row in rows] == [{}, {"step_cache": 3}, {"quantize": "int8_dynamic"}]
+    assert [row["recipe"] for row in rows] == [{}, {"step_cache": 3}, {"channels_last": True}]
     assert (out / "pareto.md").read_text().startswith("| recipe |")
     recipe = json.loads((out / "recipe.json").read_text())
     measured = next(row["fidelity"] for row in rows if row["recipe"] == recipe)

@@ -183,7 +183,7 @@ def apply_levers(diffusion: DiffusionModel, recipe: SpeedRecipe) -> AcceleratedM
     if recipe.fuse_qkv:
         unet.fuse_qkv_projections()
     if recipe.token_merging:
-        import tomesd
+        tomesd = _optional("tomesd", "token_merging")
 
         # use_rand=False: the merge pattern must not depend on the global random state,
         # or the same seed would draw different images.
@@ -196,8 +196,19 @@ def apply_levers(diffusion: DiffusionModel, recipe: SpeedRecipe) -> AcceleratedM
     return AcceleratedModel(**fields, recipe=recipe)
 
 
+def _optional(package: str, lever: str) -> Any:
+    """Import a lever's optional package, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise ValueError(f"speed.{lever} needs the {package} package: pip install 'sfumato[speed]'") from None
+
+
 def quantize_linear_layers(module: Any, kind: str) -> None:
     """torchao int8 quantization of ``module``'s linear layers, in place."""
+    _optional("torchao", "quantize")
     from torchao.quantization import (Float8DynamicActivationFloat8WeightConfig, Int8DynamicActivationInt8WeightConfig,
                                       Int8WeightOnlyConfig, quantize_)
 
