@@ -151,3 +151,20 @@ def test_wrong_files_are_refused_at_validation_naming_the_field(files, tmp_path)
     (other / "config.json").write_text(json.dumps({**config, "projection_dim": 8}))
     issues = _issues(ip_graph(files, image="red", encoder=other))
     assert [i.path for i in issues] == ["nodes.ip.inputs.encoder"] and "expects 24" in issues[0].message
+
+
+def test_an_adapter_that_does_not_fit_fails_naming_the_file_and_leaves_the_model_clean(engine, files, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from sfumato import NodeExecutionError
+
+    base = run(engine, files)
+    tensors = load_file(files["adapter"])
+    tensors["ip_adapter.1.to_k_ip.weight"] = torch.ones(7, 32)  # the UNet's attention is 64 wide there
+    misfit = tmp_path / "misfit.safetensors"
+    save_file(tensors, misfit)
+    with pytest.raises(NodeExecutionError, match="does not fit model") as failure:
+        run(engine, files, image="red", adapter=misfit)
+    assert str(misfit) in str(failure.value)
+    assert np.array_equal(run(engine, files), base)

@@ -229,3 +229,19 @@ def test_a_changed_lora_file_is_a_new_cache_signature(files, tmp_path):
     shutil.copy(files["b"], path)
     second = pixels(cached.run(lora_graph(files["sd"], [(path, 1.0, 1.0)]))["images"])
     assert not np.array_equal(first, second)
+
+
+def test_a_lora_that_does_not_fit_the_model_fails_naming_the_file_and_leaves_the_model_clean(engine, files, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from sfumato import NodeExecutionError
+
+    base = run(engine, files["sd"])
+    misfit = tmp_path / "misfit.safetensors"
+    key = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k"
+    save_file({f"{key}.lora_A.weight": torch.ones(4, 32), f"{key}.lora_B.weight": torch.ones(7, 4)}, misfit)
+    with pytest.raises(NodeExecutionError, match="does not fit model") as failure:
+        run(engine, files["sd"], [(misfit, 1.0, 1.0)])
+    assert str(misfit) in str(failure.value)
+    assert np.array_equal(run(engine, files["sd"]), base)

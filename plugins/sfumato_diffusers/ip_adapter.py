@@ -209,31 +209,37 @@ def ip_adapter_applied(model: DiffusionModel, prompt: ImagePrompt | None, lock: 
         own_processors = dict(unet.attn_processors)
         own_projection, own_type = unet.encoder_hid_proj, unet.config.encoder_hid_dim_type
         key = (id(unet), prompt.sha256)
-        with _guard:
-            loaded = _loaded.get(key)
-        if loaded is None:
-            from safetensors.torch import load_file
-
-            tensors = load_file(prompt.adapter)
-            state = {"image_proj": {k.removeprefix("image_proj."): v for k, v in tensors.items()
-                                    if k.startswith("image_proj.")},
-                     "ip_adapter": {k.removeprefix("ip_adapter."): v for k, v in tensors.items()
-                                    if k.startswith("ip_adapter.")}}
-            unet._load_ip_adapter_weights([state], low_cpu_mem_usage=False)
-            unet.to(model.device, model.dtype)
-            loaded = (dict(unet.attn_processors), unet.encoder_hid_proj)
+        try:  # whatever happens (an adapter that does not fit included), the UNet gets its own processors back
             with _guard:
-                _loaded[key] = loaded
-        else:
-            unet.set_attn_processor(dict(loaded[0]))
-            unet.encoder_hid_proj = loaded[1]
-            unet.config.encoder_hid_dim_type = "ip_image_proj"
-        for processor in unet.attn_processors.values():
-            if hasattr(processor, "scale") and isinstance(processor.scale, list):
-                processor.scale = [prompt.scale] * len(processor.scale)
-        try:
+                loaded = _loaded.get(key)
+            if loaded is None:
+                loaded = _load_adapter(model, prompt)
+                with _guard:
+                    _loaded[key] = loaded
+            else:
+                unet.set_attn_processor(dict(loaded[0]))
+                unet.encoder_hid_proj = loaded[1]
+                unet.config.encoder_hid_dim_type = "ip_image_proj"
+            for processor in unet.attn_processors.values():
+                if hasattr(processor, "scale") and isinstance(processor.scale, list):
+                    processor.scale = [prompt.scale] * len(processor.scale)
             yield
         finally:
             unet.set_attn_processor(own_processors)
             unet.encoder_hid_proj = own_projection
             unet.config.encoder_hid_dim_type = own_type
+
+
+def _load_adapter(model: DiffusionModel, prompt: ImagePrompt) -> tuple[dict[str, Any], Any]:
+    """Convert an IP-Adapter file into the UNet's processors and image projection (diffusers' loader)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(prompt.adapter)
+    state = {"image_proj": {k.removeprefix("image_proj."): v for k, v in tensors.items() if k.startswith("image_proj.")},
+             "ip_adapter": {k.removeprefix("ip_adapter."): v for k, v in tensors.items() if k.startswith("ip_adapter.")}}
+    try:
+        model.unet._load_ip_adapter_weights([state], low_cpu_mem_usage=False)
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise ValueError(f"IP-Adapter {prompt.adapter} does not fit model {model.name!r}: {error}") from None
+    model.unet.to(model.device, model.dtype)
+    return dict(model.unet.attn_processors), model.unet.encoder_hid_proj

@@ -305,6 +305,23 @@ def _load_entry(model: DiffusionModel, entry: LoraEntry, adapters: _AdapterState
         adapters.text_encoder.add(entry.adapter_name)
 
 
+def _forget(model: DiffusionModel, entry: LoraEntry, adapters: _AdapterState) -> None:
+    """Remove whatever part of ``entry`` was injected before its load failed."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for part in (model.unet, model.text_encoder):
+        if part is None:
+            continue
+        for module in part.modules():
+            if isinstance(module, BaseTunerLayer) and entry.adapter_name in getattr(module, "lora_A", {}):
+                module.delete_adapter(entry.adapter_name)
+        config = getattr(part, "peft_config", None)
+        if config and entry.adapter_name in config:
+            del config[entry.adapter_name]
+    adapters.unet.discard(entry.adapter_name)
+    adapters.text_encoder.discard(entry.adapter_name)
+
+
 @contextlib.contextmanager
 def lora_applied(model: DiffusionModel, stack: LoraStack | None) -> Iterator[None]:
     """Hold ``model`` with exactly ``stack``'s adapters active (none when ``stack`` is empty) for a run."""
@@ -315,7 +332,11 @@ def lora_applied(model: DiffusionModel, stack: LoraStack | None) -> Iterator[Non
     with adapters.lock:
         for entry in entries:
             if entry.adapter_name not in adapters.unet | adapters.text_encoder:
-                _load_entry(model, entry, adapters)
+                try:
+                    _load_entry(model, entry, adapters)
+                except Exception as error:  # noqa: BLE001 - any failure: take out what went in, say which file
+                    _forget(model, entry, adapters)
+                    raise ValueError(f"LoRA {entry.path} does not fit model {model.name!r}: {error}") from None
         on_unet = [e for e in entries if e.adapter_name in adapters.unet]
         on_text = [e for e in entries if e.adapter_name in adapters.text_encoder]
         if adapters.unet:
