@@ -332,11 +332,16 @@ def lora_applied(model: DiffusionModel, stack: LoraStack | None) -> Iterator[Non
     with adapters.lock:
         for entry in entries:
             if entry.adapter_name not in adapters.unet | adapters.text_encoder:
-                try:
-                    _load_entry(model, entry, adapters)
-                except Exception as error:  # noqa: BLE001 - any failure: take out what went in, say which file
-                    _forget(model, entry, adapters)
-                    raise ValueError(f"LoRA {entry.path} does not fit model {model.name!r}: {error}") from None
+                with warnings.catch_warnings():
+                    # peft warns that a model with adapters gets another (what a stack is), and which
+                    # adapter becomes active when a half-loaded one is removed (the run sets them all).
+                    warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                    warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+                    try:
+                        _load_entry(model, entry, adapters)
+                    except Exception as error:  # noqa: BLE001 - any failure: take out what went in, name the file
+                        _forget(model, entry, adapters)
+                        raise ValueError(f"LoRA {entry.path} does not fit model {model.name!r}: {error}") from None
         on_unet = [e for e in entries if e.adapter_name in adapters.unet]
         on_text = [e for e in entries if e.adapter_name in adapters.text_encoder]
         if adapters.unet:
