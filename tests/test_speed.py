@@ -275,3 +275,15 @@ def test_tune_refuses_a_bad_budget_with_exit_2(zoo, tmp_path, capsys):
     graph.write_text(json.dumps(_graph_with_speed_param(zoo)))
     assert main(["tune", str(graph), "--budget", "soon", "--out", str(tmp_path / "t")]) == 2
     assert "--budget" in capsys.readouterr().err
+
+
+def test_tune_reads_a_judge_fidelity_output_by_its_all_accuracy():
+    from types import SimpleNamespace
+
+    from sfumato_diffusers.tune import fidelity
+
+    reference = SimpleNamespace(outputs={"fidelity": {"all": 0.8, "colour": 1.0, "count": 4}})
+    assert fidelity(SimpleNamespace(outputs={"fidelity": {"all": 0.6, "colour": 1.0, "count": 4}}),
+                    reference) == pytest.approx(0.75)
+    assert fidelity(SimpleNamespace(outputs={"fidelity": [0.9, 0.9]}),
+                    SimpleNamespace(outputs={"fidelity": [0.6, 0.6]})) == 1.0  # capped: better than the reference

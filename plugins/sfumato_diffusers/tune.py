@@ -3,8 +3,8 @@
 Every generation node of the graph that takes ``speed`` gets each candidate
 recipe in turn. Fidelity is measured against the graph run without a recipe:
 when the graph declares an output named ``fidelity`` (the zoo's judge scores,
-as ``text-to-image`` does) it is the candidate's mean score over the
-reference's (capped at 1); otherwise it is the mean SSIM of every image output
+as ``text-to-image`` does) it is the candidate's score (the judge's ``all``
+accuracy, or the mean of a list) over the reference's (capped at 1); otherwise it is the mean SSIM of every image output
 to the reference's images (scikit-image; 1 - MAE/255 without it). Each
 candidate runs once to load its model copy, then once timed. Writes a Pareto
 table (``pareto.md``), every row (``tune.json``), a plot when matplotlib is
@@ -109,10 +109,18 @@ def fidelity(result: Any, reference: Any) -> float:
     import numpy as np
 
     if "fidelity" in reference.outputs:
-        mine = float(np.mean(result.outputs["fidelity"]))
-        base = float(np.mean(reference.outputs["fidelity"]))
+        mine, base = _score(result.outputs["fidelity"]), _score(reference.outputs["fidelity"])
         return min(1.0, mine / base) if base > 0 else 1.0
     return image_similarity(_images(result), _images(reference))
+
+
+def _score(value: Any) -> float:
+    """A fidelity output as one number: the judge's ``all`` accuracy, or the mean of a list of scores."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return float(value["all"])
+    return float(np.mean(value))
 
 
 def pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
