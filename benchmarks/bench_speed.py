@@ -148,8 +148,14 @@ def generate_one(model: Any, speed: dict[str, Any], size: int, steps: int, devic
     import torch
 
     from sfumato_diffusers.sampling import SamplingRequest, decode_latents, sample_latents
-    from sfumato_diffusers.speed import (SpeedRecipe, apply_levers, for_one_loop, make_sampler, recipe_conflicts,
-                                         sampling_choice)
+    from sfumato_diffusers.speed import (
+        SpeedRecipe,
+        apply_levers,
+        for_one_loop,
+        make_sampler,
+        recipe_conflicts,
+        sampling_choice,
+    )
 
     recipe = SpeedRecipe.model_validate(speed)
     problems = recipe_conflicts(recipe, device)
@@ -185,7 +191,7 @@ def generate_one(model: Any, speed: dict[str, Any], size: int, steps: int, devic
     started = time.perf_counter()
     image = once(count)
     seconds = time.perf_counter() - started
-    del accelerated, base
+    del base  # the copy goes with this function; the caller keeps it in copies
     gc.collect()
     return np.asarray(image), seconds
 

@@ -67,7 +67,14 @@ def measure(model: Any, speed: dict[str, Any], size: int, steps: int, repeats: i
     import torch
 
     from sfumato_diffusers.sampling import SamplingRequest, decode_latents, sample_latents
-    from sfumato_diffusers.speed import SpeedRecipe, apply_levers, for_one_loop, make_sampler, recipe_conflicts, sampling_choice
+    from sfumato_diffusers.speed import (
+        SpeedRecipe,
+        apply_levers,
+        for_one_loop,
+        make_sampler,
+        recipe_conflicts,
+        sampling_choice,
+    )
 
     recipe = SpeedRecipe.model_validate(speed)
     problems = recipe_conflicts(recipe, "cuda")
@@ -102,7 +109,7 @@ def measure(model: Any, speed: dict[str, Any], size: int, steps: int, repeats: i
         torch.cuda.synchronize()
         seconds.append(time.perf_counter() - started)
         loops.append(loop)
-    del accelerated
+    accelerated = None  # free the copy before the next recipe
     torch.cuda.empty_cache()
     return {"image": np.asarray(image), "seconds_per_image": float(np.median(seconds)),
             "loop_seconds": float(np.median(loops)), "warmup_s": warmup, "steps": count,

@@ -12,10 +12,10 @@ import json
 
 import numpy as np
 import pytest
+from tiny_models import save_tiny_zoo_diffusion
 
 from sfumato import Engine, GraphBuilder, GraphValidationError, NodeExecutionError, read_png_metadata
 from sfumato.cli import main
-from tiny_models import save_tiny_zoo_diffusion
 
 TOLERANCE = 4.0  # mean |difference| in 0..255 levels
 STEPS = 6

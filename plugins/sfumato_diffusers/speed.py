@@ -209,8 +209,12 @@ def _optional(package: str, lever: str) -> Any:
 def quantize_linear_layers(module: Any, kind: str) -> None:
     """torchao int8 quantization of ``module``'s linear layers, in place."""
     _optional("torchao", "quantize")
-    from torchao.quantization import (Float8DynamicActivationFloat8WeightConfig, Int8DynamicActivationInt8WeightConfig,
-                                      Int8WeightOnlyConfig, quantize_)
+    from torchao.quantization import (
+        Float8DynamicActivationFloat8WeightConfig,
+        Int8DynamicActivationInt8WeightConfig,
+        Int8WeightOnlyConfig,
+        quantize_,
+    )
 
     configs = {"int8_dynamic": Int8DynamicActivationInt8WeightConfig, "int8_weight_only": Int8WeightOnlyConfig,
                "float8_dynamic": Float8DynamicActivationFloat8WeightConfig}

@@ -106,7 +106,6 @@ def _images(result: Any) -> list[Any]:
 
 def fidelity(result: Any, reference: Any) -> float:
     """The candidate's fidelity to the reference run (see the module docstring)."""
-    import numpy as np
 
     if "fidelity" in reference.outputs:
         mine, base = _score(result.outputs["fidelity"]), _score(reference.outputs["fidelity"])
