@@ -287,3 +287,11 @@ def test_tune_reads_a_judge_fidelity_output_by_its_all_accuracy():
                     reference) == pytest.approx(0.75)
     assert fidelity(SimpleNamespace(outputs={"fidelity": [0.9, 0.9]}),
                     SimpleNamespace(outputs={"fidelity": [0.6, 0.6]})) == 1.0  # capped: better than the reference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("speed", [{"compile": True}, {"compile": True, "step_cache": 2}])
+def test_compiled_blocks_stay_within_tolerance_and_combine_with_step_caching(engine, zoo, baseline, speed):
+    # Regional compilation: step caching only stops calling the deep blocks, so the compiled
+    # blocks never see a new graph (unlike a compiled whole UNet, ComfyUI#14795).
+    assert np.abs(generate(engine, zoo, speed) - baseline).mean() <= TOLERANCE
