@@ -133,20 +133,19 @@ def pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def tune(graph_path: str, *, min_fidelity: float, budget_s: float, candidates: list[dict[str, Any]],
          device: str, out: Path, echo: Any = print) -> dict[str, Any]:
     """Run the tuner; returns ``{"rows", "pareto", "recipe"}`` and writes the files into ``out``."""
-    from sfumato import Engine, Graph, default_registry, resolve_graph_path
+    from sfumato import Engine, Graph, resolve_graph_path
 
     from .speed import SpeedRecipe, recipe_conflicts
 
-    registry = default_registry()
-    node_types = {name: registry.nodes[name] for name in GENERATORS if name in registry.nodes}
     graph = Graph.load(resolve_graph_path(graph_path))
     data = graph.to_dict()
-    if not any(spec.get("type") in node_types for spec in data["nodes"].values()):
-        raise ValueError(f"graph {graph_path!r} has no generation node that takes 'speed' "
-                         f"({', '.join(GENERATORS)})")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:  # images the graph saves while tuning are not kept
         engine = Engine(device=device, cache=False, output_dir=scratch)
+        node_types = {name: engine.registry.nodes[name] for name in GENERATORS if name in engine.registry.nodes}
+        if not any(spec.get("type") in node_types for spec in data["nodes"].values()):
+            raise ValueError(f"graph {graph_path!r} has no generation node that takes 'speed' "
+                             f"({', '.join(GENERATORS)})")
         engine.run(graph)  # load the models: the reference's time is generation, as the candidates' is
         began = time.perf_counter()
         reference = engine.run(graph)
