@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from sfumato import Conditioning, Embedding, Field, PromptWeights, RunContext, ValidationContext, node
@@ -199,21 +201,31 @@ def expand_prompt(
     return f"{prompt}, {added}" if added else prompt
 
 
-def get_sdxl_encoders(context: RunContext, model: str) -> SDXLEncoders:
-    """The two text encoders of the SDXL folder ``model``, loaded once per process."""
+_TWO_ENCODERS = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+
+
+def _pipeline_encoders(context: RunContext, model: str, family: str, parts: tuple[str, ...],
+                       load: Callable[[str, Path, str, Any], Any]) -> Any:
+    """The text encoders of the pipeline folder ``model`` (``family`` names it in messages and the
+    model key), checked for ``parts`` and loaded once per process through the model manager."""
     from sfumato import torch_dtype
 
     preparing = time.perf_counter()
     path = context.models.resolve(model)
     if isinstance(path, str):
         path = local_hub_snapshot(path)
-    missing = [part for part in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
-               if not (path / part).is_dir()]
+    missing = [part for part in parts if not (path / part).is_dir()]
     if missing:
-        raise ValueError(f"model {model!r} at {path} is not an SDXL pipeline folder: missing {', '.join(missing)}/")
-    return context.models.get(f"{model}#sdxl-encoders", context.device, context.dtype,
-                              lambda: load_sdxl_encoders(model, path, context.device, torch_dtype(context.dtype)),
+        raise ValueError(f"model {model!r} at {path} is not {family} pipeline folder: missing {', '.join(missing)}/")
+    key = family.split()[-1].lower()
+    return context.models.get(f"{model}#{key}-encoders", context.device, context.dtype,
+                              lambda: load(model, path, context.device, torch_dtype(context.dtype)),
                               preparing_since=preparing)
+
+
+def get_sdxl_encoders(context: RunContext, model: str) -> SDXLEncoders:
+    """The two text encoders of the SDXL folder ``model``, loaded once per process."""
+    return _pipeline_encoders(context, model, "an SDXL", _TWO_ENCODERS, load_sdxl_encoders)
 
 
 def _describe_sdxl(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
@@ -254,19 +266,7 @@ def encode_sdxl(
 
 def get_flux_encoders(context: RunContext, model: str) -> FluxEncoders:
     """CLIP and T5 of the Flux folder ``model``, loaded once per process."""
-    from sfumato import torch_dtype
-
-    preparing = time.perf_counter()
-    path = context.models.resolve(model)
-    if isinstance(path, str):
-        path = local_hub_snapshot(path)
-    missing = [part for part in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
-               if not (path / part).is_dir()]
-    if missing:
-        raise ValueError(f"model {model!r} at {path} is not a Flux pipeline folder: missing {', '.join(missing)}/")
-    return context.models.get(f"{model}#flux-encoders", context.device, context.dtype,
-                              lambda: load_flux_encoders(model, path, context.device, torch_dtype(context.dtype)),
-                              preparing_since=preparing)
+    return _pipeline_encoders(context, model, "a Flux", _TWO_ENCODERS, load_flux_encoders)
 
 
 def _describe_flux(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
@@ -296,19 +296,8 @@ def encode_flux(
 
 def get_sd3_encoders(context: RunContext, model: str) -> SD3Encoders:
     """CLIP-L, CLIP-G and T5 of the SD3 folder ``model``, loaded once per process."""
-    from sfumato import torch_dtype
-
-    preparing = time.perf_counter()
-    path = context.models.resolve(model)
-    if isinstance(path, str):
-        path = local_hub_snapshot(path)
-    parts = [f"{kind}{suffix}" for kind in ("text_encoder", "tokenizer") for suffix in ("", "_2", "_3")]
-    missing = [part for part in parts if not (path / part).is_dir()]
-    if missing:
-        raise ValueError(f"model {model!r} at {path} is not an SD3 pipeline folder: missing {', '.join(missing)}/")
-    return context.models.get(f"{model}#sd3-encoders", context.device, context.dtype,
-                              lambda: load_sd3_encoders(model, path, context.device, torch_dtype(context.dtype)),
-                              preparing_since=preparing)
+    parts = tuple(f"{kind}{suffix}" for kind in ("text_encoder", "tokenizer") for suffix in ("", "_2", "_3"))
+    return _pipeline_encoders(context, model, "an SD3", parts, load_sd3_encoders)
 
 
 def _describe_sd3(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
