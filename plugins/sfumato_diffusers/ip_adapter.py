@@ -24,7 +24,7 @@ from typing import Annotated, Any
 from sfumato import CachePolicy, Field, ImageBatch, ReadablePath, RunContext, ValidationContext, node
 
 from .loading import DiffusionModel
-from .lora import family_of_width
+from .lora import family_of_width, file_fingerprint
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,15 +72,6 @@ def read_vision_encoder_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def _fingerprint(inputs: dict[str, Any]) -> str:
-    path = Path(str(inputs.get("adapter", "")))
-    try:
-        stat = path.stat()
-        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    except OSError:
-        return f"{path}:missing"
-
-
 def _describe(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
     """Check the adapter file and the encoder folder before anything loads."""
     width = None
@@ -123,7 +114,7 @@ def _sha256(path: Path) -> str:
 
 
 @node("diffusion.ip_adapter", category="generate", output="image_prompt", describe_outputs=_describe,
-      cache=CachePolicy(fingerprint=_fingerprint, to_disk=False))
+      cache=CachePolicy(fingerprint=file_fingerprint("adapter"), to_disk=False))
 def ip_adapter(
     images: ImageBatch,
     adapter: ReadablePath,

@@ -22,7 +22,7 @@ import hashlib
 import json
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -150,13 +150,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fingerprint(inputs: dict[str, Any]) -> str:
-    path = Path(str(inputs.get("path", "")))
-    try:
-        stat = path.stat()
-        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    except OSError:
-        return f"{path}:missing"
+def file_fingerprint(input_name: str) -> Callable[[dict[str, Any]], str]:
+    """A cache fingerprint of the file named by input ``input_name``: its path, size and mtime,
+    so an edited or replaced file is a new signature (shared by the LoRA and IP-Adapter nodes)."""
+    def fingerprint(inputs: dict[str, Any]) -> str:
+        path = Path(str(inputs.get(input_name, "")))
+        try:
+            stat = path.stat()
+            return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            return f"{path}:missing"
+
+    return fingerprint
 
 
 def _describe_lora(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
@@ -178,7 +183,7 @@ def _expect_same_family(inputs: dict[str, Any], context: ValidationContext) -> d
 
 
 @node("diffusion.lora", category="generate", output="loras", describe_outputs=_describe_lora,
-      expect_inputs=_expect_same_family, cache=CachePolicy(fingerprint=_fingerprint, to_disk=False))
+      expect_inputs=_expect_same_family, cache=CachePolicy(fingerprint=file_fingerprint("path"), to_disk=False))
 def lora(
     path: ReadablePath,
     stack: LoraStack | None = None,
