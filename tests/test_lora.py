@@ -170,7 +170,7 @@ def test_a_file_that_is_not_a_lora_is_refused_at_validation_naming_node_field_an
     garbled = tmp_path / "garbled.safetensors"
     garbled.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     for path, reason in [(checkpoint, "full model checkpoint"), (pickled, "not a .safetensors file"),
-                         (garbled, "not a readable safetensors file"),
+                         (garbled, "not a readable .safetensors file"),
                          (tmp_path / "missing.safetensors", "does not exist")]:
         issues = _issues(lora_graph(files["sd"], [(path, 1.0, 1.0)]))
         assert [(i.node, i.path) for i in issues] == [("lora0", "nodes.lora0.inputs.path")], issues

@@ -25,6 +25,7 @@ from sfumato import CachePolicy, Field, ImageBatch, ReadablePath, RunContext, Va
 
 from .loading import DiffusionModel
 from .lora import family_of_width, file_fingerprint
+from .singlefile import tensor_shapes
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,17 +42,7 @@ class ImagePrompt:
 
 def inspect_ip_adapter(path: Path) -> int | None:
     """Check an IP-Adapter file's header (no weights); its cross-attention width (``None`` if unknown)."""
-    from safetensors import safe_open
-
-    if path.suffix != ".safetensors":
-        raise ValueError(f"{path} is not a .safetensors file (IP-Adapters load from safetensors only)")
-    if not path.is_file():
-        raise ValueError(f"{path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
-    except Exception as error:  # noqa: BLE001 - any parse failure means "not a safetensors file"
-        raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
+    shapes = tensor_shapes(path, "IP-Adapters")
     if not any(k.startswith("image_proj.") for k in shapes) or not any(k.startswith("ip_adapter.") for k in shapes):
         if any("lora" in k for k in shapes):
             raise ValueError(f"{path} is a LoRA, not an IP-Adapter")

@@ -30,6 +30,7 @@ from typing import Annotated, Any
 from sfumato import CachePolicy, Field, ReadablePath, ValidationContext, node
 
 from .loading import DiffusionModel
+from .singlefile import tensor_shapes
 
 #: Cross-attention widths of the public families, to name a family in messages.
 FAMILY_BY_WIDTH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
@@ -89,17 +90,7 @@ class LoraFileInfo:
 
 def inspect_lora_file(path: Path) -> LoraFileInfo:
     """Read a LoRA file's header (no weights); raise ``ValueError`` saying why it is not a LoRA."""
-    from safetensors import safe_open
-
-    if path.suffix != ".safetensors":
-        raise ValueError(f"{path} is not a .safetensors file (LoRAs load from safetensors only)")
-    if not path.is_file():
-        raise ValueError(f"{path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
-    except Exception as error:  # noqa: BLE001 - any parse failure means "not a safetensors file"
-        raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
+    shapes = tensor_shapes(path, "LoRAs")
     keys = list(shapes)
     lora_keys = [k for k in keys if "lora" in k.lower()]
     if not lora_keys:

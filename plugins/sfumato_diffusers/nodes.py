@@ -5,14 +5,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping
 
-from sfumato import (Conditioning, Field, ImageBatch, Latent, Port, RunContext, ValidationContext, image_seeds, node,
-                     spec_of)
+from sfumato import (
+    Conditioning,
+    Field,
+    ImageBatch,
+    Latent,
+    Port,
+    RunContext,
+    ValidationContext,
+    image_seeds,
+    node,
+    spec_of,
+)
 
-from .families import (FAMILY_ENCODERS, SD, SDXL, TRANSFORMER_GENERATORS, expected_conditioning, expected_of_single_file,
-                       folder_family, single_file_of)
 from .controlnet import ControlStack, prepare_controls
-from .loading import DiffusionModel, load_diffusion_model, read_model_info
+from .families import (
+    FAMILY_ENCODERS,
+    SD,
+    SDXL,
+    TRANSFORMER_GENERATORS,
+    expected_conditioning,
+    expected_of_single_file,
+    folder_family,
+    single_file_of,
+)
 from .ip_adapter import ImagePrompt, image_prompt_embeddings, ip_adapter_applied
+from .loading import DiffusionModel, load_diffusion_model, read_model_info
 from .lora import LoraStack, family_of_width, lora_applied, model_lock
 from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, preview_image, sample_latents
 from .schedulers import SCHEDULER_NAMES

@@ -48,6 +48,23 @@ def read_header(path: Path) -> dict[str, Any]:
     return header
 
 
+def tensor_shapes(path: Path, what: str) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in the safetensors file ``path``, from its header only.
+
+    Raises ``ValueError`` saying why it is not one; ``what`` names the kind of
+    file for the message (``"LoRAs"``, ``"IP-Adapters"``).
+    """
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path} is not a .safetensors file ({what} load from safetensors only)")
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist")
+    try:
+        header = read_header(path)
+    except SfumatoError as error:
+        raise ValueError(str(error)) from None
+    return {key: tuple(entry.get("shape", ())) for key, entry in header.items() if isinstance(entry, dict)}
+
+
 def _shape(header: dict[str, Any], key: str) -> list[int]:
     return list(header.get(key, {}).get("shape", []))
 
