@@ -316,12 +316,12 @@ def test_generated_image_is_marked_signed_and_verified(tmp_path, certificates):
     assert all(f["watermark"]["matches_graph_hash"] and f["credentials"]["state"] == "Trusted" for f in found)
     for path in files:  # the signed file still runs again from its metadata
         assert read_png_metadata(path)["graph"]["name"] == "provenance"
-    # The model hashes: the generator's default model and the text encoder, by the content of their weights.
-    from sfumato_provenance.models import weights_hash
-
+    # The model hashes: the generator's default model and the text encoder, as the PNG metadata records them.
     models = found[0]["credentials"]["generation"]["models"]
+    recorded = read_png_metadata(files[0])["models"]
     diffusion = sfumato.default_registry().models["tiny-shapes-diffusion"].path()
-    assert models["tiny-shapes-diffusion"] == weights_hash(diffusion)
+    assert models["tiny-shapes-diffusion"]["sha256"] == recorded["tiny-shapes-diffusion"]["sha256"] \
+        == sfumato.model_hash(diffusion).sha256
     assert models["tiny-shapes-diffusion"]["files"] >= 2  # unet and vae
     assert len(models["all-MiniLM-L6-v2"]["sha256"]) == 64
 
@@ -345,9 +345,9 @@ def test_weights_hash_changes_when_a_weight_file_changes(tmp_path):
 
     (tmp_path / "unet").mkdir()
     (tmp_path / "unet" / "model.safetensors").write_bytes(b"one")
-    (tmp_path / "config.json").write_text("{}")  # not a weight file
+    (tmp_path / "config.json").write_text("{}")  # a config shapes pixels too: it is covered
     first = weights_hash(tmp_path)
-    assert first["files"] == 1
+    assert first["files"] == 2
     (tmp_path / "unet" / "model.safetensors").write_bytes(b"three")
     assert weights_hash(tmp_path)["sha256"] != first["sha256"]
 

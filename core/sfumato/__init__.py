@@ -63,6 +63,7 @@ from .run.nested import find_graph, graph_fingerprint, run_nested
 from .run.planning import Plan, plan_run, validate_graph
 from .run.report import NodeStatus, RunOutcome, RunReport, RunResult, RunStatus
 from .store.codecs import ValueCodec
+from .store.hashes import ModelHash, model_hash
 from .store.models import ModelManager, ModelSource
 
 try:
@@ -76,7 +77,8 @@ __all__ = [
     "graph_json_schema", "graph_to_svg", "GraphBuilder", "GraphFunction", "GraphIssue", "GraphType",
     "GraphValidationError", "hookimpl", "image_metadata", "image_seed", "image_seeds", "ImageBatch",
     "Latent", "lazy_inputs", "LimitExceededError", "Limits", "limits_scope", "load_function",
-    "MetadataError", "Migration", "MissingExtraError", "ModelEvicted", "ModelLoaded", "ModelManager",
+    "MetadataError", "Migration", "MissingExtraError", "model_hash", "ModelEvicted", "ModelHash",
+    "ModelLoaded", "ModelManager",
     "ModelNotFoundError", "ModelSource", "node", "node_as_dict", "node_input_schema", "NodeCached",
     "NodeDefinitionError", "NodeExecutionError", "NodeFailed", "NodeFinished", "NodeProgress", "NodeSkipped",
     "NodeSpec", "NodeStarted", "NodeStatus", "ParameterError", "path_inside", "PathNotAllowedError",

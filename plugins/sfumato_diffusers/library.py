@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sfumato import SfumatoError
+from sfumato import SfumatoError, model_hash
 
 from .families import folder_family
 from .singlefile import detect_file
@@ -32,7 +32,6 @@ ENV_HASH = "SFUMATO_LIBRARY_HASH"
 #: Prefix of the names a model has by its hash.
 HASH_PREFIX = "sha256:"
 SHORT_HASH = 10
-_CHUNK = 1 << 20
 _MAX_DEPTH = 4
 
 
@@ -101,23 +100,13 @@ def _stamp(path: Path) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file (what model sites show), read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def model_sha256(path: Path) -> str:
-    """SHA-256 of a single file, or of a folder: of its files' relative paths and hashes, in order."""
-    if path.is_file():
-        return file_sha256(path)
-    digest = hashlib.sha256()
-    for file in _files_of(path):
-        digest.update(f"{file.relative_to(path).as_posix()}\0{file_sha256(file)}\n".encode())
-    return digest.hexdigest()
+    """SHA-256 of a single file, or of a folder: of its files' relative paths and hashes, in order.
+
+    ``sfumato.model_hash``'s definition, so the hash a PNG's metadata records
+    for a model is the one the library lists.
+    """
+    return model_hash(path).sha256
 
 
 def _folder_kind(path: Path) -> tuple[str, str] | None:

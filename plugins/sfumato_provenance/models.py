@@ -1,22 +1,20 @@
-"""The models a graph used, by content: SHA-256 hashes of their weight files, for content credentials.
+"""The models a graph used, by content: SHA-256 hashes of their files, for content credentials.
 
-A model is named in a graph by a ``model`` input (a literal, a graph
-parameter, or the node type's default). Its name resolves through the run's
-model manager to a folder (or a file), whose weight files are hashed; a hub id
-that is not on disk is recorded by name only.
+Images saved by ``image.save`` record the models their run used, with their
+hashes, in their sfumato metadata (``models``); the credentials carry those.
+For a PNG written before that record existed, the models are found from the
+graph: its ``model`` inputs (a literal, a graph parameter, or the node type's
+default), resolved through the run's model manager and hashed with
+``sfumato.model_hash`` (a hub id that is not on disk is recorded by name only).
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".onnx", ".gguf")
-_HASHES: dict[tuple[str, int, int], str] = {}
-_LOCK = threading.Lock()
+from sfumato import model_hash
 
 
 def model_names(document: dict[str, Any], params: dict[str, Any], default_of: Callable[[str], Any]) -> list[str]:
@@ -35,36 +33,14 @@ def model_names(document: dict[str, Any], params: dict[str, Any], default_of: Ca
     return list(dict.fromkeys(names))
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, remembered per path, size and modification time (weights are large)."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    with _LOCK:
-        known = _HASHES.get(key)
-    if known is not None:
-        return known
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    with _LOCK:
-        _HASHES[key] = digest.hexdigest()
-    return digest.hexdigest()
-
-
 def weights_hash(location: Path) -> dict[str, Any]:
-    """``{"sha256": ..., "files": n}``: one hash over every weight file's path and hash."""
-    files = [location] if location.is_file() else sorted(
-        p for p in location.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
-    combined = hashlib.sha256()
-    for file in files:
-        relative = file.name if location.is_file() else file.relative_to(location).as_posix()
-        combined.update(f"{relative}:{file_sha256(file)}\n".encode())
-    return {"sha256": combined.hexdigest(), "files": len(files)}
+    """``{"sha256": ..., "files": n}``: the model's hash (as the PNG metadata records it) and its file count."""
+    found = model_hash(location)
+    return {"sha256": found.sha256, "files": max(1, len(found.files))}
 
 
 def model_hashes(names: list[str], resolve: Callable[[str], Path | str]) -> dict[str, dict[str, Any]]:
-    """Each model name with the hash of its weights (or why there is none)."""
+    """Each model name with the hash of its files (or why there is none)."""
     hashes: dict[str, dict[str, Any]] = {}
     for name in names:
         try:
@@ -73,4 +49,22 @@ def model_hashes(names: list[str], resolve: Callable[[str], Path | str]) -> dict
             hashes[name] = {"error": str(error).splitlines()[0]}
             continue
         hashes[name] = {"hub_id": location} if isinstance(location, str) else weights_hash(Path(location))
+    return hashes
+
+
+def recorded_hashes(metadata: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The model hashes a PNG's sfumato metadata records (``None`` for metadata from before they were).
+
+    Each model keeps its SHA-256 (or hub id) and its file count; its local path
+    stays out of the signed manifest.
+    """
+    recorded = metadata.get("models")
+    if not isinstance(recorded, dict):
+        return None
+    hashes: dict[str, dict[str, Any]] = {}
+    for name, model in recorded.items():
+        if model.get("sha256"):
+            hashes[name] = {"sha256": model["sha256"], "files": max(1, len(model.get("files") or {}))}
+        else:
+            hashes[name] = {key: model[key] for key in ("hub_id", "error") if key in model}
     return hashes

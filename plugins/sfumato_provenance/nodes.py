@@ -61,9 +61,9 @@ def sign_files(
     key: the ``c2pa.created`` action with the digital source type
     "trained algorithmic media", and an ``org.sfumato.generation`` assertion
     with the graph hash and seed from the file's sfumato metadata and the
-    SHA-256 of the weights of every model the graph names (its ``model``
-    inputs, given or by default). ``sfumato verify`` checks the signature
-    and that the pixels are unchanged. The file is replaced atomically.
+    SHA-256 of every model its run used, as that metadata records them.
+    ``sfumato verify`` checks the signature and that the pixels are
+    unchanged. The file is replaced atomically.
 
     Args:
         paths: the PNG files to sign.
@@ -78,8 +78,8 @@ def sign_files(
     for path in paths:
         target = context.writable_path(context.readable_path(path))
         metadata = credentials.stored_metadata(target)
-        hashes = None
-        if metadata is not None:
+        hashes = models.recorded_hashes(metadata) if metadata is not None else None
+        if metadata is not None and hashes is None:  # a PNG saved before the metadata recorded model hashes
             names = models.model_names(metadata["graph"], metadata.get("params") or {},
                                        lambda node_type: _model_default(context, node_type))
             hashes = models.model_hashes(names, context.models.resolve)

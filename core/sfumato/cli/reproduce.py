@@ -10,7 +10,14 @@ from typing import Any
 from rich.markup import escape
 
 from ..errors import GraphValidationError, ParameterError, SfumatoError
-from ..run.metadata import MetadataError, compare_pixels, metadata_differences, provenance_issues, read_png_metadata
+from ..run.metadata import (
+    MetadataError,
+    compare_pixels,
+    metadata_differences,
+    model_changes,
+    provenance_issues,
+    read_png_metadata,
+)
 from .arguments import load_graph_argument, parse_memory
 from .output import print_json, stderr, stdout
 
@@ -40,6 +47,8 @@ def check_provenance(path_text: str) -> dict[str, Any] | None:
         raise GraphValidationError(missing, f"{path_text} (stored graph)")
     for issue in changed:
         stderr.print(f"[yellow]warning:[/] {escape(issue.message)} [dim](node {escape(issue.node or '')})[/]")
+    for message in model_changes(data, default_registry().models):  # weights replaced since (hashes differ)
+        stderr.print(f"[yellow]warning:[/] {escape(message)}")
     return data
 
 

@@ -3,8 +3,10 @@
 Each PNG carries a ``sfumato`` text chunk with JSON: the graph document, the
 resolved parameters, the seed, the image's index in its batch, the versions of
 sfumato, its plugins and the main libraries, the version and plugin of each
-node type in the graph, and the device and dtype. ``sfumato run IMAGE.png``
-runs it again (naming what changed since, :func:`provenance_issues`);
+node type in the graph, the device and dtype, and the models the run used with
+the SHA-256 of their files (:func:`run_models`). ``sfumato run IMAGE.png``
+runs it again (naming what changed since, :func:`provenance_issues` and
+:func:`model_changes`);
 ``sfumato run IMAGE.png --check`` also compares the pixels
 (:func:`compare_pixels`, :func:`metadata_differences`); ``sfumato inspect
 IMAGE.png`` prints it.
@@ -23,6 +25,8 @@ from ..errors import GraphIssue, GraphValidationError, SfumatoError
 from ..graph.jsontext import JSONTextError, describe_problems, json_problems, parse_json
 from ..graph.subgraph import GRAPH_PREFIX
 from ..plugin.context import RunContext
+from ..plugin.events import active_run_id
+from ..store.hashes import model_hash
 
 PNG_KEY = "sfumato"
 METADATA_FORMAT = 1
@@ -63,6 +67,69 @@ def node_versions(document: dict[str, Any], registry: Any = None) -> dict[str, d
             for node_type in sorted(t for t in used if t in registry.nodes)}
 
 
+def graph_model_names(document: dict[str, Any], params: dict[str, Any], registry: Any) -> list[str]:
+    """The model names a graph's nodes give in their ``model`` input: literal, a parameter, or the default.
+
+    The same rule validation checks model names by: a node that loads a model
+    takes a run context and names the model in a text input called ``model``.
+    """
+    declared = document.get("params") or {}
+    names: list[str] = []
+    for entry in (document.get("nodes") or {}).values():
+        spec = registry.nodes.get(entry.get("type")) if isinstance(entry, dict) else None
+        if spec is None or spec.context_param is None or "model" not in spec.inputs:
+            continue
+        value = (entry.get("inputs") or {}).get("model", spec.inputs["model"].default)
+        if isinstance(value, dict) and "param" in value:
+            default = declared.get(value["param"], {})
+            value = params.get(value["param"], default.get("default") if isinstance(default, dict) else None)
+        if isinstance(value, str) and value:
+            names.append(value)
+    return list(dict.fromkeys(names))
+
+
+def describe_model(name: str, location: Path | str, sources: dict[str, Any]) -> dict[str, Any]:
+    """What the metadata records of one model: its path and SHA-256 (and each file's, for a folder).
+
+    A model of the model library whose hash the library already knows is not
+    hashed again; a hub id is recorded as such (its files are the hub cache's).
+    """
+    if isinstance(location, str):
+        return {"hub_id": location}
+    source = sources.get(name)
+    known = getattr(source, "sha256", "") if source is not None else ""
+    if known:
+        return {"path": str(location), "sha256": known}
+    try:
+        return {"path": str(location), **model_hash(Path(location)).as_dict()}
+    except OSError as error:
+        return {"path": str(location), "error": f"cannot hash it: {error}"}
+
+
+def run_models(context: RunContext) -> dict[str, dict[str, Any]]:
+    """The models the saving node's run used, by name, each with its path and SHA-256.
+
+    Those the run's nodes resolved to load them (the model manager notes each
+    name a run resolves, :meth:`~sfumato.ModelManager.used_by`), and the
+    ``model`` inputs of the graph (:func:`graph_model_names`), which also
+    covers nodes whose results came from the cache. File hashes are computed
+    once per file and remembered (see :mod:`sfumato.store.hashes`).
+    """
+    models = getattr(context, "models", None)
+    if models is None:
+        return {}
+    used: dict[str, Path | str] = dict(models.used_by(active_run_id()))
+    registry = context.settings.registry
+    if registry is not None:
+        for name in graph_model_names(context.graph_document, context.params, registry):
+            if name not in used:
+                try:
+                    used[name] = models.resolve(name)
+                except Exception:  # noqa: BLE001 - a name that resolves no more is not recorded
+                    continue
+    return {name: describe_model(name, used[name], models.sources) for name in sorted(used)}
+
+
 def image_metadata(context: RunContext, index: int = 0) -> dict[str, Any]:
     """The metadata to store with the ``index``-th image a node saves.
 
@@ -86,6 +153,7 @@ def image_metadata(context: RunContext, index: int = 0) -> dict[str, Any]:
         "nodes": node_versions(document, registry),
         "device": context.device if torch_used else None,
         "dtype": context.dtype if torch_used else None,
+        "models": run_models(context),
     }
 
 
@@ -138,6 +206,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "nodes": ((dict,), "an object"),
     "device": ((str, type(None)), "a string"),
     "dtype": ((str, type(None)), "a string"),
+    "models": ((dict,), "an object"),
 }
 
 
@@ -177,6 +246,10 @@ def check_metadata(data: Any, where: str = "the metadata") -> dict[str, Any]:
                 or not isinstance(made_by.get("version"), int) or isinstance(made_by.get("version"), bool)):
             raise MetadataError(f"{where} is damaged: 'nodes' must map node types to "
                                 f'{{"version": integer, "plugin": string}}, not {node_type!r:.60}: {made_by!r:.60}')
+    for name, model in data.get("models", {}).items():
+        if not isinstance(model, dict) or not all(isinstance(model.get(key, ""), str) for key in ("sha256", "path")):
+            raise MetadataError(f"{where} is damaged: 'models' must map model names to "
+                                f'{{"path": string, "sha256": string, ...}}, not {name!r:.60}: {model!r:.60}')
     if isinstance(data.get("index"), int) and data["index"] < 0:
         raise MetadataError(f"{where} is damaged: 'index' must not be negative")
     return data
@@ -295,11 +368,60 @@ def metadata_differences(made: dict[str, Any], remade: dict[str, Any]) -> list[s
                 old = f"v{old['version']} from plugin {old['plugin']}" if old else None
                 new = f"v{new['version']} from plugin {new['plugin']}" if new else None
             differences.append(f"{what} {name}: {old or 'absent'} then, {new or 'absent'} now")
+    if "models" in made:
+        differences += _model_differences(made["models"], remade.get("models", {}))
     for field in ("device", "dtype"):
         # Recorded only where torch computed (see image_metadata): "not recorded" is no difference.
         if made.get(field) and remade.get(field) and made[field] != remade[field]:
             differences.append(f"{field}: {made[field]} then, {remade[field]} now")
     return differences
+
+
+def _short_hash(model: dict[str, Any] | None) -> str:
+    if not model:
+        return "not used"
+    return f"sha256 {model['sha256'][:12]}" if model.get("sha256") else model.get("hub_id", "not hashed")
+
+
+def _model_differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """``model NAME: sha256 1a2b... then, 3c4d... now`` for each model whose weights (or use) differ."""
+    differences = []
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name), after.get(name)
+        if (old or {}).get("sha256") == (new or {}).get("sha256") and (old is None) == (new is None):
+            continue
+        line = f"model {name}: {_short_hash(old)} then, {_short_hash(new)} now"
+        changed = [path for path, sha in ((old or {}).get("files") or {}).items()
+                   if ((new or {}).get("files") or {}).get(path) != sha]
+        if old and new and changed:
+            line += f" ({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} differ)"
+        differences.append(line)
+    return differences
+
+
+def model_changes(data: dict[str, Any], sources: dict[str, Any]) -> list[str]:
+    """The models recorded in ``data`` whose files differ now, or that are gone: one message each.
+
+    ``sources`` are the registered model sources (the registry's ``models``).
+    Models recorded without a hash (hub ids, files that could not be read)
+    are not compared.
+    """
+    from ..store.models import ModelManager
+
+    manager = ModelManager(sources=sources)
+    messages = []
+    for name, made in sorted(data.get("models", {}).items()):
+        if not made.get("sha256"):
+            continue
+        try:
+            now = describe_model(name, manager.resolve(name), sources)
+        except SfumatoError as error:
+            messages.append(f"model {name!r} that made this image is not available: {str(error).splitlines()[0]}")
+            continue
+        if now.get("sha256") != made["sha256"]:
+            messages.append(f"model {name!r} has other weights now (sha256 {made['sha256'][:12]} then, "
+                            f"{str(now.get('sha256', 'unreadable'))[:12]} now): the image may come out differently")
+    return messages
 
 
 @dataclass

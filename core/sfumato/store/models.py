@@ -74,6 +74,8 @@ def module_bytes(model: Any) -> int:
 
 #: Loads remembered per thread for :meth:`ModelManager.seconds_without_loads` (a node loads a few at most).
 _LOADS_KEPT = 32
+#: Runs whose resolved models are remembered for :meth:`ModelManager.used_by` (a sweep's runs, a server's jobs).
+_RUNS_KEPT = 4096
 
 
 @dataclass
@@ -129,6 +131,30 @@ class ModelManager:
     _lock: threading.RLock = field(default_factory=threading.RLock)
     #: Per thread: ``(started, seconds)`` of its recent loads, so node times can leave them out.
     _loads: threading.local = field(default_factory=threading.local)
+    #: Run id -> the model names its nodes resolved and where to (see :meth:`used_by`).
+    _used: "OrderedDict[str, dict[str, Path | str]]" = field(default_factory=OrderedDict)
+
+    def _note_use(self, name: str, location: Path | str) -> None:
+        run_id = active_run_id()
+        if not run_id:
+            return  # validation, or a script calling the manager outside any run
+        with self._lock:
+            used = self._used.setdefault(run_id, {})
+            self._used.move_to_end(run_id)
+            used.setdefault(name, location)
+            while len(self._used) > _RUNS_KEPT:
+                self._used.popitem(last=False)
+
+    def used_by(self, run_id: str) -> dict[str, Path | str]:
+        """The model names the nodes of run ``run_id`` resolved (to load a model), with where each is.
+
+        Every node that loads a model resolves its name through :meth:`resolve`
+        first, also when the model is already loaded; so this is what the run
+        used, in the order it first used them (a path, or a hub id). Image
+        metadata records their hashes from it.
+        """
+        with self._lock:
+            return dict(self._used.get(run_id, {}))
 
     def _note_load(self, started: float, seconds: float) -> None:
         loads = getattr(self._loads, "items", None)
@@ -160,14 +186,17 @@ class ModelManager:
                 raise ModelNotFoundError(
                     f"model {name_or_path!r} (from plugin {source.plugin!r}) should be at {path}, which does not exist"
                 )
+            self._note_use(name_or_path, path)
             return path
         path = Path(name_or_path).expanduser()
         looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
         if self.path_policy is not None and (not looks_like_hub_id or path.exists()):
             self.path_policy.check(path, "read")  # before exists(): a refused path reveals nothing
         if path.exists():
+            self._note_use(name_or_path, path.resolve())
             return path.resolve()
         if looks_like_hub_id:
+            self._note_use(name_or_path, name_or_path)
             return name_or_path
         known = ", ".join(sorted(self.sources)) or "none"
         raise ModelNotFoundError(
