@@ -40,6 +40,17 @@ def add_parsers(subparsers: Any) -> None:
                        help="keep prompts out of saved images' metadata and out of finished jobs' records")
     serve.add_argument("--keep-days", type=float, default=None, metavar="N",
                        help="delete finished jobs and their outputs after N days")
+    serve.add_argument("--webhook-allow", dest="webhook_allow", action="append", default=[], metavar="HOST[:PORT]",
+                       help="a host (and port) jobs' webhooks may call (repeatable); without it, jobs may name "
+                            "no webhook, so clients cannot make this server call other machines")
+    serve.add_argument("--max-wait", type=float, default=60.0, metavar="SECONDS",
+                       help="longest ?wait=true of POST /api/graphs/NAME/run (default: 60)")
+    serve.add_argument("--executor", default="local",
+                       help="where queued jobs run: local (this process), or one a plugin adds (ray)")
+    serve.add_argument("--address", default=None, help="executor address (ray: auto or ray://host:port; "
+                                                       "default: a private local cluster)")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="executor workers (ray: default one per GPU, one on a machine without)")
     serve.set_defaults(handler=serve_command)
 
 
@@ -62,6 +73,7 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"error: binding to {args.host} exposes the server beyond this machine; give --token TOKEN")
         return 2
     for name, value in (("--max-queued", args.max_queued), ("--max-sweep-runs", args.max_sweep_runs),
+                        ("--max-wait", args.max_wait), ("--workers", args.workers),
                         ("--max-body-mb", args.max_body_mb), ("--max-image-pixels", args.max_image_pixels),
                         ("--max-text-length", args.max_text_length)):
         if value is not None and value <= 0:
@@ -86,6 +98,8 @@ def serve_command(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, body: int) -> int:
     import uvicorn
 
+    from sfumato import SfumatoError
+
     from .app import ServerConfig, create_app
     from .store import QueueDatabaseError
 
@@ -94,6 +108,13 @@ def _serve(args: argparse.Namespace, body: int) -> int:
             print(f"error: --allow-read {folder}: not a folder", file=sys.stderr)
             return 2
     from .policy import PolicyError, load_policy
+    from .webhooks import WebhookPolicy, parse_allowed
+
+    try:
+        webhooks = WebhookPolicy(allowed=tuple(parse_allowed(entry) for entry in args.webhook_allow))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     if args.keep_days is not None and args.keep_days <= 0:
         print(f"error: --keep-days must be positive, got {args.keep_days}", file=sys.stderr)
@@ -110,12 +131,16 @@ def _serve(args: argparse.Namespace, body: int) -> int:
                           device=args.device, dtype=args.dtype, host=args.host,
                           allowed_hosts=tuple(args.allowed_hosts), max_queued=args.max_queued,
                           max_sweep_runs=args.max_sweep_runs, max_body_bytes=body, max_image_bytes=10 * body,
-                          policy=policy)
+                          policy=policy, webhooks=webhooks, max_wait_s=args.max_wait, executor=args.executor,
+                          executor_address=args.address, executor_workers=args.workers)
     try:
         app = create_app(config)
     except QueueDatabaseError as error:
         print(f"error: {error}. Move the file away (or give another --data folder) to start with an empty queue.",
               file=sys.stderr)
+        return 2
+    except SfumatoError as error:  # an unknown executor, one whose requirements are missing
+        print(f"error: {error}", file=sys.stderr)
         return 2
     if args.host in ("0.0.0.0", "::", "[::]") and not args.allowed_hosts:
         print("note: only requests addressed to localhost, 127.0.0.1 or [::1] are answered; give --allowed-host "

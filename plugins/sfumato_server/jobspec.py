@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 INT_LIMIT = 2**63
 #: Priorities are small on purpose: higher runs first, the same priority in order.
 MAX_PRIORITY = 1_000_000
-JOB_FIELDS = ("graph", "params", "sweep", "priority")
+JOB_FIELDS = ("graph", "params", "sweep", "priority", "keep_going", "webhook")
 
 
 class RequestError(Exception):

@@ -8,6 +8,12 @@ The database is shared with whatever else opens the file (a backup, a second
 reader), so every statement is retried while SQLite answers "database is
 locked", with a growing pause; a row that cannot be read back (damaged JSON,
 wrong types) is reported as damaged instead of raising.
+
+A job may carry options (``keep_going``, a ``webhook`` URL) and the state of
+its webhook's delivery. A client's idempotency key is kept with a fingerprint
+of its request in a table of its own, so a repeated submit finds its job
+again after a restart; a database from before these columns is upgraded in
+place when opened.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -35,12 +41,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL,
     error TEXT,
     report TEXT,
-    outputs TEXT
+    outputs TEXT,
+    options TEXT,
+    webhook TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, priority DESC, id);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    job_id INTEGER NOT NULL,
+    created REAL NOT NULL
+);
 """
-COLUMNS = ("id", "graph_name", "graph", "params", "sweep", "priority", "status", "attempts", "created", "started",
-           "finished", "error", "report", "outputs")
+#: The columns of a queue written before job options and webhooks; such a table is upgraded in place.
+COLUMNS_BEFORE_OPTIONS = ("id", "graph_name", "graph", "params", "sweep", "priority", "status", "attempts", "created",
+                          "started", "finished", "error", "report", "outputs")
+COLUMNS = (*COLUMNS_BEFORE_OPTIONS, "options", "webhook")
 FINAL = ("done", "failed", "cancelled")
 MAX_ATTEMPTS = 2
 #: How long one statement waits inside SQLite for a lock before our own retry loop takes over.
@@ -53,6 +69,14 @@ T = TypeVar("T")
 
 class QueueDatabaseError(Exception):
     """The queue database cannot be used (damaged file, foreign schema, still locked after retries)."""
+
+
+class IdempotencyConflict(Exception):
+    """An idempotency key already names a job submitted with a different request."""
+
+    def __init__(self, key: str, job_id: int) -> None:
+        super().__init__(f"the idempotency key {key!r} was used for job {job_id} with a different request")
+        self.key, self.job_id = key, job_id
 
 
 @dataclass
@@ -74,6 +98,10 @@ class Job:
     report: dict[str, Any] | None
     outputs: list[str]
     damaged: str | None = None
+    #: ``{"keep_going": bool, "webhook": URL}`` as submitted (empty for a plain job).
+    options: dict[str, Any] = field(default_factory=dict)
+    #: The webhook's delivery: ``{"url", "delivered", "attempts", "last_error"}``; None without a webhook.
+    webhook: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         """What job listings show (without the graph document)."""
@@ -81,7 +109,29 @@ class Job:
                 "priority": self.priority, "status": self.status, "attempts": self.attempts,
                 "created": self.created, "started": self.started, "finished": self.finished,
                 "seconds": (self.finished - self.started) if self.finished and self.started else None,
-                "error": self.error, "outputs": self.outputs}
+                "error": self.error, "outputs": self.outputs,
+                **({"options": self.options} if self.options else {}),
+                **({"webhook": self.webhook} if self.webhook else {})}
+
+    def result(self) -> dict[str, Any]:
+        """What a graph called as a function returns, and what a webhook receives.
+
+        ``outputs`` are the graph's outputs as the run report holds them (JSON
+        values as they are, others summarised; a sweep: one object per run);
+        ``files`` are the URLs of the files the job wrote. A failed job run with
+        ``keep_going`` keeps the outputs and files of the branches that finished
+        (``partial`` true when there are any).
+        """
+        report = self.report or {}
+        if "runs" in report:
+            outputs: Any = [run.get("outputs", {}) for run in report["runs"]]
+        else:
+            outputs = report.get("outputs", {})
+        return {"id": self.id, "status": self.status, "graph": self.graph_name, "outputs": outputs,
+                "files": [f"/api/files/{name}" for name in self.outputs], "error": self.error,
+                "partial": self.status == "failed" and bool(self.outputs or (
+                    any(outputs) if isinstance(outputs, list) else outputs)),
+                "url": f"/api/jobs/{self.id}"}
 
     def detail(self) -> dict[str, Any]:
         """Everything about the job, with its report and graph document."""
@@ -137,6 +187,10 @@ class JobStore:
                                      + "; ".join(str(row[0]) for row in check[:5]))
         connection.executescript(SCHEMA)
         found = tuple(row[1] for row in connection.execute("PRAGMA table_info(jobs)").fetchall())
+        if found == COLUMNS_BEFORE_OPTIONS:  # an older sfumato's queue: its jobs stay, the new columns are empty
+            for column in COLUMNS[len(COLUMNS_BEFORE_OPTIONS):]:
+                connection.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
+            found = COLUMNS
         if found != COLUMNS:
             raise QueueDatabaseError(f"the queue database {self.path} has a 'jobs' table that is not sfumato's "
                                      f"(columns {', '.join(found)})")
@@ -181,12 +235,14 @@ class JobStore:
     def _row(self, row: tuple[Any, ...]) -> Job:
         """A row as a :class:`Job`; a row that cannot be decoded comes back marked ``damaged``."""
         (id_, name, graph, params, sweep, priority, status, attempts, created, started, finished, error,
-         report, outputs) = row
+         report, outputs, options, webhook) = row
         try:
             return Job(int(id_), str(name), _json_field("graph", graph, dict), _json_field("params", params, dict),
                        _json_field("sweep", sweep, dict, optional=True), int(priority), str(status), int(attempts),
                        float(created), started, finished, error, _json_field("report", report, dict, optional=True),
-                       _json_field("outputs", outputs, list, optional=True) or [])
+                       _json_field("outputs", outputs, list, optional=True) or [],
+                       options=_json_field("options", options, dict, optional=True) or {},
+                       webhook=_json_field("webhook", webhook, dict, optional=True))
         except (ValueError, TypeError) as problem:
             return Job(int(id_), str(name), {}, {}, None, priority if isinstance(priority, int) else 0, str(status),
                        attempts if isinstance(attempts, int) else 0,
@@ -208,17 +264,72 @@ class JobStore:
         return self._read(action)
 
     def add(self, graph_name: str, graph: dict[str, Any], params: dict[str, Any], sweep: dict[str, Any] | None,
-            priority: int = 0) -> int:
+            priority: int = 0, *, options: dict[str, Any] | None = None) -> int:
         """Queue a job; returns its id."""
-        row = (graph_name, json.dumps(graph), json.dumps(params), json.dumps(sweep) if sweep else None,
-               priority, time.time())
+        job_id, _ = self.add_once(graph_name, graph, params, sweep, priority, options=options)
+        return job_id
 
-        def action() -> int:
-            cursor = self._connection.execute(
-                "INSERT INTO jobs (graph_name, graph, params, sweep, priority, status, created) "
-                "VALUES (?, ?, ?, ?, ?, 'queued', ?)", row)
-            return int(cursor.lastrowid)
+    def add_once(self, graph_name: str, graph: dict[str, Any], params: dict[str, Any], sweep: dict[str, Any] | None,
+                 priority: int = 0, *, options: dict[str, Any] | None = None,
+                 idempotency: tuple[str, str] | None = None) -> tuple[int, bool]:
+        """Queue a job unless its idempotency key already names one: ``(job id, True if it was already there)``.
+
+        ``idempotency`` is ``(key, fingerprint of the request)``. The look-up and
+        the insert are one transaction, so two submits racing with one key make
+        one job. Raises :class:`IdempotencyConflict` when the key names a job
+        submitted with another fingerprint.
+        """
+        options = options or {}
+        webhook = {"url": options["webhook"], "delivered": False, "attempts": 0} if options.get("webhook") else None
+        row = (graph_name, json.dumps(graph), json.dumps(params), json.dumps(sweep) if sweep else None,
+               priority, time.time(), json.dumps(options) if options else None,
+               json.dumps(webhook) if webhook else None)
+
+        def action() -> tuple[int, bool]:
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                if idempotency is not None:
+                    found = self._connection.execute("SELECT fingerprint, job_id FROM idempotency WHERE key=?",
+                                                     (idempotency[0],)).fetchone()
+                    if found is not None:
+                        self._connection.execute("COMMIT")
+                        if found[0] != idempotency[1]:
+                            raise IdempotencyConflict(idempotency[0], int(found[1]))
+                        return int(found[1]), True
+                cursor = self._connection.execute(
+                    "INSERT INTO jobs (graph_name, graph, params, sweep, priority, status, created, options, webhook) "
+                    "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)", row)
+                job_id = int(cursor.lastrowid)
+                if idempotency is not None:
+                    self._connection.execute("INSERT INTO idempotency (key, fingerprint, job_id, created) "
+                                             "VALUES (?, ?, ?, ?)", (*idempotency, job_id, time.time()))
+                self._connection.execute("COMMIT")
+                return job_id, False
+            except IdempotencyConflict:
+                raise
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
         return self._read(action)
+
+    def idempotent_job(self, key: str) -> tuple[str, int] | None:
+        """``(fingerprint, job id)`` of the request an idempotency key was first used with, or None."""
+        row = self._read(lambda: self._connection.execute(
+            "SELECT fingerprint, job_id FROM idempotency WHERE key=?", (key,)).fetchone())
+        return (str(row[0]), int(row[1])) if row else None
+
+    def set_webhook(self, job_id: int, state: dict[str, Any]) -> None:
+        """Record how a job's webhook delivery stands (waits out locks: a delivery is never forgotten)."""
+        self._retry(lambda: self._connection.execute("UPDATE jobs SET webhook=? WHERE id=?",
+                                                     (json.dumps(state), job_id)))
+
+    def undelivered_webhooks(self) -> list[Job]:
+        """Ended jobs whose webhook was neither delivered nor given up (after a restart: deliver them now)."""
+        rows = self._read(lambda: self._connection.execute(
+            "SELECT * FROM jobs WHERE webhook IS NOT NULL AND status IN ('done', 'failed', 'cancelled') "
+            "AND json_extract(webhook, '$.delivered') = 0 AND json_extract(webhook, '$.gave_up') IS NOT 1"
+        ).fetchall())
+        return [job for job in map(self._row, rows) if not job.damaged]
 
     def claim_next(self) -> Job | None:
         """Atomically move the next queued job to running (waits as long as the database stays locked)."""
@@ -295,5 +406,6 @@ class JobStore:
                 (cutoff,)).fetchall()
             ids = [int(row[0]) for row in rows]
             self._connection.executemany("DELETE FROM jobs WHERE id=?", [(job_id,) for job_id in ids])
+            self._connection.executemany("DELETE FROM idempotency WHERE job_id=?", [(job_id,) for job_id in ids])
             return ids
         return self._read(action)

@@ -6,6 +6,11 @@ The worker must never die silently, or jobs stay queued forever:
 - a locked database is waited out (the store retries with backoff) and shown on the health endpoint;
 - anything else that escapes the loop is recorded and the loop starts again after a pause;
 - if the thread itself ends anyway, :meth:`Worker.ensure_alive` (called by a watchdog) starts a new one.
+
+With an executor (``sfumato serve --executor ray``) the worker still claims
+each job from the queue and records how it ended; only the graph's runs go to
+the executor, after this process's confined engine planned them again (the
+queue stays the source of truth, and no path the server refuses is run).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sfumato import Engine, Graph, RunCancelledError, RunEvent, SfumatoError
 
@@ -37,8 +42,12 @@ class Worker:
 
     def __init__(self, store: JobStore, hub: EventHub, outputs: Path, engine: Engine, *,
                  max_sweep_runs: int = 256, run_options: dict[str, Any] | None = None,
-                 policy: ServerPolicy | None = None) -> None:
+                 policy: ServerPolicy | None = None, executor: Any = None) -> None:
         self.store, self.hub, self.outputs, self.engine = store, hub, outputs, engine
+        #: Where jobs' runs execute: None for this process's engine, else an executor from the registry.
+        self.executor = executor
+        #: Called with a job's id once it has ended and its end is recorded (webhooks).
+        self.on_job_end: list[Callable[[int], None]] = []
         #: Screening, watermarking, signing and retention applied to every job (``--policy``).
         self.policy = policy or ServerPolicy()
         self._policy_engine: Engine | None = None
@@ -134,6 +143,8 @@ class Worker:
     def cancel(self, job_id: int) -> bool:
         """Ask the running job to stop; False when ``job_id`` is not the one running."""
         current = self.current
+        if self.executor is not None:
+            return False  # a run on an executor's worker cannot be stopped from here
         if current is not None and current[0] == job_id:
             current[1].set()
             return True
@@ -163,6 +174,8 @@ class Worker:
             final = self.store.get(job.id)
             self.hub.publish({"job": job.id, "type": f"job_{final.status if final else 'failed'}",
                               "error": final.error if final else None})
+            for callback in self.on_job_end:
+                callback(job.id)
 
     def _run(self, job: Job, folder: Path, cancel: threading.Event) -> None:
         options = self.run_options
@@ -174,7 +187,9 @@ class Worker:
             if self.policy.guards_images:
                 first = next(iter(sweep.param_sets(job.params))) if sweep is not None else job.params
                 self.policy.check_reach(self.engine.plan(graph, first, output_dir=folder).nodes, job.graph)
-            if sweep is not None:
+            if self.executor is not None:
+                files, report, status, error = self._run_on_executor(graph, job, sweep, folder)
+            elif sweep is not None:
                 param_sets = list(sweep.param_sets(job.params))
                 outcomes = self.engine.run_many(graph, param_sets, output_dir=folder, cancel_event=cancel, **options)
                 files = [f for o in outcomes for f in o.files]
@@ -183,7 +198,10 @@ class Worker:
                 status, error = ("done", None) if not failed else \
                     ("failed", f"{len(failed)} of {len(outcomes)} runs failed")
             else:
-                result = self.engine.run(graph, job.params, output_dir=folder, cancel_event=cancel, **options)
+                # keep_going: independent branches finish after one fails, and the job keeps their outputs.
+                keep_going = bool(job.options.get("keep_going"))
+                result = self.engine.run(graph, job.params, output_dir=folder, cancel_event=cancel,
+                                         keep_going=keep_going, **options)
                 files, report, status, error = list(result.report.files), result.report.as_dict(), "done", None
             unreached = self.policy.remove_unreached(folder, files)
             if unreached:
@@ -200,10 +218,39 @@ class Worker:
         except RequestError as problem:
             self.store.finish(job.id, "failed", error=problem.message)
         except SfumatoError as problem:
-            report = problem.report.as_dict() if getattr(problem, "report", None) is not None else None
-            self.store.finish(job.id, "failed", error=str(problem), report=report)
+            ran = getattr(problem, "report", None)
+            report = ran.as_dict() if ran is not None else None
+            # The files that finished branches wrote stay the job's (a keep_going run's partial result).
+            written = [f for f in (ran.files if ran is not None else []) if Path(f).is_file()]
+            self.store.finish(job.id, "failed", error=str(problem), report=report,
+                              outputs=_relative(written, self.outputs))
         except Exception as problem:  # noqa: BLE001 - one bad job must not stop the worker
             self.store.finish(job.id, "failed", error=f"{type(problem).__name__}: {problem}\n{traceback.format_exc()}")
+
+    def _run_on_executor(self, graph: Graph, job: Job, sweep: Any, folder: Path
+                         ) -> tuple[list[str], dict[str, Any], str, str | None]:
+        """Run the job's runs on the executor; its files, report, status and error.
+
+        Each run is planned here first by the server's own engine, whose path
+        policy confines what a job reads and writes: a run the server would
+        refuse never reaches a worker.
+        """
+        param_sets = list(sweep.param_sets(job.params)) if sweep is not None else [job.params]
+        for params in param_sets:
+            self.engine.plan(graph, params, output_dir=folder)
+        outcomes = self.executor.run_many(graph, param_sets, output_dir=folder)
+        files = [f for o in outcomes for f in o.files]
+        failed = [o for o in outcomes if o.status != "ok"]
+        if sweep is not None:
+            report = {"runs": [o.as_dict() for o in outcomes]}
+            error = f"{len(failed)} of {len(outcomes)} runs failed" if failed else None
+        else:
+            [outcome] = outcomes
+            # A run on an executor keeps going past a failed node, so its report has what finished.
+            report = outcome.report.as_dict() if outcome.report is not None else {"params": outcome.params}
+            report["worker"] = outcome.worker
+            error = outcome.error or None
+        return files, report, ("failed" if failed else "done"), error
 
     def _signing_engine(self) -> Engine:
         if self._policy_engine is None:
