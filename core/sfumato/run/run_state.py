@@ -77,6 +77,11 @@ class RunState:
 
     # -- events ------------------------------------------------------------------
 
+    def _listened(self) -> bool:
+        """Whether anyone receives events (observers, plugins' event hooks); else per-node events are not made."""
+        engine = self.engine
+        return bool(engine.observers) or bool(engine.registry.event_listeners())
+
     def emit(self, event: RunEvent) -> None:
         """Deliver an event; errors of observers and plugin hooks go into this run's report."""
         for source, message in self.engine.emit(event):
@@ -228,6 +233,10 @@ class RunState:
         self.report.status = status or (RunStatus.FAILED if self.failures else RunStatus.OK)
         self.emit(RunFinished(self.run_id, str(self.report.status), self.report.seconds))
         if self.report.status != RunStatus.OK:
+            # A keep_going run keeps what its finished branches made: the outputs whose node ran.
+            self.report.outputs = {name: summarize_value(self.values[node][output])
+                                   for name, (node, output) in self.plan.outputs.items()
+                                   if output in self.values.get(node, {})}
             return None
         outputs = {name: self.values[node][output] for name, (node, output) in self.plan.outputs.items()}
         self.report.outputs = {name: summarize_value(value) for name, value in outputs.items()}
@@ -239,17 +248,18 @@ class RunState:
         """The keyword arguments of a node call: literals, upstream values, the context."""
         spec = node.spec
         kwargs = dict(node.literals)
-        ports = self.engine.registry.ports
+        values = self.values
         lazy = spec.lazy
         for edge in node.links:
-            if lazy is not None and edge.input in lazy.names and edge.source not in self.values:
+            if lazy is not None and edge.input in lazy.names and edge.source not in values:
                 continue  # a lazy input the node did not need: it takes its default
-            value = self.values[edge.source][edge.output]
+            value = values[edge.source][edge.output]
             if edge.convert is not None:
                 value = edge.convert(value)
-            problem = ports.get(spec.inputs[edge.input].port).problem_with(value)
-            if problem:
-                raise TypeError(f"input {edge.input!r} from {edge.source}.{edge.output}: {problem}")
+            if edge.check is not None:
+                problem = edge.check(value)
+                if problem:
+                    raise TypeError(f"input {edge.input!r} from {edge.source}.{edge.output}: {problem}")
             kwargs[edge.input] = value
         if self.settings.paths.restricted:
             self._check_paths(node, kwargs)
@@ -273,7 +283,8 @@ class RunState:
         """Mark a node as started (cancellation check, event); returns the start time."""
         if self.settings.cancel_event.is_set():
             raise RunCancelledError(f"run cancelled before node {node.id!r}")
-        self.emit(NodeStarted(self.run_id, node.id, node.spec.id))
+        if self._listened():
+            self.emit(NodeStarted(self.run_id, node.id, node.spec.id))
         return time.perf_counter()
 
     def finish(self, node: PlannedNode, result: Any, seconds: float) -> None:
@@ -284,13 +295,15 @@ class RunState:
         record = self.report.nodes[node.id]
         record.status = NodeStatus.RAN
         record.seconds = seconds
-        self.emit(NodeFinished(self.run_id, node.id, node.spec.id, seconds))
+        if self._listened():
+            self.emit(NodeFinished(self.run_id, node.id, node.spec.id, seconds))
 
     def use_cached(self, node: PlannedNode, outputs: dict[str, Any]) -> None:
         """Take a node's result from the cache, or from another run of the same sweep."""
         self.values[node.id] = outputs
         self.report.nodes[node.id].status = NodeStatus.CACHED
-        self.emit(NodeCached(self.run_id, node.id, node.spec.id))
+        if self._listened():
+            self.emit(NodeCached(self.run_id, node.id, node.spec.id))
 
     def block(self, node_id: str) -> None:
         """A node this one depends on failed: it will not run."""
@@ -350,9 +363,8 @@ class RunState:
             outputs = dict(zip(spec.outputs, result))
         else:
             raise TypeError(f"{spec.id} must return a dict with keys {sorted(spec.outputs)}")
-        ports = self.engine.registry.ports
-        for name, value in outputs.items():
-            problem = ports.get(spec.outputs[name].port).problem_with(value)
+        for name, check in node.output_checks:
+            problem = check(outputs[name])
             if problem:
                 raise TypeError(f"{spec.id} returned a bad value for output {name!r}: {problem}")
         return outputs
