@@ -1,6 +1,8 @@
 """sfumato_ray: run sweeps on a Ray cluster (built-in plugin; Ray is in the default install).
 
 ``sfumato run GRAPH --executor ray [--address auto|ray://host:10001] [--workers N] --sweep ...``
+``sfumato serve --executor ray [--address ...]``: the server's queued jobs run on the cluster's actors,
+which stay up (models loaded) between jobs.
 """
 
 from __future__ import annotations

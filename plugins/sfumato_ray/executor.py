@@ -6,6 +6,13 @@ as JSON, parameter sets, and back the run reports (JSON) and the bytes of the
 files each run wrote, which the caller saves where a local run would have.
 A worker that dies mid-chunk is replaced and its runs are retried elsewhere,
 up to ``max_retries`` times; finished runs are never redone.
+
+Used as a context manager (``with RayExecutor(...) as executor:``, what
+``sfumato serve --executor ray`` does), the executor stays up between calls
+of :meth:`RayExecutor.run_many`: the cluster connection and the actors, with
+the models they loaded, last until the ``with`` ends, so a queue of jobs pays
+for starting workers and loading models once. A held executor makes one actor
+per GPU, and one on a cluster without GPUs, unless ``workers`` says otherwise.
 """
 
 from __future__ import annotations
@@ -81,6 +88,22 @@ class RayExecutor:
         self.max_retries = max_retries
         self.actors: list[Any] = []
         self.dispatched = 0
+        #: Inside ``with``: the cluster and actors outlive each run_many call.
+        self.held = False
+        self._started_cluster = False
+        self._temp_dir: Path | None = None
+
+    def __enter__(self) -> "RayExecutor":
+        self.held = True
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the actors, and the cluster if this executor started it."""
+        self.held = False
+        self._release()
 
     # -- cluster -------------------------------------------------------------
 
@@ -95,8 +118,10 @@ class RayExecutor:
             return False
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster on this machine only
         temp_dir = (output_dir / ".ray").resolve()
-        if len(str(temp_dir)) > _MAX_TEMP_DIR:
+        if len(str(temp_dir)) > _MAX_TEMP_DIR or self.held:
+            # A held cluster outlives any one run's folder (a server deletes a re-run job's folder).
             temp_dir = Path(tempfile.mkdtemp(prefix="sfumato-ray-", dir="/tmp"))
+            self._temp_dir = temp_dir if self.held else None
         temp_dir.mkdir(parents=True, exist_ok=True)
         ray.init(num_cpus=max(self.workers or 2, 1), include_dashboard=False, _temp_dir=str(temp_dir),
                  logging_level="WARNING", log_to_driver=False)
@@ -118,7 +143,26 @@ class RayExecutor:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         if gpus and self.device != "cpu":
             return gpus
+        if self.held:
+            return 1  # a queue runs one job at a time; each more CPU actor would hold its own copy of the models
         return max(1, min(8, int(ray.cluster_resources().get("CPU", 1))))
+
+    def _release(self) -> None:
+        """Kill the actors; shut the cluster down if this executor started it."""
+        import ray
+
+        for actor in self.actors:
+            try:
+                ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.actors = []
+        if self._started_cluster:
+            self._started_cluster = False
+            ray.shutdown()
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
 
     # -- running ---------------------------------------------------------------
 
@@ -136,9 +180,10 @@ class RayExecutor:
 
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        started_cluster = self._start(output_dir)
+        self._started_cluster = self._start(output_dir) or self._started_cluster
         try:
-            self.actors = [self._new_actor() for _ in range(self._worker_count())]
+            if not self.actors:  # a held executor keeps the actors (and their models) of earlier calls
+                self.actors = [self._new_actor() for _ in range(self._worker_count())]
             chunk = max(1, batch_size)
             queue = [list(range(i, min(i + chunk, len(param_sets)))) for i in range(0, len(param_sets), chunk)]
             attempts = {index: 0 for index in range(len(param_sets))}
@@ -182,14 +227,8 @@ class RayExecutor:
                     report_outcome(outcomes[index])
             return outcomes
         finally:
-            for actor in self.actors:
-                try:
-                    ray.kill(actor)
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
-            self.actors = []
-            if started_cluster:
-                ray.shutdown()
+            if not self.held:
+                self._release()
 
     @staticmethod
     def _save(outcome: RunOutcome, result: dict[str, Any], output_dir: Path, attempts: int) -> None:
