@@ -27,6 +27,24 @@ def add_parsers(subparsers: Any) -> None:
     train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     train.set_defaults(handler=train_command)
 
+    distill = commands.add_parser("distill", help="distil tiny-shapes-diffusion into a 1-2 step latent consistency "
+                                  "model (resumes from DIR/.train)")
+    budget = distill.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--minutes", type=float)
+    budget.add_argument("--steps", type=int)
+    distill.add_argument("--out", required=True, type=Path)
+    distill.add_argument("--teacher", default="tiny-shapes-diffusion", help="a zoo diffusion model name or folder")
+    distill.add_argument("--seed", type=int, default=0)
+    distill.add_argument("--pool", type=int, default=20000, help="rendered training images")
+    distill.add_argument("--batch", type=int, default=64)
+    distill.add_argument("--guidance", type=float, default=3.0, help="the teacher's guidance, baked into the student")
+    distill.add_argument("--lr", type=float, default=1e-4)
+    distill.add_argument("--export", choices=["target", "student", "average"], default="target",
+                         help="which network becomes the model: the EMA target, the student, or its slow average")
+    distill.add_argument("--half", action="store_true", help="store the UNet weights as float16")
+    distill.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    distill.set_defaults(handler=distill_command)
+
     layouts = commands.add_parser("layouts", help="write (prompt, layout JSON) pairs from scenes, one JSON a line")
     layouts.add_argument("--out", required=True, type=Path)
     layouts.add_argument("--n", type=int, default=20000)
@@ -37,9 +55,9 @@ def add_parsers(subparsers: Any) -> None:
     evaluate = commands.add_parser("eval", help="prompt fidelity on held-out prompts")
     evaluate.add_argument("model", help="tiny-shapes-diffusion, tiny-shapes-vae, tiny-shapes-gan or a folder")
     evaluate.add_argument("--n", type=int, default=96)
-    evaluate.add_argument("--steps", type=int, default=20)
-    evaluate.add_argument("--scheduler", default="dpm++")
-    evaluate.add_argument("--guidance", type=float, default=3.0)
+    evaluate.add_argument("--steps", type=int, help="default: the model's own (sfumato.json 'defaults'), else 20")
+    evaluate.add_argument("--scheduler", help="default: the model's own, else dpm++")
+    evaluate.add_argument("--guidance", type=float, help="default: the model's own, else 3")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--suite", choices=["attributes", "compositional"], default="attributes",
@@ -55,15 +73,10 @@ def add_parsers(subparsers: Any) -> None:
     grid.set_defaults(handler=grid_command)
 
 
-def train_command(args: argparse.Namespace) -> int:
-    import torch
-
+def _sentence_encoder() -> Any:
+    """texts -> (N, 384) MiniLM embeddings, through the ``encode.sentence`` node (as the models were trained)."""
     from sfumato import Engine, GraphBuilder
 
-    from .training import Budget, train
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     engine = Engine(device="cpu")
 
     def encode(texts: list[str]) -> Any:
@@ -72,9 +85,51 @@ def train_command(args: argparse.Namespace) -> int:
         builder.output("embedding", node["embedding"])
         return engine.run(builder.build())["embedding"].vectors
 
-    command = "sfumato " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["zoo"] else ""
-    record = train(args.kind, args.out, Budget(args.steps, args.minutes), args.seed, encode, pool=args.pool,
-                   command=command)
+    return encode
+
+
+def _command_line() -> str:
+    return "sfumato " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["zoo"] else ""
+
+
+def train_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from .training import Budget, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = train(args.kind, args.out, Budget(args.steps, args.minutes), args.seed, _sentence_encoder(),
+                   pool=args.pool, command=_command_line())
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+def model_folder(model: str) -> Path:
+    """A zoo model name's shipped folder, or ``model`` as a path."""
+    return WEIGHTS / model if model in MODELS else Path(model)
+
+
+def distill_command(args: argparse.Namespace) -> int:
+    """``zoo distill``: latent consistency distillation of a zoo diffusion model (see ``distill.py``)."""
+    import torch
+
+    from sfumato import ParameterError
+
+    from .distill import distill
+    from .training import Budget
+
+    teacher = model_folder(args.teacher)
+    if not (teacher / "unet").is_dir():
+        raise ParameterError(f"--teacher: {args.teacher!r} is not a zoo diffusion model (no unet/ in {teacher})")
+    if args.steps is not None and args.steps < 1 or args.minutes is not None and args.minutes <= 0:
+        raise ParameterError("--steps/--minutes: give a positive budget")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = distill(teacher, args.out, Budget(args.steps, args.minutes), args.seed, _sentence_encoder(),
+                     pool=args.pool, batch=args.batch, guidance=args.guidance, learning_rate=args.lr,
+                     export=args.export, half=args.half, command=_command_line(),
+                     teacher_name=args.teacher if args.teacher in MODELS else str(teacher))
     print(json.dumps(record, indent=2))
     return 0
 
@@ -131,9 +186,20 @@ def layouts_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply_model_defaults(args: argparse.Namespace) -> None:
+    """Fill ``--steps/--scheduler/--guidance`` left unset from the model's ``sfumato.json`` defaults."""
+    from .distill import sampling_defaults
+
+    own = sampling_defaults(model_folder(args.model))
+    for name, fallback in (("steps", 20), ("scheduler", "dpm++"), ("guidance", 3.0)):
+        if getattr(args, name) is None:
+            setattr(args, name, own.get(name, fallback))
+
+
 def eval_command(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
 
+    _apply_model_defaults(args)
     if args.suite == "compositional":
         return compositional_command(args)
     with EvalProgress(args.model, args.n) as progress:
