@@ -25,6 +25,7 @@ each bad parameter and the value given.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import keyword
 import types
@@ -34,7 +35,7 @@ from typing import Any, NamedTuple
 
 from ..errors import GraphValidationError
 from ..graph.document import Graph, ParamDeclaration
-from ..graph.params import ParamRange, param_problems, reconcile_ranges
+from ..graph.params import Bound, ParamRange, param_problems, reconcile_ranges
 from ..graph.shipped import resolve_graph_path
 from ..registry import Registry, default_registry
 from .engine import Engine
@@ -206,7 +207,7 @@ def _number(value: float) -> float | int:
 
 
 def _param_schema(declaration: ParamDeclaration, found: ParamRange | None) -> dict[str, Any]:
-    schema = dict(_PARAM_SCHEMAS[declaration.type])
+    schema = copy.deepcopy(_PARAM_SCHEMAS[declaration.type])
     if declaration.description:
         schema["description"] = declaration.description
     if declaration.default is not None and not declaration.required:
@@ -215,7 +216,11 @@ def _param_schema(declaration: ParamDeclaration, found: ParamRange | None) -> di
     target = schema.setdefault("items", {}) if declaration.type.startswith("list[") else schema
     if declaration.choices is not None:
         target["enum"] = list(declaration.choices)
-    low, high = (found.low, found.high) if found is not None else (None, None)
+    # The range the engine enforces: the declared one, narrowed by the inputs the parameter feeds.
+    found = found or ParamRange(declaration.type,
+                                Bound(declaration.minimum) if declaration.minimum is not None else None,
+                                Bound(declaration.maximum) if declaration.maximum is not None else None)
+    low, high = found.low, found.high
     if low is not None:
         target["minimum" if low.inclusive else "exclusiveMinimum"] = _number(low.value)
     if high is not None:
