@@ -284,3 +284,34 @@ def save_tiny_sd3_pipeline(folder: Path) -> Path:
         save_word_tokenizer(folder / name)
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
     return folder
+
+
+def save_tiny_sdxl_refiner(folder: Path) -> Path:
+    """An SDXL-refiner-layout folder: a UNet taking CLIP-G alone (32 wide) and five time ids
+    (original size, crop corner, aesthetic score), the second encoder only, as stabilityai's refiner."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+
+    torch.manual_seed(1)
+    UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32, use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=5 * 8 + 32,
+    ).save_pretrained(folder / "unet")
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
+                  up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[32, 32], layers_per_block=1,
+                  latent_channels=4, norm_num_groups=16, sample_size=16).save_pretrained(folder / "vae")
+    EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                           timestep_spacing="leading", steps_offset=1).save_pretrained(folder / "scheduler")
+    save_tiny_clip_with_projection(folder / "text_encoder_2")
+    save_word_tokenizer(folder / "tokenizer_2")
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionXLImg2ImgPipeline", "requires_aesthetics_score": True,
+        "force_zeros_for_empty_prompt": False, "text_encoder": [None, None], "tokenizer": [None, None],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer_2": ["transformers", "PreTrainedTokenizerFast"],
+    }))
+    return folder

@@ -22,10 +22,11 @@ def sfumato_model_sources() -> list[sfumato.ModelSource]:
 
 @sfumato.hookimpl
 def sfumato_node_types() -> list[Any]:
-    from . import controlnet, flow, ip_adapter, lora, nodes, preprocess
+    from . import controlnet, flow, ip_adapter, lora, nodes, preprocess, refiner
 
     return [nodes.generate, nodes.vae_encode, nodes.vae_decode, nodes.generate_image, lora.lora,
-            controlnet.controlnet, preprocess.edges, ip_adapter.ip_adapter, flow.flux_generate, flow.sd3_generate]
+            controlnet.controlnet, preprocess.edges, ip_adapter.ip_adapter, flow.flux_generate, flow.sd3_generate,
+            refiner.refine]
 
 
 @sfumato.hookimpl

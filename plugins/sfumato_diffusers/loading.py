@@ -46,18 +46,31 @@ class DiffusionModel:
     def uses_pooled_class_embedding(self) -> bool:
         return self.unet.config.class_embed_type == "projection"
 
-    def unet_inputs(self, pooled: Any, height: int, width: int) -> dict[str, Any]:
+    def time_id_count(self, pooled_width: int) -> int:
+        """How many time ids an SDXL UNet takes: 6 (base), or 5 (refiner: an aesthetic score instead of a size)."""
+        config = self.unet.config
+        return (int(config.projection_class_embeddings_input_dim) - pooled_width) // int(config.addition_time_embed_dim)
+
+    def unet_inputs(self, pooled: Any, height: int, width: int,
+                    aesthetic_scores: list[float] | None = None) -> dict[str, Any]:
         """The UNet's inputs besides latents, timestep and states, for a batch with this ``pooled``.
 
         Zoo models take the pooled embedding as a class embedding; SDXL UNets
-        take it with six time ids (original size, crop corner, target size:
-        no crop, the requested size) as added conditioning.
+        take it with time ids as added conditioning: six for the base model
+        (original size, crop corner, target size: no crop, the requested size),
+        five for the refiner (original size, crop corner, and an aesthetic
+        score: ``aesthetic_scores`` gives one per row, default 6.0 as diffusers').
         """
         if self.family == SDXL:
             import torch
 
-            time_ids = torch.tensor([[height, width, 0, 0, height, width]], device=pooled.device, dtype=pooled.dtype)
-            return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids.repeat(len(pooled), 1)}}
+            if self.time_id_count(int(pooled.shape[-1])) == 5:
+                scores = aesthetic_scores or [6.0] * len(pooled)
+                rows = [[height, width, 0, 0, score] for score in scores]
+            else:
+                rows = [[height, width, 0, 0, height, width]] * len(pooled)
+            time_ids = torch.tensor(rows, device=pooled.device, dtype=pooled.dtype)
+            return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
         return {"class_labels": pooled if self.uses_pooled_class_embedding else None}
 
 

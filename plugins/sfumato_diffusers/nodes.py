@@ -142,6 +142,7 @@ def generate(
     init_images: ImageBatch | None = None,
     strength: Annotated[float, Field(gt=0, le=1)] = 0.6,
     mask: ImageBatch | None = None,
+    denoising_end: Annotated[float, Field(gt=0, le=1)] = 1.0,
     loras: LoraStack | None = None,
     control: ControlStack | None = None,
     image_prompt: ImagePrompt | None = None,
@@ -175,6 +176,8 @@ def generate(
         init_images: start from these images (image-to-image / inpainting).
         strength: how far from ``init_images`` to move (1 ignores them).
         mask: with ``init_images``: white where to repaint.
+        denoising_end: stop at this fraction of the schedule (SDXL base + refiner: 0.8, and link ``latent``
+            to ``sdxl.refine``); 1 denoises fully.
         loras: LoRAs to apply (from ``diffusion.lora``); none: the model's own weights.
         control: ControlNets with their control images (from ``diffusion.controlnet``).
         image_prompt: reference images to generate like, next to the text (from ``diffusion.ip_adapter``).
@@ -192,7 +195,8 @@ def generate(
         if negative is None and negative_prompt:
             negative = _prompt_conditioning(diffusion, [negative_prompt])
         request, labels = _prepare_request(diffusion, conditioning, prompt, negative, steps, guidance, width,
-                                           height, batch_size, seed, init_images, strength, mask)
+                                           height, batch_size, seed, init_images, strength, mask,
+                                           denoising_end=denoising_end)
         request.controls = prepare_controls(context, diffusion, control, len(request.seeds), request.width,
                                             request.height)
         request.image_embeds, request.ip_masks = image_prompt_embeddings(
@@ -205,7 +209,7 @@ def generate(
 def _prepare_request(diffusion: DiffusionModel, conditioning: Conditioning | None, prompt: str,
                      negative: Conditioning | None, steps: int, guidance: float, width: int, height: int,
                      batch_size: int, seed: int, init_images: ImageBatch | None, strength: float,
-                     mask: ImageBatch | None) -> tuple[SamplingRequest, list[str]]:
+                     mask: ImageBatch | None, denoising_end: float = 1.0) -> tuple[SamplingRequest, list[str]]:
     """Check one call's inputs and turn them into a sampling request plus image labels."""
     if conditioning is None:
         if not prompt:
@@ -243,6 +247,7 @@ def _prepare_request(diffusion: DiffusionModel, conditioning: Conditioning | Non
             request.mask = mask_to_latent(diffusion, masks * (count if len(masks) == 1 else 1), width, height)
     elif mask is not None:
         raise ValueError("a mask needs init_images to inpaint")
+    request.denoising_end = denoising_end if denoising_end < 1.0 else None
     texts = conditioning.texts or (prompt,) * len(conditioning)
     return request, [text for text in texts for _ in range(batch_size)]
 
@@ -251,7 +256,7 @@ def _merge_key(request: SamplingRequest) -> tuple[Any, ...]:
     """Requests with equal keys can share one denoising loop."""
     return (request.steps, request.guidance, request.height, request.width, request.negative_states is None,
             request.pooled is None, request.init_latents is None, request.mask is None,
-            request.strength if request.init_latents is not None else None,
+            request.strength if request.init_latents is not None else None, request.denoising_end,
             id(request) if request.controls or request.image_embeds is not None else None)  # per request: unmerged
 
 
@@ -267,7 +272,8 @@ def _merge(requests: list[SamplingRequest]) -> SamplingRequest:
         return first
     return SamplingRequest(cat("states"), cat("pooled"), cat("negative_states"), cat("negative_pooled"),
                            [s for r in requests for s in r.seeds], first.steps, first.guidance, first.height,
-                           first.width, cat("init_latents"), first.strength, cat("mask"))
+                           first.width, cat("init_latents"), first.strength, cat("mask"),
+                           denoising_end=first.denoising_end)
 
 
 def _sample(context: RunContext, diffusion: DiffusionModel, scheduler: str,
@@ -347,7 +353,8 @@ def generate_batch(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                               sampling_choice(speed, "", call["steps"])[1], call["guidance"],
                                               call["width"], call["height"],
                                               call["batch_size"], call["seed"], call["init_images"],
-                                              call["strength"], call["mask"]))
+                                              call["strength"], call["mask"],
+                                              denoising_end=call["denoising_end"]))
                 request = items[-1][0]
                 request.controls = prepare_controls(context, diffusion, call["control"], len(request.seeds),
                                                     request.width, request.height)

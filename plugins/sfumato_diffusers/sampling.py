@@ -34,6 +34,12 @@ class SamplingRequest:
     controls: list[Any] = field(default_factory=list)  # controlnet.PreparedControl, applied together
     image_embeds: Any = None  # (N, k, D): an image prompt's CLIP image embeddings (IP-Adapter)
     ip_masks: Any = None  # (1, k, H, W): where each reference image acts
+    # An SDXL base + refiner ensemble: the base stops at denoising_end (a fraction of the schedule) and the
+    # refiner continues from those latents (init_latents, not noised again) at denoising_start.
+    denoising_start: float | None = None
+    denoising_end: float | None = None
+    aesthetic_score: float = 6.0  # the refiner's time ids: conditional and unconditional halves
+    negative_aesthetic_score: float = 2.5
 
 
 def _generators(seeds: list[int]) -> list[Any]:
@@ -62,9 +68,13 @@ def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingReque
     shape = (unet.config.in_channels, request.height // model.vae_scale_factor, request.width // model.vae_scale_factor)
 
     scheduler.set_timesteps(request.steps, device=device)
-    timesteps = scheduler.timesteps
+    timesteps = _until_denoising_end(scheduler, scheduler.timesteps, request.denoising_end)
     noise = _noise(shape, generators, device, dtype)
-    if request.init_latents is not None and request.strength < 1.0:
+    if request.init_latents is not None and request.denoising_start is not None:
+        # A refiner: continue the base model's partly denoised latents where it stopped.
+        timesteps = _from_denoising_start(scheduler, timesteps, request.denoising_start)
+        latents = request.init_latents.to(device=device, dtype=dtype)
+    elif request.init_latents is not None and request.strength < 1.0:
         # Image-to-image: start part-way, from the init image noised to that level.
         start = max(1, min(request.steps, int(round(request.steps * request.strength))))
         timesteps = timesteps[(request.steps - start) * scheduler.order:]
@@ -81,7 +91,10 @@ def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingReque
         states = torch.cat([request.negative_states.to(device=device, dtype=dtype), states])
         if pooled is not None:
             pooled = torch.cat([request.negative_pooled.to(device=device, dtype=dtype), pooled])
-    unet_inputs = model.unet_inputs(pooled, request.height, request.width)  # class labels or SDXL's added inputs
+    count = len(request.seeds)
+    scores = ([request.negative_aesthetic_score] * count if use_guidance else []) + [request.aesthetic_score] * count
+    # Class labels, or SDXL's added inputs (with the refiner's aesthetic scores).
+    unet_inputs = model.unet_inputs(pooled, request.height, request.width, aesthetic_scores=scores)
     ip_inputs = _image_prompt_inputs(request, unet_inputs, use_guidance, device, dtype)
 
     # Stochastic schedulers draw noise while stepping: give them the per-image generators.
@@ -108,6 +121,30 @@ def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingReque
                 latents = request.mask * latents + (1 - request.mask) * known
             progress(index + 1, len(timesteps), latents)
     return latents
+
+
+def _cutoff(scheduler: Any, fraction: float) -> int:
+    """The training timestep a fraction of the denoising schedule reaches (0: pure noise, 1: clean)."""
+    total = int(scheduler.config.num_train_timesteps)
+    return int(round(total - fraction * total))
+
+
+def _until_denoising_end(scheduler: Any, timesteps: Any, denoising_end: float | None) -> Any:
+    """The steps before ``denoising_end`` (all of them without one), as diffusers' SDXL pipeline cuts them."""
+    if denoising_end is None or denoising_end >= 1.0:
+        return timesteps
+    return timesteps[:int((timesteps >= _cutoff(scheduler, denoising_end)).sum().item())]
+
+
+def _from_denoising_start(scheduler: Any, timesteps: Any, denoising_start: float) -> Any:
+    """The steps from ``denoising_start`` on, as diffusers' SDXL image-to-image pipeline takes them."""
+    steps = int((timesteps < _cutoff(scheduler, denoising_start)).sum().item())
+    if scheduler.order == 2 and steps % 2 == 0:
+        steps += 1  # a second-order scheduler must not start between the two halves of a step
+    begin = len(timesteps) - steps
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin)
+    return timesteps[begin:]
 
 
 def _image_prompt_inputs(request: SamplingRequest, unet_inputs: dict[str, Any], guided: bool, device: str,

@@ -143,16 +143,17 @@ def load_text_encoder(name: str, path: Any, family: str, device: str, dtype: Any
 
 @dataclass
 class SDXLEncoders:
-    """SDXL's two CLIP text encoders (``text_encoder``/``text_encoder_2`` of a pipeline folder).
+    """SDXL's CLIP text encoders (``text_encoder``/``text_encoder_2`` of a pipeline folder).
 
     The conditioning is both encoders' penultimate hidden states side by side
     plus the second encoder's pooled projection, as diffusers' SDXL pipeline
-    makes it; the result records ``family="sdxl"``.
+    makes it; the result records ``family="sdxl"``. The SDXL refiner has only
+    the second encoder (CLIP-G): its states alone, and its pooled projection.
     """
 
     name: str
-    tokenizers: tuple[Any, Any]
-    models: tuple[Any, Any]
+    tokenizers: tuple[Any, ...]
+    models: tuple[Any, ...]
     device: str
 
     @property
@@ -180,7 +181,7 @@ class SDXLEncoders:
 
 
 def load_sdxl_encoders(name: str, folder: Any, device: str, dtype: Any) -> SDXLEncoders:
-    """Both tokenizers and text encoders of an SDXL pipeline folder."""
+    """Both tokenizers and text encoders of an SDXL pipeline folder (the second alone in a refiner's)."""
     from pathlib import Path
 
     from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
@@ -188,9 +189,11 @@ def load_sdxl_encoders(name: str, folder: Any, device: str, dtype: Any) -> SDXLE
 
     transformers_logging.disable_progress_bar()
     folder = Path(folder)
-    tokenizers = (AutoTokenizer.from_pretrained(folder / "tokenizer"), AutoTokenizer.from_pretrained(folder / "tokenizer_2"))
-    models = (CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=dtype),
-              CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", dtype=dtype))
+    tokenizers: tuple[Any, ...] = (AutoTokenizer.from_pretrained(folder / "tokenizer_2"),)
+    models: tuple[Any, ...] = (CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", dtype=dtype),)
+    if (folder / "text_encoder").is_dir():  # the base model; a refiner folder has only text_encoder_2
+        tokenizers = (AutoTokenizer.from_pretrained(folder / "tokenizer"), *tokenizers)
+        models = (CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=dtype), *models)
     for model in models:
         model.eval().to(device)
     return SDXLEncoders(name, tokenizers, models, device)

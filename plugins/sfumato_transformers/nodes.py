@@ -224,18 +224,20 @@ def _pipeline_encoders(context: RunContext, model: str, family: str, parts: tupl
 
 
 def get_sdxl_encoders(context: RunContext, model: str) -> SDXLEncoders:
-    """The two text encoders of the SDXL folder ``model``, loaded once per process."""
-    return _pipeline_encoders(context, model, "an SDXL", _TWO_ENCODERS, load_sdxl_encoders)
+    """The text encoders of the SDXL folder ``model`` (two; a refiner's one), loaded once per process."""
+    return _pipeline_encoders(context, model, "an SDXL", ("text_encoder_2", "tokenizer_2"), load_sdxl_encoders)
 
 
 def _describe_sdxl(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
     folder = context.model_folder(inputs["model"]) if inputs.get("model") else None
     if folder is None:
         return {"conditioning": {"family": "sdxl"}}
-    widths = [hidden_width(read_config(folder / part)) for part in ("text_encoder", "text_encoder_2")]
+    # A base folder has both encoders; a refiner folder only text_encoder_2 (CLIP-G).
+    parts = ("text_encoder", "text_encoder_2") if (folder / "text_encoder").is_dir() else ("text_encoder_2",)
+    widths = [hidden_width(read_config(folder / part)) for part in parts]
     if None in widths:
         context.problem(f"model {inputs['model']!r} has no text_encoder/ and text_encoder_2/ configs: "
-                        "encode.sdxl takes an SDXL pipeline folder", "model")
+                        "encode.sdxl takes an SDXL pipeline folder (base, or a refiner's text_encoder_2/)", "model")
         return {}
     return {"conditioning": {"family": "sdxl", "encoder": inputs["model"], "width": sum(widths)}}
 
@@ -248,16 +250,19 @@ def encode_sdxl(
     max_length: Annotated[int, Field(ge=1, le=77)] = 77,
     clip_skip: Annotated[int, Field(ge=0, le=10)] = 0,
 ) -> Conditioning:
-    """Encode prompts for an SDXL model with its two CLIP text encoders.
+    """Encode prompts for an SDXL model with its two CLIP text encoders (a refiner: its one).
 
     Gives both encoders' penultimate hidden states side by side and the second
-    encoder's pooled projection, as diffusers' SDXL pipeline does. The
+    encoder's pooled projection, as diffusers' SDXL pipeline does; for the
+    SDXL refiner (a folder with ``text_encoder_2/`` only) that encoder's
+    states and pooled projection, for ``sdxl.refine``. The
     conditioning records family ``sdxl``, so an SD 1.x/2.x generator refuses
     it (and an SDXL generator refuses ``encode.text``'s) when the graph is validated.
 
     Args:
         texts: the prompts (a single text links here too).
-        model: an SDXL pipeline folder (``text_encoder/``, ``text_encoder_2/``, ``tokenizer/``, ``tokenizer_2/``).
+        model: an SDXL pipeline folder (``text_encoder/``, ``text_encoder_2/``, ``tokenizer/``, ``tokenizer_2/``;
+            a refiner's has ``text_encoder_2/`` and ``tokenizer_2/`` only).
         max_length: tokens per prompt (capped by each tokenizer's own limit).
         clip_skip: layers to skip before the penultimate one (0: SDXL's default).
     """

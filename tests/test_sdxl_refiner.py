@@ -1,0 +1,132 @@
+"""The SDXL refiner: the base model stops at denoising_end, the refiner finishes from denoising_start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sfumato import Engine, Graph, GraphBuilder, default_registry, validate_graph
+from tiny_models import save_tiny_sdxl_pipeline, save_tiny_sdxl_refiner
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("refiner")
+    return save_tiny_sdxl_pipeline(root / "base"), save_tiny_sdxl_refiner(root / "refiner")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine(device="cpu", cache=False)
+
+
+def ensemble_graph(base, refiner, steps=4, split=0.5, guidance=5.0, seed=3):
+    builder = GraphBuilder("ensemble")
+    encode = builder.add("encode.sdxl", "enc", texts="a red circle", model=str(base))
+    negative = builder.add("encode.sdxl", "neg", texts="a dog", model=str(base))
+    generate = builder.add("diffusion.generate", "base", conditioning=encode["conditioning"],
+                           negative=negative["conditioning"], model=str(base), steps=steps, guidance=guidance,
+                           scheduler="euler", denoising_end=split, seed=seed)
+    refine_encode = builder.add("encode.sdxl", "renc", texts="a red circle", model=str(refiner))
+    refine_negative = builder.add("encode.sdxl", "rneg", texts="a dog", model=str(refiner))
+    refine = builder.add("sdxl.refine", "refine", latent=generate["latent"], conditioning=refine_encode["conditioning"],
+                         negative=refine_negative["conditioning"], model=str(refiner), steps=steps,
+                         denoising_start=split, guidance=guidance, seed=seed)
+    builder.output("images", refine["images"])
+    builder.output("latent", refine["latent"])
+    builder.output("base_latent", generate["latent"])
+    builder.output("c", refine_encode["conditioning"])
+    builder.output("n", refine_negative["conditioning"])
+    builder.output("bc", encode["conditioning"])
+    builder.output("bn", negative["conditioning"])
+    return builder.build()
+
+
+def test_encode_sdxl_of_a_refiner_folder_gives_clip_g_states_and_pooled_projection(engine, models):
+    _, refiner = models
+    builder = GraphBuilder("enc")
+    encode = builder.add("encode.sdxl", "enc", texts="a red circle", model=str(refiner))
+    builder.output("c", encode["conditioning"])
+    conditioning = engine.run(builder.build())["c"]
+    assert conditioning.family == "sdxl" and conditioning.width == 32
+    assert tuple(conditioning.states.shape) == (1, 16, 32) and tuple(conditioning.pooled.shape) == (1, 32)
+
+
+def test_base_then_refiner_equals_diffusers_base_and_img2img_pipelines_with_denoising_end_and_start(engine, models):
+    import torch
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    base, refiner = models
+    result = engine.run(ensemble_graph(base, refiner))
+    images = result["images"].images
+    assert len(images) == 1 and images[0].size == (16, 16) and np.asarray(images[0]).std() > 0
+
+    base_pipe = StableDiffusionXLPipeline.from_pretrained(base).to("cpu")
+    base_pipe.set_progress_bar_config(disable=True)
+    bc, bn = result["bc"], result["bn"]
+    with torch.inference_mode():
+        base_latents = base_pipe(prompt_embeds=bc.states, negative_prompt_embeds=bn.states,
+                                 pooled_prompt_embeds=bc.pooled, negative_pooled_prompt_embeds=bn.pooled,
+                                 num_inference_steps=4, guidance_scale=5.0, denoising_end=0.5, height=16, width=16,
+                                 generator=[torch.Generator().manual_seed(3)], output_type="latent").images
+    assert torch.allclose(result["base_latent"].samples, base_latents, atol=1e-4)
+
+    refiner_pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(refiner).to("cpu")
+    refiner_pipe.set_progress_bar_config(disable=True)
+    c, n = result["c"], result["n"]
+    with torch.inference_mode():
+        refined = refiner_pipe(image=base_latents, prompt_embeds=c.states, negative_prompt_embeds=n.states,
+                               pooled_prompt_embeds=c.pooled, negative_pooled_prompt_embeds=n.pooled,
+                               num_inference_steps=4, guidance_scale=5.0, denoising_start=0.5,
+                               generator=[torch.Generator().manual_seed(3)], output_type="latent").images
+    assert torch.allclose(result["latent"].samples, refined, atol=1e-4)
+
+
+def test_the_refiner_runs_only_the_steps_after_denoising_start(engine, models):
+    base, refiner = models
+    steps: dict[str, int] = {}
+    engine.observers.append(lambda event: steps.__setitem__(event.node_id, event.total)
+                            if event.kind == "node_progress" else None)
+    try:
+        engine.run(ensemble_graph(base, refiner, steps=10, split=0.8))
+    finally:
+        engine.observers.pop()
+    assert steps["base"] == 8 and steps["refine"] == 2
+
+
+def test_base_conditioning_into_the_refiner_is_refused_at_validation(models):
+    base, refiner = models
+    builder = GraphBuilder("bad")
+    encode = builder.add("encode.sdxl", "enc", texts="a red circle", model=str(base))
+    generate = builder.add("diffusion.generate", "base", conditioning=encode["conditioning"], model=str(base),
+                           denoising_end=0.8)
+    builder.add("sdxl.refine", "refine", latent=generate["latent"], conditioning=encode["conditioning"],
+                model=str(refiner))
+    [issue] = validate_graph(builder.build(), default_registry())
+    assert issue.path == "nodes.refine.inputs.conditioning" and "width=64 (needs 32)" in issue.message
+
+
+def test_an_sd_model_as_refiner_is_refused_at_validation(models, tmp_path):
+    from tiny_models import save_tiny_sd_pipeline
+
+    base, _ = models
+    sd = save_tiny_sd_pipeline(tmp_path / "sd")
+    builder = GraphBuilder("bad")
+    encode = builder.add("encode.sdxl", "enc", texts="a red circle", model=str(base))
+    generate = builder.add("diffusion.generate", "base", conditioning=encode["conditioning"], model=str(base))
+    builder.add("sdxl.refine", "refine", latent=generate["latent"], conditioning=encode["conditioning"], model=str(sd))
+    issues = validate_graph(builder.build(), default_registry())
+    assert any(issue.path == "nodes.refine.inputs.model" and "not an SDXL model" in issue.message for issue in issues)
+
+
+def test_the_shipped_sdxl_refiner_graph_runs_a_base_and_a_refiner_folder(models, tmp_path):
+    base, refiner = models
+    graph = Graph.load(REPO / "graphs" / "sdxl-refiner.json")
+    result = Engine(device="cpu", output_dir=tmp_path).run(graph, model=str(base), refiner=str(refiner), steps=2,
+                                                           prompt="a red circle", negative_prompt="a dog")
+    [path] = result.report.files
+    assert Path(path).exists()
