@@ -54,7 +54,16 @@ from .plugin.paths import PathNotAllowedError, PathPolicy, ReadablePath, Writabl
 from .plugin.ports import PortType
 from .plugin.requirements import MissingExtraError, Requirement
 from .plugin.seeds import image_seed, image_seeds
-from .plugin.values import Conditioning, Embedding, ImageBatch, Latent, PromptWeights, Retrieved, RetrievedItem
+from .plugin.values import (
+    Conditioning,
+    Embedding,
+    ImageBatch,
+    Latent,
+    PromptWeights,
+    Regions,
+    Retrieved,
+    RetrievedItem,
+)
 from .registry import Registry, default_registry
 from .run.engine import Engine
 from .run.function import GraphFunction, load_function
@@ -83,7 +92,7 @@ __all__ = [
     "NodeDefinitionError", "NodeExecutionError", "NodeFailed", "NodeFinished", "NodeProgress", "NodeSkipped",
     "NodeSpec", "NodeStarted", "NodeStatus", "ParameterError", "path_inside", "PathNotAllowedError",
     "PathPolicy", "Plan", "plan_run", "PluginError", "png_info", "Port", "PortType", "PromptWeights",
-    "read_png_metadata", "ReadablePath", "Registry", "Requirement", "resolve_graph_path", "Retrieved",
+    "read_png_metadata", "ReadablePath", "Regions", "Registry", "Requirement", "resolve_graph_path", "Retrieved",
     "RetrievedItem", "run_nested", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError",
     "RunFinished", "RunOutcome", "RunReport", "RunResult", "RunStarted", "RunStatus", "set_limits",
     "SfumatoError", "shipped_graphs", "spec_of", "torch_dtype", "UndeclaredContextReadError",

@@ -11,6 +11,7 @@ from sfumato import (
     ImageBatch,
     Latent,
     Port,
+    Regions,
     RunContext,
     ValidationContext,
     image_seeds,
@@ -32,6 +33,7 @@ from .families import (
 from .ip_adapter import ImagePrompt, image_prompt_embeddings, ip_adapter_applied
 from .loading import DiffusionModel, load_diffusion_model, read_model_info
 from .lora import LoraStack, family_of_width, lora_applied, model_lock
+from .regions import generate_regions
 from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, preview_image, sample_latents
 from .schedulers import SCHEDULER_NAMES
 from .speed import SpeedRecipe, as_recipe, for_one_loop, make_sampler, prepare, sampling_choice, validation_problems
@@ -45,6 +47,7 @@ def _expected_conditioning(inputs: dict[str, Any], context: ValidationContext) -
     """What the model's UNet needs, read from its config files (no torch)."""
     for problem in validation_problems(inputs.get("speed")):
         context.problem(problem, "speed")
+    _check_layout_inputs(inputs, context)
     if not inputs.get("model"):
         return {}  # a required parameter not set yet: checked when the graph runs
     folder = context.model_folder(inputs["model"])
@@ -146,6 +149,7 @@ def generate(
     loras: LoraStack | None = None,
     control: ControlStack | None = None,
     image_prompt: ImagePrompt | None = None,
+    layout: Regions | None = None,
     attention_slicing: bool = False,
     vae_tiling: bool = False,
     cpu_offload: bool = False,
@@ -181,6 +185,9 @@ def generate(
         loras: LoRAs to apply (from ``diffusion.lora``); none: the model's own weights.
         control: ControlNets with their control images (from ``diffusion.controlnet``).
         image_prompt: reference images to generate like, next to the text (from ``diffusion.ip_adapter``).
+        layout: regional generation: where each prompt of ``conditioning`` acts (a ``Layout`` from
+            ``layout.plan``, or ``layout.regions``); the conditioning then holds the background's prompt,
+            then each object's (``layout.prompts``), and each object is denoised in its window, fused each step.
         attention_slicing: less memory, a little slower (GPU).
         vae_tiling: decode large images in tiles (GPU).
         cpu_offload: keep weights on the CPU between calls (saves GPU memory).
@@ -191,6 +198,10 @@ def generate(
     diffusion = load_diffusion_model(context, model, attention_slicing=attention_slicing,
                                      vae_tiling=vae_tiling, compile_unet=compile)
     diffusion, scheduler, steps = prepare(context, diffusion, speed, scheduler, steps, loras)
+    if layout is not None:
+        return _generate_layout(context, diffusion, scheduler, layout, conditioning, negative, negative_prompt,
+                                steps, guidance, width, height, batch_size, seed, loras, (init_images, mask, control,
+                                                                                         image_prompt, speed))
     with lora_applied(diffusion, loras):  # text-encoder LoRAs act on prompts, so encoding is inside
         if negative is None and negative_prompt:
             negative = _prompt_conditioning(diffusion, [negative_prompt])
@@ -204,6 +215,74 @@ def generate(
         with ip_adapter_applied(diffusion, image_prompt, model_lock(diffusion)):
             [result] = _sample(context, diffusion, scheduler, [(request, labels)], cpu_offload)
     return result
+
+
+# --- regional generation (a layout): the loop is in regions.py -------------------------------------------------
+
+#: Inputs regional generation cannot combine with a layout (yet), and why.
+_NOT_WITH_LAYOUT = {"init_images": "image-to-image", "mask": "inpainting", "control": "ControlNets",
+                    "image_prompt": "image prompts"}
+
+
+def _check_layout_inputs(inputs: dict[str, Any], context: ValidationContext) -> None:
+    """Validation: a layout with inputs the regional loop cannot use is refused before anything loads."""
+    if "layout" not in context.given:
+        return
+    for name, what in _NOT_WITH_LAYOUT.items():
+        if name in context.given:
+            context.problem(f"layout and {name} together: regional generation does not do {what}; "
+                            f"drop one of them", name)
+    if "prompt" in context.given and "conditioning" not in context.given:
+        context.problem("a layout needs 'conditioning' with one prompt per region (layout.prompts -> "
+                        "encode.text), not a single 'prompt'", "prompt")
+    try:
+        recipe = as_recipe(inputs.get("speed"))
+    except ValueError:  # an invalid recipe is reported by validation_problems above
+        recipe = None
+    if recipe is not None and recipe.step_cache > 1:
+        context.problem("step_cache with a layout: the regional loop calls the UNet once per window size "
+                        "each step, which a step cache cannot follow; drop step_cache", "speed")
+
+
+def _generate_layout(context: RunContext, diffusion: DiffusionModel, scheduler: str, layout: Regions,
+                     conditioning: Conditioning | None, negative: Conditioning | None, negative_prompt: str,
+                     steps: int, guidance: float, width: int, height: int, batch_size: int, seed: int,
+                     loras: LoraStack | None, others: tuple[Any, ...]) -> dict[str, Any]:
+    """``diffusion.generate`` with a layout: checks, then the fused regional loop of ``regions.py``."""
+    for (name, what), value in zip(_NOT_WITH_LAYOUT.items(), others):
+        if value is not None:
+            raise ValueError(f"layout and {name} together: regional generation does not do {what}; drop one")
+    recipe = as_recipe(others[-1])
+    if recipe is not None and recipe.step_cache > 1:
+        raise ValueError("speed: step_cache cannot follow the regional loop (one UNet call per window size "
+                         "each step); drop step_cache with a layout")
+    if conditioning is None:
+        raise ValueError("layout: needs 'conditioning' with one prompt per region, background first "
+                         "(layout.prompts -> encode.text)")
+    with lora_applied(diffusion, loras):
+        _check_conditioning(diffusion, conditioning, "conditioning")
+        check_prompts_in_vocabulary(diffusion.name, diffusion.info, conditioning.texts)
+        if negative is None and negative_prompt:
+            negative = _prompt_conditioning(diffusion, [negative_prompt])
+        if negative is not None:
+            _check_conditioning(diffusion, negative, "negative")
+        elif guidance > 1.0:
+            negative = _unconditional(diffusion, Conditioning(conditioning.states[:1], conditioning.encoder,
+                                                              conditioning.width, conditioning.sequence_length,
+                                                              None if conditioning.pooled is None
+                                                              else conditioning.pooled[:1]))
+        size = diffusion.default_size
+
+        def fresh_scheduler() -> Any:
+            return make_sampler(scheduler, diffusion.scheduler_config, bool(diffusion.info.get("lcm")))
+
+        def report(step: int, total: int) -> None:
+            context.progress(step, total, "regional denoising")
+
+        return generate_regions(diffusion, fresh_scheduler, layout, conditioning,
+                                negative if guidance > 1.0 else None, steps=steps, guidance=guidance,
+                                width=width or size, height=height or size, batch_size=batch_size, seed=seed,
+                                progress=report)
 
 
 def _prepare_request(diffusion: DiffusionModel, conditioning: Conditioning | None, prompt: str,
@@ -333,6 +412,9 @@ def generate_batch(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     results: list[dict[str, Any] | None] = [None] * len(calls)
     by_model: dict[tuple[Any, ...], list[int]] = {}
     for index, call in enumerate(calls):
+        if call.get("layout") is not None:  # regional generation runs call by call (its loop is per image)
+            results[index] = generate(**call)
+            continue
         key = (call.get("model", DEFAULT_MODEL), call.get("scheduler", "dpm++"), call.get("attention_slicing", False),
                call.get("vae_tiling", False), call.get("compile", False), call.get("cpu_offload", False),
                call.get("loras"), as_recipe(call.get("speed")), call.get("image_prompt"))

@@ -2,10 +2,14 @@
 
 Registers the ``Layout`` port type (objects with box and caption, and a
 background), ``layout.plan`` (prompt -> layout, by a deterministic grammar
-parser), ``layout.prompts`` (a layout's region prompts, for ``encode.text``),
+parser or a language model: the shipped tiny planner or any local causal
+LM, under constrained decoding), ``layout.prompts`` (a layout's region prompts, for ``encode.text``),
 ``layout.draw`` (boxes and captions, for inspection) and ``layout.generate``
 (regional generation: per-region prompts denoised in their windows and fused
-each step, for any diffusers UNet), and ``sfumato layout train`` (the
+each step, for any diffusers UNet), ``layout.regions`` (a layout as
+``sfumato.Regions``, the core's value that ``diffusion.generate`` takes; a
+``Layout`` output linked to a ``Regions`` input converts the same way, with
+the defaults), and ``sfumato layout train`` (the
 language-model planner's training, with checkpoints and resume).
 """
 
@@ -29,7 +33,15 @@ def sfumato_port_types() -> list[sfumato.PortType]:
 def sfumato_node_types() -> list[Any]:
     from . import nodes
 
-    return [nodes.plan, nodes.region_prompts, nodes.draw, nodes.generate]
+    return [nodes.plan, nodes.region_prompts, nodes.draw, nodes.generate, nodes.regions]
+
+
+@sfumato.hookimpl
+def sfumato_port_conversions() -> list[tuple[str, str, Any]]:
+    from .layout import to_regions
+
+    # A layout links straight into a generator's Regions input (flat background, windows decoding).
+    return [("Layout", "Regions", to_regions)]
 
 
 @sfumato.hookimpl

@@ -80,3 +80,25 @@ class Layout:
         if not isinstance(background, str):
             raise TypeError(f"background must be a string, got {background!r}")
         return cls(tuple(objects), background, prompt, planner)
+
+
+def to_regions(layout: Layout, *, background: str = "flat", object_fill: float = 0.56,
+               background_weight: float = 0.1, decode: str = "windows") -> Any:
+    """The layout as :class:`sfumato.Regions`: what a generator needs to generate it region by region.
+
+    ``background="flat"`` keeps the canvas on the layout's background colour
+    (a colour name it must be); ``"prompt"`` denoises the background prompt
+    over the whole canvas. Raises ``ValueError`` naming what does not fit.
+    """
+    import sfumato
+
+    if not layout.objects:
+        raise ValueError("layout: no objects to generate")
+    colour = None
+    if background == "flat":
+        if layout.background not in COLOUR_RGB:
+            raise ValueError(f"layout: background {layout.background!r} is not a colour name "
+                             f"({', '.join(COLOUR_RGB)}); use background='prompt'")
+        colour = COLOUR_RGB[layout.background]
+    return sfumato.Regions(tuple(obj.box for obj in layout.objects), tuple(obj.caption for obj in layout.objects),
+                           colour, object_fill, background_weight, decode, layout.prompt)

@@ -7,10 +7,20 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from sfumato import Conditioning, Field, ImageBatch, ModelNotFoundError, RunContext, image_seed, node, torch_dtype
+from sfumato import (
+    Conditioning,
+    Field,
+    ImageBatch,
+    ModelNotFoundError,
+    Regions,
+    RunContext,
+    image_seed,
+    node,
+    torch_dtype,
+)
 
 from . import grammar
-from .layout import COLOUR_RGB, Layout
+from .layout import COLOUR_RGB, Layout, to_regions
 from .regional import RegionalRequest, latent_windows, regional_latents
 
 Planner = Literal["grammar", "model"]
@@ -85,6 +95,30 @@ def region_prompts(layout: Layout, template: str = "a {caption} on a {background
             template.format(caption=obj.caption, background=layout.background or "plain") for obj in layout.objects]
     except (KeyError, IndexError) as error:
         raise ValueError(f"template: only {{caption}} and {{background}} can be filled in, not {error}") from None
+
+
+@node("layout.regions", category="layout", output="regions")
+def regions(layout: Layout, background: Literal["flat", "prompt"] = "flat",
+            object_fill: Annotated[float, Field(gt=0.05, le=1.0)] = 0.56,
+            background_weight: Annotated[float, Field(gt=0, le=10)] = 0.1,
+            decode: Literal["windows", "canvas"] = "windows") -> Regions:
+    """A layout as ``Regions``, for a generator that denoises region by region (``diffusion.generate``'s ``layout``).
+
+    Linking a ``Layout`` straight into a ``Regions`` input does the same with
+    these defaults; this node sets them. The generator's conditioning then
+    holds one prompt per region, background first (``layout.prompts``).
+
+    Args:
+        layout: a planned layout.
+        background: ``flat`` keeps the canvas outside the objects on the layout's background colour;
+            ``prompt`` denoises the background prompt over the whole canvas.
+        object_fill: the share of its window an object covers; a window is its box divided by this.
+        background_weight: with ``background="prompt"``: the background prompt's weight inside windows.
+        decode: ``windows`` decodes each object's window on its own over the background (a small VAE
+            shifts colours on a canvas larger than it was trained on); ``canvas`` decodes it in one piece.
+    """
+    return to_regions(layout, background=background, object_fill=object_fill,
+                      background_weight=background_weight, decode=decode)
 
 
 @node("layout.draw", category="layout", output="images")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import NodeDefinitionError
-from .values import Conditioning, Embedding, ImageBatch, Latent, PromptWeights, Retrieved
+from .values import Conditioning, Embedding, ImageBatch, Latent, PromptWeights, Regions, Retrieved
 
 ANY = "Any"
 
@@ -81,6 +81,7 @@ BUILTIN_PORT_TYPES: tuple[PortType, ...] = (
     PortType("Retrieved", Retrieved, "ranked retrieval hits per query"),
     PortType("PromptWeights", PromptWeights, "a prompt split into weighted phrases",
              default_output_name="weights"),
+    PortType("Regions", Regions, "boxes where each region prompt acts, for regional generation"),
 )
 
 #: Python annotations that map straight to a built-in port type.
@@ -97,6 +98,7 @@ BUILTIN_ANNOTATIONS: dict[Any, str] = {
     Latent: "Latent",
     Retrieved: "Retrieved",
     PromptWeights: "PromptWeights",
+    Regions: "Regions",
     Any: ANY,
 }
 
@@ -117,6 +119,7 @@ class PortTypeRegistry:
     owners: dict[str, str] = field(default_factory=dict)
     conversions: dict[tuple[str, str], Callable[[Any], Any]] = field(default_factory=dict)
     _compatible: dict[tuple[str, str], bool] = field(default_factory=dict)
+    _checkers: dict[str, Callable[[Any], str | None] | None] = field(default_factory=dict)
 
     @classmethod
     def with_builtins(cls) -> "PortTypeRegistry":
@@ -136,6 +139,7 @@ class PortTypeRegistry:
         self.types[port.name] = port
         self.owners[port.name] = owner
         self._compatible.clear()
+        self._checkers.clear()
 
     def add_conversion(self, source: str, target: str, function: Callable[[Any], Any]) -> None:
         self.conversions[(source, target)] = function
@@ -143,6 +147,17 @@ class PortTypeRegistry:
 
     def get(self, name: str) -> PortType:
         return self.types[name]
+
+    def checker(self, name: str) -> Callable[[Any], str | None] | None:
+        """``PortType.problem_with`` of port type ``name``, or ``None`` when it takes every value.
+
+        Planning puts it on each link and output once, so running a node does
+        not look its ports up again.
+        """
+        if name not in self._checkers:
+            port = self.types[name]
+            self._checkers[name] = None if port.python_type is object and port.check is None else port.problem_with
+        return self._checkers[name]
 
     def name_for_annotation(self, annotation: Any) -> str | None:
         """The port type name for a Python annotation, or ``None`` if unknown."""

@@ -125,3 +125,47 @@ class PromptWeights:
 
     text: str
     phrases: tuple[tuple[str, float], ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Regions:
+    """Where each region prompt of a conditioning acts: regional generation's plan, for any generator.
+
+    A generator that takes regions reads its conditioning as one prompt per
+    region: row 0 the background, row ``i + 1`` the object in ``boxes[i]``.
+    Each box is ``(x0, y0, x1, y1)`` in canvas fractions (0..1, y growing
+    downwards), so the same regions serve any image size. ``captions`` names
+    each object (for messages and labels). ``background`` is the RGB colour
+    the canvas keeps outside every object (``None``: the background prompt
+    is denoised over the whole canvas instead, weighted ``background_weight``
+    inside the objects' windows). ``object_fill`` is the share of its window
+    an object covers (a window is its box divided by it). ``decode``:
+    ``"windows"`` decodes each object's window on its own over the
+    background, ``"canvas"`` the canvas in one piece. ``prompt`` is the text
+    the regions were planned from.
+    """
+
+    boxes: tuple[tuple[float, float, float, float], ...]
+    captions: tuple[str, ...] = ()
+    background: tuple[int, int, int] | None = None
+    object_fill: float = 0.56
+    background_weight: float = 0.1
+    decode: str = "windows"
+    prompt: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "boxes", tuple(tuple(float(v) for v in box) for box in self.boxes))
+        object.__setattr__(self, "captions", tuple(self.captions))
+        for index, (x0, y0, x1, y1) in enumerate(self.boxes):
+            if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+                raise ValueError(f"boxes[{index}] {self.boxes[index]} must satisfy 0 <= x0 < x1 <= 1 and "
+                                 "0 <= y0 < y1 <= 1")
+        if self.captions and len(self.captions) != len(self.boxes):
+            raise ValueError(f"{len(self.captions)} captions for {len(self.boxes)} boxes")
+        if not 0.0 < self.object_fill <= 1.0:
+            raise ValueError(f"object_fill must be in (0, 1], got {self.object_fill}")
+        if self.decode not in ("windows", "canvas"):
+            raise ValueError(f"decode must be 'windows' or 'canvas', got {self.decode!r}")
+
+    def __len__(self) -> int:
+        return len(self.boxes)
