@@ -121,6 +121,21 @@ def test_an_unknown_graph_function_is_404(client):
     assert response.status_code == 404 and "no graph named 'no-such-graph'" in response.json()["error"]
 
 
+def test_a_graph_file_that_does_not_load_is_left_out_of_the_openapi_document_and_its_run_is_400(tmp_path):
+    graphs = tmp_path / "data-graphs"
+    graphs.mkdir()
+    (graphs / "broken.json").write_text("{not json")
+    (graphs / "unknown-node.json").write_text(json.dumps(
+        {"version": 1, "name": "unknown-node", "nodes": {"a": {"type": "text.normalise", "inputs": {"text": "x"}}}}))
+    with make_client(tmp_path / "data") as client:
+        paths = client.get("/api/openapi.json").json()["paths"]
+        assert "/api/graphs/prompt-card/run" in paths
+        assert "/api/graphs/broken/run" not in paths and "/api/graphs/unknown-node/run" not in paths
+        assert client.post("/api/graphs/broken/run", json={}).status_code == 400
+        response = client.post("/api/graphs/unknown-node/run", json={})
+        assert response.status_code == 400 and "did you mean 'text.normalize'" in response.json()["issues"][0]["message"]
+
+
 def test_waiting_is_bounded_and_answers_408_with_the_job_url_while_the_job_goes_on(tmp_path):
     with make_client(tmp_path / "data", max_wait_s=0.3) as client:
         worker, gate = client.app.state.worker, threading.Event()

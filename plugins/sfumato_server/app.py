@@ -417,7 +417,10 @@ def create_app(config: ServerConfig) -> FastAPI:
         path = graph_files().get(name)
         if path is None:
             raise RequestError(404, f"no graph named {name!r}; known: {', '.join(graph_files())}")
-        version = (str(path), path.stat().st_mtime)
+        try:
+            version = (str(path), path.stat().st_mtime)
+        except OSError:
+            raise RequestError(404, f"the graph {name!r} was just removed") from None
         known = functions.get(name)
         if known is not None and known[0] == version:
             return known[1]
@@ -425,6 +428,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             function = load_function(Graph.load(path), engine=engine)
         except GraphValidationError as error:
             raise RequestError(400, f"the graph {name!r} is invalid", _issues(error)) from None
+        except SfumatoError as error:  # not a graph file at all (bad JSON, wrong version)
+            raise RequestError(400, f"the graph {name!r} cannot be loaded: {error}") from None
         functions[name] = (version, function)
         return function
 
@@ -648,7 +653,8 @@ def create_app(config: ServerConfig) -> FastAPI:
                                             description="sfumato's job queue; each graph is also a function "
                                                         "at POST /api/graphs/{name}/run")
         files = graph_files()
-        versions = tuple((name, str(path), path.stat().st_mtime) for name, path in files.items())
+        versions = tuple((name, str(path), path.stat().st_mtime if path.exists() else 0.0)
+                         for name, path in files.items())
         if described.get("versions") != versions:
             document = copy.deepcopy(described["base"])
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
