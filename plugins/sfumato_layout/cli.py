@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,11 @@ def add_parsers(subparsers: Any) -> None:
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--save-every", type=int, default=200)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--width", type=int, default=64, help="model width (a multiple of --heads)")
+    train.add_argument("--layers", type=int, default=3)
+    train.add_argument("--heads", type=int, default=4)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     train.set_defaults(handler=train_command)
 
 
@@ -28,15 +35,23 @@ def train_command(args: argparse.Namespace) -> int:
 
     if not args.pairs.is_file():
         raise ParameterError(f"--pairs: no file {args.pairs}")
-    if args.steps < 1 or args.batch_size < 1 or args.save_every < 1:
-        raise ParameterError("--steps, --batch-size and --save-every must be at least 1")
+    if min(args.steps, args.batch_size, args.save_every, args.width, args.layers, args.heads) < 1:
+        raise ParameterError("--steps, --batch-size, --save-every, --width, --layers and --heads must be at least 1")
+    if args.width % args.heads:
+        raise ParameterError(f"--width: {args.width} is not a multiple of --heads {args.heads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     def log(step: int, loss: float) -> None:
         if step == 1 or step % 20 == 0:
             print(f"step {step} loss {loss:.4f}", flush=True)
 
+    command = "sfumato " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     config = TrainingConfig(args.pairs, args.out, steps=args.steps, batch_size=args.batch_size,
-                            save_every=args.save_every, seed=args.seed)
+                            save_every=args.save_every, seed=args.seed, width=args.width, layers=args.layers,
+                            heads=args.heads, learning_rate=args.learning_rate, notes=(("command", command),))
     try:
         folder = train(config, log)
     except ValueError as error:

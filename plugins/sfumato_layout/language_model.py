@@ -30,10 +30,21 @@ def prompt_text(prompt: str) -> str:
     return f"prompt: {prompt.strip()}\nlayout: "
 
 
+def snap_box(box: Any) -> tuple[str, str, str, str]:
+    """A box's coordinates on the decoder's :data:`GRID`, as it writes them (``x0 < x1``, ``y0 < y1`` kept)."""
+    x0, y0, x1, y1 = (min(20, max(0, round(float(v) * 20))) for v in box)
+    # Snapping can close a thin box; widen it by one grid step, inside the canvas.
+    if x1 <= x0:
+        x0, x1 = (x0, x0 + 1) if x0 < 20 else (19, 20)
+    if y1 <= y0:
+        y0, y1 = (y0, y0 + 1) if y0 < 20 else (19, 20)
+    return GRID[x0], GRID[y0], GRID[x1], GRID[y1]
+
+
 def training_text(prompt: str, layout: dict[str, Any]) -> str:
-    """One training example: the prompt, then the layout JSON as the decoder writes it."""
+    """One training example: the prompt, then the layout JSON as the decoder writes it (boxes on its grid)."""
     objects = ", ".join(
-        '{"caption": "' + obj["caption"] + '", "box": [' + ", ".join(f"{v:.2f}" for v in obj["box"]) + "]}"
+        '{"caption": "' + obj["caption"] + '", "box": [' + ", ".join(snap_box(obj["box"])) + "]}"
         for obj in layout["objects"])
     return prompt_text(prompt) + '{"background": "' + layout["background"] + '", "objects": [' + objects + "]}"
 

@@ -4,7 +4,11 @@ The model is a small GPT-2 trained from scratch on (prompt, layout) pairs,
 one JSON object a line (``sfumato zoo layouts`` writes them from the zoo's
 scenes). Its tokenizer is built from the pairs: words whole, each punctuation
 mark alone, so the constrained decoder's pieces tokenize as they do in
-training. Training writes a checkpoint every ``save_every`` steps (the model
+training. The loss counts the layout only (the prompt is context), and a
+share of the prompt's words is hidden as ``[UNK]`` so that the model learns
+to read a wording it never saw (held-out wordings hold words outside its
+vocabulary). The learning rate warms up, then follows a cosine down to a
+tenth. Training writes a checkpoint every ``save_every`` steps (the model
 as safetensors, the optimizer state, the step) into ``out/checkpoint`` and
 resumes from it; the finished model is saved to ``out``, a folder that
 ``layout.plan(planner="model", language_model=out)`` loads.
@@ -13,7 +17,9 @@ resumes from it; the finished model is saved to ``out``, a folder that
 from __future__ import annotations
 
 import json
+import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +37,32 @@ class TrainingConfig:
     steps: int = 3000
     batch_size: int = 32
     learning_rate: float = 1e-3
-    width: int = 128
-    layers: int = 4
+    # Small enough to train in under an hour on one shared CPU thread; the task is copying words and placing boxes.
+    width: int = 64
+    layers: int = 3
     heads: int = 4
     context: int = 160
     save_every: int = 200
     seed: int = 0
+    #: Share of prompt tokens replaced by ``[UNK]`` in training (robustness to unseen words).
+    unk_rate: float = 0.1
+    warmup: int = 100
+    #: Extra facts recorded in ``training.json`` (the command line, for instance).
+    notes: tuple[tuple[str, str], ...] = ()
+
+
+def learning_rate(config: TrainingConfig, step: int) -> float:
+    """The rate at ``step`` (0-based): linear warm-up, then a cosine from the peak down to a tenth of it."""
+    if step < config.warmup:
+        return config.learning_rate * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _prompt_length(tokenizer: Any, text: str) -> int:
+    """How many tokens of ``text`` are its prompt (everything up to and with ``layout:``)."""
+    head = text[:text.index("\nlayout: ") + len("\nlayout: ")]
+    return len(tokenizer(head, add_special_tokens=False)["input_ids"])
 
 
 def read_pairs(path: Path) -> list[str]:
@@ -83,11 +109,15 @@ def train(config: TrainingConfig, log: Callable[[int, float], None] = lambda ste
     checkpoint = config.out / "checkpoint"
     state_file = checkpoint / "trainer_state.json"
     torch.manual_seed(config.seed)
+    history: list[list[float]] = []
+    seconds = 0.0
     if state_file.exists():
-        # Resume: the model, the tokenizer it was built with, the optimizer and the step.
+        # Resume: the model, the tokenizer it was built with, the optimizer, the step and the history so far.
         model = AutoModelForCausalLM.from_pretrained(checkpoint)
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        step = int(json.loads(state_file.read_text())["step"])
+        state = json.loads(state_file.read_text())
+        step = int(state["step"])
+        history, seconds = list(state.get("losses", [])), float(state.get("seconds", 0.0))
     else:
         checkpoint.mkdir(parents=True, exist_ok=True)
         tokenizer = build_tokenizer(texts, checkpoint)
@@ -102,34 +132,60 @@ def train(config: TrainingConfig, log: Callable[[int, float], None] = lambda ste
     if (checkpoint / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
     model.train()
+    unk = tokenizer.unk_token_id
+    started = time.perf_counter()
     while step < config.steps:
-        # The batch depends on the step alone, so a resumed run sees the same data as an unbroken one.
+        # The batch (and its hidden words) depends on the step alone, so a resumed run sees the same data.
         rng = random.Random(config.seed * 1_000_003 + step)
-        batch = [texts[rng.randrange(len(texts))] + tokenizer.eos_token for _ in range(config.batch_size)]
-        encoded = tokenizer(batch, padding=True, truncation=True, max_length=config.context, return_tensors="pt")
+        chosen = [texts[rng.randrange(len(texts))] for _ in range(config.batch_size)]
+        encoded = tokenizer([text + tokenizer.eos_token for text in chosen], padding=True, truncation=True,
+                            max_length=config.context, return_tensors="pt")
         labels = encoded.input_ids.masked_fill(encoded.attention_mask == 0, -100)
-        loss = model(**encoded, labels=labels).loss
+        inputs = encoded.input_ids.clone()
+        for row, text in enumerate(chosen):
+            head = _prompt_length(tokenizer, text)
+            labels[row, :head] = -100  # the model shifts labels: the first layout token is learnt from "layout:"
+            for column in range(head - 2):  # never hide "layout:" itself, the cue to start
+                if rng.random() < config.unk_rate:
+                    inputs[row, column] = unk
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        loss = model(input_ids=inputs, attention_mask=encoded.attention_mask, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
         log(step, loss.item())
+        history.append([step, round(loss.item(), 5)])
         if step % config.save_every == 0 or step == config.steps:
-            _save_checkpoint(model, tokenizer, optimizer, step, checkpoint)
+            elapsed = seconds + time.perf_counter() - started
+            _save_checkpoint(model, tokenizer, optimizer, {"step": step, "seconds": elapsed, "losses": history},
+                             checkpoint)
+    seconds += time.perf_counter() - started
     model.eval()
     model.save_pretrained(config.out)
     tokenizer.save_pretrained(config.out)
-    (config.out / "training.json").write_text(json.dumps({"steps": step, "pairs": str(config.pairs),
-                                                          "examples": len(texts)}, indent=2))
+    every = max(1, len(history) // 60)
+    record = {"steps": step, "seconds": round(seconds, 1), "pairs": str(config.pairs), "examples": len(texts),
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "config": {"batch_size": config.batch_size, "learning_rate": config.learning_rate,
+                         "width": config.width, "layers": config.layers, "heads": config.heads,
+                         "context": config.context, "unk_rate": config.unk_rate, "warmup": config.warmup,
+                         "seed": config.seed},
+              # Every loss would bloat the file: a sample along the run, and the mean of the last 100.
+              "losses": history[::every] + ([history[-1]] if history and history[-1] not in history[::every] else []),
+              "final_loss_mean_100": round(sum(v for _, v in history[-100:]) / max(1, len(history[-100:])), 5),
+              **dict(config.notes)}
+    (config.out / "training.json").write_text(json.dumps(record, indent=2))
     return config.out
 
 
-def _save_checkpoint(model: Any, tokenizer: Any, optimizer: Any, step: int, folder: Path) -> None:
+def _save_checkpoint(model: Any, tokenizer: Any, optimizer: Any, state: dict[str, Any], folder: Path) -> None:
     import torch
 
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")
     # Written last: a checkpoint counts only once everything else is on disk.
-    (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
+    (folder / "trainer_state.json").write_text(json.dumps(state))
