@@ -31,6 +31,8 @@ from sfumato import (
     node,
 )
 
+from .lora import LoraStack, lora_applied
+
 FLUX = "flux"
 SD3 = "sd3"
 #: Family -> (diffusers pipeline class, transformer class, text-encoder arguments set to None, encoder node).
@@ -100,7 +102,8 @@ def _expected(inputs: dict[str, Any], context: ValidationContext, family: str = 
     config = folder / "transformer" / "config.json" if folder is not None else None
     if config is not None and config.exists():
         expected["width"] = json.loads(config.read_text()).get("joint_attention_dim")
-    return {"conditioning": expected, "negative": expected}
+    # A LoRA whose keys name another architecture's blocks (a UNet's, the other transformer's) is refused.
+    return {"conditioning": expected, "negative": expected, "loras": {"family": family}}
 
 
 def _check(model: FluxModel, conditioning: Conditioning, role: str) -> None:
@@ -127,6 +130,7 @@ def flux_generate(
     height: Annotated[int, Field(ge=0, le=4096, multiple_of=16)] = 0,
     batch_size: Annotated[int, Field(ge=1, le=64)] = 1,
     seed: int = 0,
+    loras: LoraStack | None = None,
 ) -> ImageBatch:
     """Generate images with a Flux.1 model (flow matching) from ``encode.flux`` conditioning.
 
@@ -144,6 +148,7 @@ def flux_generate(
         height: image height; 0: the VAE's sample size.
         batch_size: images per prompt.
         seed: the first image's seed.
+        loras: LoRAs on the transformer (from ``diffusion.lora``); none: the model's own weights.
     """
     import torch
 
@@ -168,7 +173,7 @@ def flux_generate(
         options = {"negative_prompt_embeds": repeat(negative.states.expand(len(conditioning), -1, -1)),
                    "negative_pooled_prompt_embeds": repeat(negative.pooled.expand(len(conditioning), -1)),
                    "true_cfg_scale": true_guidance}
-    with torch.inference_mode():
+    with lora_applied(flux, loras), torch.inference_mode():
         out = pipe(prompt_embeds=repeat(conditioning.states), pooled_prompt_embeds=repeat(conditioning.pooled),
                    num_inference_steps=steps, guidance_scale=guidance, height=height or size, width=width or size,
                    generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds], output_type="pil",
@@ -193,6 +198,7 @@ def sd3_generate(
     height: Annotated[int, Field(ge=0, le=4096, multiple_of=16)] = 0,
     batch_size: Annotated[int, Field(ge=1, le=64)] = 1,
     seed: int = 0,
+    loras: LoraStack | None = None,
 ) -> ImageBatch:
     """Generate images with a Stable Diffusion 3/3.5 model (MMDiT, flow matching) from ``encode.sd3`` conditioning.
 
@@ -210,6 +216,7 @@ def sd3_generate(
         height: image height; 0: the model's native size.
         batch_size: images per prompt.
         seed: the first image's seed.
+        loras: LoRAs on the transformer (from ``diffusion.lora``); none: the model's own weights.
     """
     import torch
 
@@ -235,7 +242,7 @@ def sd3_generate(
     if negative is not None:
         options = {"negative_prompt_embeds": repeat(negative.states.expand(len(conditioning), -1, -1)),
                    "negative_pooled_prompt_embeds": repeat(negative.pooled.expand(len(conditioning), -1))}
-    with torch.inference_mode():
+    with lora_applied(sd3, loras), torch.inference_mode():
         out = pipe(prompt_embeds=repeat(conditioning.states), pooled_prompt_embeds=repeat(conditioning.pooled),
                    num_inference_steps=steps, guidance_scale=guidance, height=height or size, width=width or size,
                    generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds], output_type="pil",

@@ -2,16 +2,17 @@
 
 A stack is a plain value (file identities and strengths), so it is part of the
 cache signature of every node it reaches. Applying it goes through diffusers'
-adapter API on the shared, cached model: each file is loaded once per model
+adapter API on the shared, cached model's denoiser (a UNet, or the SD3/Flux
+transformer of ``sd3.generate``/``flux.generate``): each file is loaded once per model
 (its adapter is named by the file's SHA-256), and a run sets the adapters'
 strengths (``set_adapters``) for its duration. So changing only a strength
 loads nothing, and a run without LoRAs disables every adapter the model carries
 (the model manager shares one model between runs). A per-model lock keeps two
 runs with different stacks from interleaving on the same weights.
 
-Files: ``.safetensors`` only, in diffusers (``unet.…lora.down``/``lora_A``),
-kohya (``lora_unet_…``/``lora_te_…``) or raw peft (``base_model.model.…``) key
-formats. Validation reads only the file header (key names and shapes), never
+Files: ``.safetensors`` only, in diffusers (``unet.…lora.down``/``lora_A``,
+``transformer.…lora_A``), kohya (``lora_unet_…``/``lora_te_…``) or raw peft
+(``base_model.model.…``) key formats. Validation reads only the file header (key names and shapes), never
 the weights.
 """
 
@@ -30,7 +31,10 @@ from typing import Annotated, Any
 from sfumato import CachePolicy, Field, ReadablePath, ValidationContext, node
 
 from .loading import DiffusionModel
-from .singlefile import tensor_shapes
+from .singlefile import detect, read_header, tensor_shapes
+
+#: Families whose denoiser is a transformer (``FluxModel.pipeline.transformer``), not a UNet.
+TRANSFORMER_FAMILIES = ("flux", "sd3")
 
 #: Cross-attention widths of the public families, to name a family in messages.
 FAMILY_BY_WIDTH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
@@ -86,6 +90,8 @@ class LoraFileInfo:
     has_unet: bool
     has_text_encoder: bool
     cross_attention_dim: int | None
+    #: ``flux`` or ``sd3`` for a transformer LoRA whose keys name that architecture's blocks, else ``""``.
+    transformer_family: str = ""
 
 
 def inspect_lora_file(path: Path) -> LoraFileInfo:
@@ -111,10 +117,10 @@ def inspect_lora_file(path: Path) -> LoraFileInfo:
         has_unet = any(not _is_text_encoder_key(k.removeprefix("base_model.model.")) for k in lora_keys)
     else:
         key_format = "diffusers"
-        has_unet = any(k.startswith("unet.") for k in lora_keys)
+        has_unet = any(k.startswith(("unet.", "transformer.")) for k in lora_keys)
         has_text = any(k.startswith("text_encoder") for k in lora_keys)
         if not (has_unet or has_text):
-            raise ValueError(f"{path}: LoRA keys name neither a UNet nor a text encoder "
+            raise ValueError(f"{path}: LoRA keys name neither a UNet, a transformer nor a text encoder "
                              f"(first key {lora_keys[0]!r}); expected diffusers, kohya or peft key names")
     width = None
     for key in lora_keys:
@@ -124,7 +130,11 @@ def inspect_lora_file(path: Path) -> LoraFileInfo:
                 and len(shapes[key]) >= 2:
             width = int(shapes[key][1])
             break
-    return LoraFileInfo(key_format, has_unet, has_text, width)
+    transformer = ""
+    if width is None:
+        family = detect(read_header(path)).family
+        transformer = family if family in TRANSFORMER_FAMILIES else ""
+    return LoraFileInfo(key_format, has_unet, has_text, width, transformer)
 
 
 def _is_text_encoder_key(name: str) -> bool:
@@ -164,6 +174,8 @@ def _describe_lora(inputs: dict[str, Any], context: ValidationContext) -> dict[s
     except ValueError as error:
         context.problem(str(error), "path")
         return {}
+    if info.transformer_family:
+        return {"loras": {"family": info.transformer_family}}
     return {"loras": {"family": family_of_width(info.cross_attention_dim)}} if info.cross_attention_dim else {}
 
 
@@ -216,28 +228,27 @@ class _AdapterState:
     """Which adapters one cached model carries, per component, and the lock runs hold while using it."""
 
     lock: threading.RLock
-    unet: set[str]
+    denoiser: set[str]
     text_encoder: set[str]
 
 
-def _state_of(model: DiffusionModel) -> _AdapterState:
+def denoiser_of(model: Any) -> Any:
+    """The module LoRAs act on: a ``DiffusionModel``'s UNet, or a Flux/SD3 pipeline's transformer."""
+    return model.unet if hasattr(model, "unet") else model.pipeline.transformer
+
+
+def _state_of(model: Any) -> _AdapterState:
     with _locks_guard:
-        return _states.setdefault(id(model.unet), _AdapterState(threading.RLock(), set(), set()))
+        return _states.setdefault(id(denoiser_of(model)), _AdapterState(threading.RLock(), set(), set()))
 
 
-def model_lock(model: DiffusionModel) -> threading.RLock:
+def model_lock(model: Any) -> threading.RLock:
     """The lock a run holds while it changes or uses ``model``'s adapters (re-entrant)."""
     return _state_of(model).lock
 
 
-def _host() -> Any:
-    from diffusers.loaders import StableDiffusionLoraLoaderMixin
-
-    return StableDiffusionLoraLoaderMixin
-
-
-def _peft_state_dict(entry: LoraEntry) -> dict[str, Any]:
-    """A raw peft file in diffusers' naming (``unet.``/``text_encoder.`` prefixes), alpha applied."""
+def _peft_state_dict(entry: LoraEntry, denoiser_prefix: str = "unet.") -> dict[str, Any]:
+    """A raw peft file in diffusers' naming (``unet.``/``transformer.``/``text_encoder.`` prefixes), alpha applied."""
     from safetensors.torch import load_file
 
     tensors = load_file(entry.path)
@@ -250,7 +261,7 @@ def _peft_state_dict(entry: LoraEntry) -> dict[str, Any]:
     converted = {}
     for key, value in tensors.items():
         name = key.removeprefix("base_model.model.")
-        prefix = "text_encoder." if _is_text_encoder_key(name) else "unet."
+        prefix = "text_encoder." if _is_text_encoder_key(name) else denoiser_prefix
         if scale != 1.0 and "lora_B" in name:
             value = value * scale  # peft scales B by alpha/r at run time; diffusers reads rank-only configs
         converted[prefix + name] = value
@@ -286,26 +297,51 @@ def _load_into_text_encoder(text_encoder: Any, state: dict[str, Any], alphas: An
     return True
 
 
-def _load_entry(model: DiffusionModel, entry: LoraEntry, adapters: _AdapterState) -> None:
-    """Load one file's adapters into the model's UNet (and text encoder, when it has one)."""
-    host = _host()
+def _load_into_transformer(model: Any, entry: LoraEntry, adapters: _AdapterState) -> None:
+    """Load one file's adapters into a Flux or SD3 transformer, through diffusers' loader of that family."""
+    from diffusers.loaders import FluxLoraLoaderMixin, SD3LoraLoaderMixin
+
+    transformer = model.pipeline.transformer
+    source: Any = _peft_state_dict(entry, "transformer.") if entry.key_format == "peft" else entry.path
+    if model.family == "flux":  # kohya and BFL-named Flux files are converted by the loader
+        state, alphas = FluxLoraLoaderMixin.lora_state_dict(source, return_alphas=True)
+        if any(k.startswith("transformer.") for k in state):
+            FluxLoraLoaderMixin.load_lora_into_transformer(state, alphas, transformer, adapter_name=entry.adapter_name)
+            adapters.denoiser.add(entry.adapter_name)
+    else:
+        state = SD3LoraLoaderMixin.lora_state_dict(source)
+        if any(k.startswith("transformer.") for k in state):
+            SD3LoraLoaderMixin.load_lora_into_transformer(state, transformer, adapter_name=entry.adapter_name)
+            adapters.denoiser.add(entry.adapter_name)
+    if entry.adapter_name not in adapters.denoiser:
+        raise ValueError(f"it holds no weights for a {model.family} transformer (its text-encoder parts act only "
+                         "on a model's own text encoder)")
+
+
+def _load_entry(model: Any, entry: LoraEntry, adapters: _AdapterState) -> None:
+    """Load one file's adapters into the model's UNet or transformer (and text encoder, when it has one)."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin as host
+
+    if model.family in TRANSFORMER_FAMILIES:
+        _load_into_transformer(model, entry, adapters)  # conditioning comes from encode.flux/encode.sd3
+        return
     source: Any = _peft_state_dict(entry) if entry.key_format == "peft" else entry.path
     # The UNet's config lets diffusers map kohya files named by SGM blocks (input_blocks_4_...) for SDXL.
     state, alphas = host.lora_state_dict(source, unet_config=model.unet.config)
     if any(k.startswith("unet.") for k in state):
         host.load_lora_into_unet(state, alphas, model.unet, adapter_name=entry.adapter_name)
-        adapters.unet.add(entry.adapter_name)
+        adapters.denoiser.add(entry.adapter_name)
     # Zoo models take conditioning from encode.text: only the UNet part applies to them.
     if model.text_encoder is not None and _load_into_text_encoder(model.text_encoder, state, alphas,
                                                                   entry.adapter_name):
         adapters.text_encoder.add(entry.adapter_name)
 
 
-def _forget(model: DiffusionModel, entry: LoraEntry, adapters: _AdapterState) -> None:
+def _forget(model: Any, entry: LoraEntry, adapters: _AdapterState) -> None:
     """Remove whatever part of ``entry`` was injected before its load failed."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    for part in (model.unet, model.text_encoder):
+    for part in (denoiser_of(model), getattr(model, "text_encoder", None)):
         if part is None:
             continue
         for module in part.modules():
@@ -314,20 +350,24 @@ def _forget(model: DiffusionModel, entry: LoraEntry, adapters: _AdapterState) ->
         config = getattr(part, "peft_config", None)
         if config and entry.adapter_name in config:
             del config[entry.adapter_name]
-    adapters.unet.discard(entry.adapter_name)
+    adapters.denoiser.discard(entry.adapter_name)
     adapters.text_encoder.discard(entry.adapter_name)
 
 
 @contextlib.contextmanager
-def lora_applied(model: DiffusionModel, stack: LoraStack | None) -> Iterator[None]:
-    """Hold ``model`` with exactly ``stack``'s adapters active (none when ``stack`` is empty) for a run."""
+def lora_applied(model: DiffusionModel | Any, stack: LoraStack | None) -> Iterator[None]:
+    """Hold ``model`` with exactly ``stack``'s adapters active (none when ``stack`` is empty) for a run.
+
+    ``model`` is a :class:`DiffusionModel` (UNet) or a ``flow.FluxModel`` (Flux or SD3 transformer).
+    """
     from diffusers.utils.peft_utils import set_adapter_layers, set_weights_and_activate_adapters
 
     entries = stack.entries if stack is not None else ()
     adapters = _state_of(model)
+    denoiser = denoiser_of(model)
     with adapters.lock:
         for entry in entries:
-            if entry.adapter_name not in adapters.unet | adapters.text_encoder:
+            if entry.adapter_name not in adapters.denoiser | adapters.text_encoder:
                 with warnings.catch_warnings():
                     # peft warns that a model with adapters gets another (what a stack is), and which
                     # adapter becomes active when a half-loaded one is removed (the run sets them all).
@@ -338,24 +378,45 @@ def lora_applied(model: DiffusionModel, stack: LoraStack | None) -> Iterator[Non
                     except Exception as error:  # noqa: BLE001 - any failure: take out what went in, name the file
                         _forget(model, entry, adapters)
                         raise ValueError(f"LoRA {entry.path} does not fit model {model.name!r}: {error}") from None
-        on_unet = [e for e in entries if e.adapter_name in adapters.unet]
+        on_denoiser = [e for e in entries if e.adapter_name in adapters.denoiser]
         on_text = [e for e in entries if e.adapter_name in adapters.text_encoder]
-        if adapters.unet:
-            if on_unet:
-                model.unet.enable_lora()
-                model.unet.set_adapters([e.adapter_name for e in on_unet], [e.strength for e in on_unet])
+        if adapters.denoiser:
+            if on_denoiser:
+                denoiser.enable_lora()
+                denoiser.set_adapters([e.adapter_name for e in on_denoiser], [e.strength for e in on_denoiser])
             else:
-                model.unet.disable_lora()
+                denoiser.disable_lora()
         if adapters.text_encoder:
             set_adapter_layers(model.text_encoder, enabled=bool(on_text))
             if on_text:
                 set_weights_and_activate_adapters(model.text_encoder, [e.adapter_name for e in on_text],
                                                   [e.text_strength for e in on_text])
-        fused = bool(stack is not None and stack.fuse and on_unet)
+        fused = bool(stack is not None and stack.fuse and on_denoiser)
         if fused:
-            model.unet.fuse_lora(adapter_names=[e.adapter_name for e in on_unet])
+            denoiser.fuse_lora(adapter_names=[e.adapter_name for e in on_denoiser])
         try:
             yield
         finally:
             if fused:
-                model.unet.unfuse_lora()
+                denoiser.unfuse_lora()
+
+
+def merge_lora(model: Any, stack: LoraStack) -> None:
+    """Merge ``stack`` into ``model``'s denoiser weights for good, leaving plain layers (no adapters).
+
+    For a private copy of a model that keeps a LoRA always on (a speed recipe's LCM-LoRA):
+    afterwards it is an ordinary model again, so a LoRA stack applies to it as to any other,
+    and an exported copy carries the merged weights. Only the denoiser is changed.
+    """
+    import dataclasses
+
+    model = dataclasses.replace(model, text_encoder=None)  # the UNet (or transformer) part only
+    denoiser = denoiser_of(model)
+    with lora_applied(model, stack):
+        names = [e.adapter_name for e in stack.entries if e.adapter_name in _state_of(model).denoiser]
+        if not names:
+            raise ValueError(f"LoRA {stack.entries[0].path} has no weights for model {model.name!r}'s denoiser")
+        denoiser.fuse_lora(adapter_names=names)
+    denoiser.unload_lora()  # keeps the fused weights, drops the LoRA layers
+    with _locks_guard:
+        _states.pop(id(denoiser), None)  # no adapters left to track on it
