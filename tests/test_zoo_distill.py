@@ -107,3 +107,32 @@ def test_exporting_an_unknown_network_is_refused(teacher, tmp_path):
         export_model(tmp_path / "lcm", teacher, "best")
     with pytest.raises(FileNotFoundError, match="run `sfumato zoo distill` first"):
         export_model(tmp_path / "lcm", teacher, "target")
+
+
+def test_distill_refuses_a_teacher_that_is_not_a_diffusion_model(tmp_path, capsys):
+    from sfumato.cli.main import main
+
+    code = main(["zoo", "distill", "--teacher", str(tmp_path / "nothing"), "--steps", "1", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "--teacher" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_zoo_eval_samples_a_model_with_its_own_defaults_unless_told_otherwise(tmp_path, monkeypatch, capsys):
+    from sfumato.cli.main import main
+    from sfumato_zoo import evaluation
+
+    calls = []
+
+    def fake_evaluate(model, **options):
+        calls.append(options)
+        return {"colour": 1.0, "shape": 1.0, "background": 1.0, "all": 1.0, "seconds_per_image": 0.001}
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    folder = tmp_path / "lcm"
+    folder.mkdir()
+    (folder / "sfumato.json").write_text(json.dumps({"defaults": {"scheduler": "lcm", "steps": 2, "guidance": 1.0}}))
+    assert main(["zoo", "eval", str(folder), "--n", "2"]) == 0
+    assert main(["zoo", "eval", str(folder), "--n", "2", "--steps", "1"]) == 0
+    assert main(["zoo", "eval", str(tmp_path), "--n", "2"]) == 0  # no defaults of its own
+    picked = [(c["steps"], c["scheduler"], c["guidance"]) for c in calls]
+    assert picked == [(2, "lcm", 1.0), (1, "lcm", 1.0), (20, "dpm++", 3.0)]
