@@ -44,7 +44,10 @@ class Executor(Protocol):
     registered factory, ``factory(address=..., workers=..., device=...,
     dtype=...)`` (``--address``, ``--workers``, ``--device``, ``--dtype``;
     ``address`` and ``workers`` may be ``None``), then calls :meth:`run_many`
-    once.
+    once. ``sfumato serve --executor NAME`` builds one the same way and calls
+    :meth:`run_many` once per queued job (JSON values, no ``on_outcome``); an
+    executor that is also a context manager is entered when the server starts
+    and exited when it stops, so it may keep workers and models up between jobs.
     """
 
     def run_many(self, graph: Graph, param_sets: list[dict[str, Any]], *, output_dir: str | Path,
