@@ -14,7 +14,6 @@ from typing import Any
 from ..errors import GraphIssue
 from ..graph.document import Graph, Link, ParamRef, Value
 from ..graph.params import PARAM_PORTS
-from ..plugin.lazy import lazy_of
 from ..plugin.nodes import NodeSpec
 from ..plugin.ports import ANY
 
@@ -23,7 +22,7 @@ def same_type_ports(graph: Graph, specs: dict[str, NodeSpec], registry: Any
                     ) -> tuple[dict[tuple[str, str], str], list[GraphIssue]]:
     """``(node, output) -> port`` for the ``Any`` outputs of nodes with ``same_type`` inputs, and the mismatches."""
     generic = {node_id: lazy.same_type for node_id, spec in specs.items()
-               if (lazy := lazy_of(spec)) is not None and lazy.same_type}
+               if (lazy := spec.lazy) is not None and lazy.same_type}
     if not generic:
         return {}, []
     found: dict[str, str] = {}

@@ -74,13 +74,14 @@ class RunState:
         self._untaken: dict[str, str] = {}
         self.started = 0.0
         self._lock = threading.Lock()
+        #: The plugins' event hooks (fixed once the registry is loaded); observers are looked at per event.
+        self._hooks = engine.registry.event_listeners()
 
     # -- events ------------------------------------------------------------------
 
     def _listened(self) -> bool:
         """Whether anyone receives events (observers, plugins' event hooks); else per-node events are not made."""
-        engine = self.engine
-        return bool(engine.observers) or bool(engine.registry.event_listeners())
+        return bool(self.engine.observers or self._hooks)
 
     def emit(self, event: RunEvent) -> None:
         """Deliver an event; errors of observers and plugin hooks go into this run's report."""
@@ -283,7 +284,7 @@ class RunState:
         """Mark a node as started (cancellation check, event); returns the start time."""
         if self.settings.cancel_event.is_set():
             raise RunCancelledError(f"run cancelled before node {node.id!r}")
-        if self._listened():
+        if self.engine.observers or self._hooks:
             self.emit(NodeStarted(self.run_id, node.id, node.spec.id))
         return time.perf_counter()
 
@@ -295,7 +296,7 @@ class RunState:
         record = self.report.nodes[node.id]
         record.status = NodeStatus.RAN
         record.seconds = seconds
-        if self._listened():
+        if self.engine.observers or self._hooks:
             self.emit(NodeFinished(self.run_id, node.id, node.spec.id, seconds))
 
     def use_cached(self, node: PlannedNode, outputs: dict[str, Any]) -> None:

@@ -75,8 +75,12 @@ class Scheduler:
         self._ready: dict[str, list[_RunQueue]] = defaultdict(list)
         self._unready: dict[str, int] = defaultdict(int)
         self._launchable: list[tuple[int, str]] = []
-        for queue in self._queues:
-            self._enqueue(queue)
+        #: One run, one job, no lazy inputs: see :meth:`_run_in_order`.
+        self._in_order = self.jobs == 1 and len(runs) == 1 and not any(
+            runs[0].plan.nodes[node_id].spec.lazy is not None for node_id in runs[0].to_run)
+        if not self._in_order:
+            for queue in self._queues:
+                self._enqueue(queue)
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -186,6 +190,9 @@ class Scheduler:
 
     def run(self) -> None:
         """Run every pair; raises the first failure of a run that does not keep going."""
+        if self._in_order:
+            self._run_in_order(self._queues[0].state)
+            return
         if self.jobs == 1:
             launchable, done, ready = self._launchable, self._done, self._ready
             single = self._queues[0] if len(self._queues) == 1 else None
@@ -227,6 +234,29 @@ class Scheduler:
                             other.cancel()
                         raise
                     self._finish_unit(unit, completions)
+
+    def _run_in_order(self, state: RunState) -> None:
+        """The queue's choices for one run on one job with no lazy inputs, made without the queue.
+
+        The lowest-ranked ready node is then always the next node of the plan
+        order whose sources ran (sources rank lower, and ran before it), and a
+        failure blocks exactly the nodes downstream of it: so the nodes run in
+        plan order, those behind a failure are blocked, as the ready-queue
+        would do, without its per-node bookkeeping (a third of the time of a
+        run of trivial nodes).
+        """
+        nodes, is_cancelled = state.plan.nodes, self.cancel_event.is_set
+        stopped: set[str] = set()  # failed or blocked in this run
+        for node_id in state.to_run:
+            node = nodes[node_id]
+            if stopped and any(edge.source in stopped for edge in node.links):
+                stopped.add(node_id)
+                state.block(node_id)
+                continue
+            if is_cancelled():
+                raise RunCancelledError("run cancelled")
+            if not state.run_node(node):
+                stopped.add(node_id)
 
     def _check_cancelled(self) -> None:
         if self.cancel_event.is_set():

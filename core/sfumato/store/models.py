@@ -171,7 +171,10 @@ class ModelManager:
         whichever node happened to need the model first.
         """
         now = time.perf_counter()
-        loading = sum(seconds for begun, seconds in getattr(self._loads, "items", ()) if begun >= started)
+        loads = getattr(self._loads, "items", None)
+        if not loads:  # no model loaded on this thread yet: the common case, once per node
+            return max(0.0, now - started)
+        loading = sum(seconds for begun, seconds in loads if begun >= started)
         return max(0.0, now - started - loading)
 
     def resolve(self, name_or_path: str) -> Path | str:
