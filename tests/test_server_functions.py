@@ -216,12 +216,12 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name (a followed 302 arrives as a GET)
+            def do_GET(self) -> None:  # a followed 302 arrives as a GET
                 receiver.paths.append(self.path)
                 self.send_response(200)
                 self.end_headers()
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.paths.append(self.path)
                 if self.path == "/redirect":
@@ -277,6 +277,17 @@ def test_a_webhook_is_called_when_the_job_ends_and_retried_after_it_fails(tmp_pa
             time.sleep(0.05)
         state = client.get(f"/api/jobs/{job['id']}").json()["webhook"]
         assert state["delivered"] is True and state["attempts"] == 2
+
+
+def test_a_webhook_still_owed_when_the_server_stopped_is_delivered_when_it_starts_again(tmp_path, receiver):
+    store = JobStore(tmp_path / "data" / "queue.sqlite3")
+    url = f"http://127.0.0.1:{receiver.port}/hook"
+    job_id, _ = store.add_once("prompt-card", {}, {}, None, options={"webhook": url})
+    store.finish(job_id, "done", report={"outputs": {"prompt": "made before the restart"}})
+    with make_client(tmp_path / "data", webhooks=webhook_policy(receiver.port)):
+        receiver.wait(2)
+    assert [call["outputs"] for call in receiver.calls] == [{"prompt": "made before the restart"}] * 2
+    assert store.get(job_id).webhook["delivered"] is True
 
 
 def test_a_webhook_to_a_host_the_operator_did_not_allow_is_refused_at_submit(tmp_path):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tiny_models import save_tiny_zoo_diffusion
 
 from sfumato_server.app import ServerConfig, create_app
-from tiny_models import save_tiny_zoo_diffusion
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Self
 
 from sfumato import Graph, RunReport
 from sfumato import RunOutcome, claim_new_file, path_inside, write_atomically
@@ -93,11 +93,11 @@ class RayExecutor:
         self._started_cluster = False
         self._temp_dir: Path | None = None
 
-    def __enter__(self) -> "RayExecutor":
+    def __enter__(self) -> Self:
         self.held = True
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:

@@ -463,7 +463,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 left = deadline - asyncio.get_running_loop().time()
                 if job is None or job.status in FINAL or left <= 0:
                     return job
-                with contextlib.suppress(asyncio.TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     # Any event of the job (or a second) is a reason to look again.
                     await asyncio.wait_for(events.get(), timeout=min(left, 1.0))
         finally:
