@@ -116,6 +116,12 @@ def test_bad_parameters_are_refused_with_400_naming_the_parameter_and_value(clie
     assert response.status_code == 400 and "parameters" in response.json()["error"]
 
 
+def test_a_misspelt_option_or_a_parameter_in_the_url_is_refused_not_ignored(client):
+    response = client.post("/api/graphs/prompt-card/run?wiat=true&seed=3", json={})
+    assert response.status_code == 400
+    assert "'seed', 'wiat'" in response.json()["error"] and "JSON body" in response.json()["error"]
+
+
 def test_an_unknown_graph_function_is_404(client):
     response = client.post("/api/graphs/no-such-graph/run", json={})
     assert response.status_code == 404 and "no graph named 'no-such-graph'" in response.json()["error"]

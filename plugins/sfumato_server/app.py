@@ -73,6 +73,8 @@ from .worker import Worker
 STATIC = Path(__file__).resolve().parent / "static"
 #: Ids, offsets and limits in URLs are SQLite integers.
 MAX_ID = 2**63 - 1
+#: The query parameters of ``POST /api/graphs/{name}/run`` (``token`` is the guard's).
+FUNCTION_QUERY = frozenset({"wait", "timeout", "keep_going", "webhook", "token"})
 #: An idempotency key: 1 to 255 visible ASCII characters (what the IETF draft and common APIs accept).
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
@@ -511,6 +513,12 @@ def create_app(config: ServerConfig) -> FastAPI:
                         timeout: float | None = Query(None, gt=0, le=86400), keep_going: bool = False,
                         webhook: str | None = Query(None, max_length=2048)) -> Any:
         """Run a graph as a function; each graph's own entry in the OpenAPI document describes it."""
+        unknown = sorted(set(request.query_params) - FUNCTION_QUERY)
+        if unknown:
+            # Parameters go in the body: a misspelt option or a parameter in the URL is not silently dropped.
+            raise RequestError(400, f"unknown query parameter(s) {', '.join(map(repr, unknown))}; this endpoint "
+                                    f"takes {', '.join(sorted(FUNCTION_QUERY - {'token'}))} (the graph's "
+                                    "parameters go in the JSON body)")
         queued = await off_loop(prepare_function_job, name, await request.body(),
                                 request.headers.get("idempotency-key"), keep_going, webhook, limiter=heavy)
         location = {"Location": queued["url"]}

@@ -222,6 +222,7 @@ class Worker:
             report = ran.as_dict() if ran is not None else None
             # The files that finished branches wrote stay the job's (a keep_going run's partial result).
             written = [f for f in (ran.files if ran is not None else []) if Path(f).is_file()]
+            self.policy.remove_unreached(folder, written)  # the policy's reach holds for a partial result too
             self.store.finish(job.id, "failed", error=str(problem), report=report,
                               outputs=_relative(written, self.outputs))
         except Exception as problem:  # noqa: BLE001 - one bad job must not stop the worker
