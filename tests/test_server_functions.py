@@ -219,6 +219,7 @@ class Receiver:
     def __init__(self, failures: int = 0) -> None:
         self.calls: list[dict] = []
         self.paths: list[str] = []
+        self.signatures: list[tuple[bytes, str | None]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -236,6 +237,7 @@ class Receiver:
                     self.end_headers()
                     return
                 receiver.calls.append(json.loads(body))
+                receiver.signatures.append((body, self.headers.get("X-Sfumato-Signature")))
                 failed = len(receiver.calls) <= failures
                 self.send_response(500 if failed else 200)
                 self.end_headers()
@@ -278,11 +280,25 @@ def test_a_webhook_is_called_when_the_job_ends_and_retried_after_it_fails(tmp_pa
         delivered = receiver.calls[1]
         assert delivered["id"] == job["id"] and delivered["status"] == "done"
         assert delivered["outputs"] == {"prompt": "a picture of hooked, flat colours, centred"}
+        assert receiver.signatures[1][1] is None  # no --webhook-secret: unsigned
         deadline = time.monotonic() + 30
         while not client.get(f"/api/jobs/{job['id']}").json()["webhook"]["delivered"] and time.monotonic() < deadline:
             time.sleep(0.05)
         state = client.get(f"/api/jobs/{job['id']}").json()["webhook"]
         assert state["delivered"] is True and state["attempts"] == 2
+
+
+def test_webhook_calls_are_signed_with_the_operators_secret(tmp_path, receiver):
+    import hashlib
+    import hmac
+    from dataclasses import replace
+
+    policy = replace(webhook_policy(receiver.port), secret="s3cret")
+    with make_client(tmp_path / "data", webhooks=policy) as client:
+        client.post("/api/graphs/prompt-card/run", params={"webhook": f"http://127.0.0.1:{receiver.port}/"}, json={})
+        receiver.wait(2)
+    body, signature = receiver.signatures[-1]
+    assert signature == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
 
 
 def test_a_webhook_still_owed_when_the_server_stopped_is_delivered_when_it_starts_again(tmp_path, receiver):

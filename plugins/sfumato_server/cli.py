@@ -43,6 +43,8 @@ def add_parsers(subparsers: Any) -> None:
     serve.add_argument("--webhook-allow", dest="webhook_allow", action="append", default=[], metavar="HOST[:PORT]",
                        help="a host (and port) jobs' webhooks may call (repeatable); without it, jobs may name "
                             "no webhook, so clients cannot make this server call other machines")
+    serve.add_argument("--webhook-secret", default=None, metavar="SECRET",
+                       help="sign each webhook call: X-Sfumato-Signature: sha256=HMAC-SHA256(SECRET, body)")
     serve.add_argument("--max-wait", type=float, default=60.0, metavar="SECONDS",
                        help="longest ?wait=true of POST /api/graphs/NAME/run (default: 60)")
     serve.add_argument("--executor", default="local",
@@ -111,7 +113,8 @@ def _serve(args: argparse.Namespace, body: int) -> int:
     from .webhooks import WebhookPolicy, parse_allowed
 
     try:
-        webhooks = WebhookPolicy(allowed=tuple(parse_allowed(entry) for entry in args.webhook_allow))
+        webhooks = WebhookPolicy(allowed=tuple(parse_allowed(entry) for entry in args.webhook_allow),
+                                 secret=args.webhook_secret or None)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
