@@ -202,7 +202,9 @@ def test_model_planner_output_always_parses_with_a_tiny_random_model(tmp_path):
     layout = st.call_node(layout_nodes.plan, prompt=prompt, planner="model", language_model=str(folder))["layout"]
     assert isinstance(layout, Layout) and layout.planner == "model" and 1 <= len(layout) <= 6
     assert layout.background in layout_nodes.COLOUR_RGB
-    words = set(prompt.split())
+    from sfumato_layout.language_model import prompt_words
+
+    words = set(prompt_words(prompt))  # the prompt's words, and "circle" for "circles"
     assert all(set(obj.caption.split()) <= words for obj in layout.objects)
     assert Layout.from_dict(json.loads(json.dumps(layout.as_dict()))).as_dict() == layout.as_dict()
 
@@ -236,7 +238,7 @@ def test_constrained_choice_follows_the_model_preference():
 
 def test_model_planner_needs_a_model_folder():
     with pytest.raises(ValueError, match="language_model"):
-        st.call_node(layout_nodes.plan, prompt="a circle", planner="model")
+        st.call_node(layout_nodes.plan, prompt="a circle", planner="model", language_model="")
 
 
 def _pairs_file(tmp_path):

@@ -15,6 +15,7 @@ language-model planner's training, with checkpoints and resume).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import sfumato
@@ -27,6 +28,17 @@ __all__ = ["Layout", "LayoutObject"]
 @sfumato.hookimpl
 def sfumato_port_types() -> list[sfumato.PortType]:
     return [sfumato.PortType("Layout", Layout, "objects with box and caption, on a background")]
+
+
+#: Where the plugin's own weights are (the shipped layout planner).
+WEIGHTS = Path(__file__).parent / "weights"
+
+
+@sfumato.hookimpl
+def sfumato_model_sources() -> list[sfumato.ModelSource]:
+    return [sfumato.ModelSource("tiny-layout-planner", WEIGHTS / "tiny-layout-planner",
+                                "a small GPT-2 that writes layout JSON from a prompt (layout.plan planner='model')",
+                                kind="layout-planner")]
 
 
 @sfumato.hookimpl

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ def train_command(args: argparse.Namespace) -> int:
         if step == 1 or step % 20 == 0:
             print(f"step {step} loss {loss:.4f}", flush=True)
 
-    command = "sfumato " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    command = _command_line(args)
     config = TrainingConfig(args.pairs, args.out, steps=args.steps, batch_size=args.batch_size,
                             save_every=args.save_every, seed=args.seed, width=args.width, layers=args.layers,
                             heads=args.heads, learning_rate=args.learning_rate, notes=(("command", command),))
@@ -58,3 +57,18 @@ def train_command(args: argparse.Namespace) -> int:
         raise ParameterError(f"--pairs: {error}") from None
     print(f"model -> {folder}")
     return 0
+
+
+#: ``layout train`` options after the required ones, with their defaults (a default is left out of the record).
+_OPTIONS = (("steps", 3000), ("batch_size", 32), ("save_every", 200), ("seed", 0), ("width", 64), ("layers", 3),
+            ("heads", 4), ("learning_rate", 1e-3), ("threads", 0))
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command that makes this training, for its ``training.json`` (``--steps`` always; other defaults not)."""
+    words = ["sfumato", "layout", "train", "--pairs", str(args.pairs), "--out", str(args.out)]
+    for name, default in _OPTIONS:
+        value = getattr(args, name)
+        if name == "steps" or value != default:
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    return " ".join(shlex.quote(word) for word in words)

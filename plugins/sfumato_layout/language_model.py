@@ -94,10 +94,19 @@ class ChoiceScorer:
 
 
 def prompt_words(prompt: str) -> list[str]:
-    """The words a caption may use: the prompt's own, in order, once each."""
+    """The words a caption may use: the prompt's own, in order, once each, and each plural's singular.
+
+    A caption names one object (``red circle``) where the prompt counts
+    several (``two red circles``), so ``circles`` offers ``circle`` too
+    (``-s`` and ``-es`` dropped; a model gives a non-word no weight).
+    """
     seen: dict[str, None] = {}
     for word in re.findall(r"[a-z0-9]+", prompt.lower()):
         seen.setdefault(word, None)
+        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            seen.setdefault(word[:-1], None)
+            if word.endswith("es"):
+                seen.setdefault(word[:-2], None)
     return list(seen)
 
 

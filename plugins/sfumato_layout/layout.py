@@ -102,3 +102,29 @@ def to_regions(layout: Layout, *, background: str = "flat", object_fill: float =
         colour = COLOUR_RGB[layout.background]
     return sfumato.Regions(tuple(obj.box for obj in layout.objects), tuple(obj.caption for obj in layout.objects),
                            colour, object_fill, background_weight, decode, layout.prompt)
+
+
+def fill_colours(layout: Layout, palette: tuple[str, ...]) -> Layout:
+    """Give each object whose caption names no colour one from ``palette`` that stands out.
+
+    Not the background's colour and not one another caption names; objects
+    with the same caption get the same colour (``three circles`` stay alike).
+    The layout's notes say which colours were chosen. The grammar planner
+    fills colours the same way, phrase by phrase.
+    """
+    def colour_of(caption: str) -> str:
+        return next((word for word in caption.split() if word in COLOUR_RGB), "")
+
+    taken = {colour_of(obj.caption) for obj in layout.objects} - {""} | {layout.background}
+    free = [c for c in palette if c not in taken] or [c for c in palette if c != layout.background]
+    chosen: dict[str, str] = {}
+    objects, notes = [], list(layout.notes)
+    for obj in layout.objects:
+        if not free or colour_of(obj.caption):
+            objects.append(obj)
+            continue
+        if obj.caption not in chosen:
+            chosen[obj.caption] = free[len(chosen) % len(free)]
+            notes.append(f"colour {chosen[obj.caption]!r} chosen for {obj.caption!r}")
+        objects.append(LayoutObject(f"{chosen[obj.caption]} {obj.caption}", obj.box))
+    return Layout(tuple(objects), layout.background, layout.prompt, layout.planner, tuple(notes))

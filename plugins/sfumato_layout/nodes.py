@@ -20,18 +20,28 @@ from sfumato import (
 )
 
 from . import grammar
-from .layout import COLOUR_RGB, Layout, to_regions
+from .layout import COLOUR_RGB, Layout, fill_colours, to_regions
 from .regional import RegionalRequest, latent_windows, regional_latents
 
 Planner = Literal["grammar", "model"]
 
+#: The planner the plugin ships (``weights/tiny-layout-planner``): the default language model.
+SHIPPED_PLANNER = "tiny-layout-planner"
+#: How the shipped planner is made (its training.json holds the exact run).
+TRAINING_COMMAND = ("sfumato zoo layouts --out pairs.jsonl --n 20000 && "
+                    "sfumato layout train --pairs pairs.jsonl --out planner --steps 3000")
 
-def _load_language_model(context: RunContext, folder: str) -> tuple[Any, Any]:
-    """A local causal LM folder and its tokenizer (once per process, through the model manager)."""
+
+def _load_language_model(context: RunContext, name: str) -> tuple[Any, Any]:
+    """A causal LM (a model name or a local folder) and its tokenizer (once per process, through the model manager)."""
     preparing = time.perf_counter()
-    path = context.readable_path(folder)
-    if not (path / "config.json").is_file():
-        raise ModelNotFoundError(f"language_model: {folder!r} is not a Hugging Face model folder (no config.json)")
+    try:
+        path = context.models.resolve(name)
+    except ModelNotFoundError as error:
+        hint = f"; make it with: {TRAINING_COMMAND}" if name == SHIPPED_PLANNER else ""
+        raise ModelNotFoundError(f"language_model: {error}{hint}") from None
+    if not isinstance(path, Path) or not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"language_model: {name!r} is not a local Hugging Face model folder (no config.json)")
 
     def load() -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -43,7 +53,7 @@ def _load_language_model(context: RunContext, folder: str) -> tuple[Any, Any]:
 
 
 @node("layout.plan", category="layout", output="layout")
-def plan(prompt: str, context: RunContext, planner: Planner = "grammar", language_model: str = "",
+def plan(prompt: str, context: RunContext, planner: Planner = "grammar", language_model: str = SHIPPED_PLANNER,
          background: str = "black", object_size: Annotated[float, Field(gt=0.05, le=1.0)] = 0.28,
          palette: list[str] = ["red", "blue", "green", "yellow", "purple"]) -> Layout:  # noqa: B006 - never mutated
     """Plan where each object of a prompt goes: prompt -> ``Layout`` (objects with box and caption; background).
@@ -51,29 +61,32 @@ def plan(prompt: str, context: RunContext, planner: Planner = "grammar", languag
     The ``grammar`` planner parses counts, colours, shapes and other nouns, one
     relation (left of, right of, above, below) and the background, then places
     boxes that do not overlap. It is fast and deterministic. The ``model``
-    planner has a local causal language model (``language_model``, a Hugging
-    Face folder) write the layout as JSON under constrained decoding, so its
-    output always parses; captions are words of the prompt.
+    planner has a causal language model write the layout as JSON under
+    constrained decoding, so its output always parses; captions are words
+    of the prompt. By default that is the plugin's own ``tiny-layout-planner``
+    (a small GPT-2 trained on the zoo's scenes, see its model card); any
+    local Hugging Face causal LM folder works too.
 
     Args:
         prompt: what to draw (``two red circles to the left of a blue square``).
         planner: the planning backend.
-        language_model: with ``planner="model"``: a local causal LM folder.
+        language_model: with ``planner="model"``: ``tiny-layout-planner`` (shipped) or a local causal LM folder.
         background: the background when the prompt names none.
         object_size: each box's side, as a fraction of the canvas.
         palette: colours for objects the prompt gives none (one that stands out from the
             background); empty: leave them uncoloured.
     """
-    if planner == "model":
-        if not language_model:
-            raise ValueError("language_model: planner='model' needs a causal language model folder")
-        from .language_model import plan_with_model
-
-        model, tokenizer = _load_language_model(context, language_model)
-        return plan_with_model(model, tokenizer, prompt)
     unknown = [colour for colour in palette if colour not in COLOUR_RGB]
     if unknown:
         raise ValueError(f"palette: unknown colour(s) {unknown}; known: {', '.join(COLOUR_RGB)}")
+    if planner == "model":
+        if not language_model:
+            raise ValueError(f"language_model: planner='model' needs a causal language model "
+                             f"({SHIPPED_PLANNER!r} or a folder)")
+        from .language_model import plan_with_model
+
+        model, tokenizer = _load_language_model(context, language_model)
+        return fill_colours(plan_with_model(model, tokenizer, prompt), tuple(palette))
     try:
         return grammar.plan(prompt, object_size=object_size, palette=tuple(palette), default_background=background)
     except ValueError as error:

@@ -100,6 +100,25 @@ def build_tokenizer(texts: list[str], folder: Path) -> Any:
     return fast
 
 
+def training_batch(tokenizer: Any, texts: list[str], rng: random.Random, config: TrainingConfig) -> tuple[Any, Any, Any]:
+    """``(input_ids, attention_mask, labels)`` for ``texts``: the loss on the layout only, prompt words hidden.
+
+    Each prompt token but ``layout:`` becomes ``[UNK]`` with probability
+    ``config.unk_rate``; labels are ``-100`` on the prompt and the padding.
+    """
+    encoded = tokenizer([text + tokenizer.eos_token for text in texts], padding=True, truncation=True,
+                        max_length=config.context, return_tensors="pt")
+    labels = encoded.input_ids.masked_fill(encoded.attention_mask == 0, -100)
+    inputs = encoded.input_ids.clone()
+    for row, text in enumerate(texts):
+        head = _prompt_length(tokenizer, text)
+        labels[row, :head] = -100  # the model shifts labels: the first layout token is learnt from "layout:"
+        for column in range(head - 2):  # never hide "layout:" itself, the cue to start
+            if rng.random() < config.unk_rate:
+                inputs[row, column] = tokenizer.unk_token_id
+    return inputs, encoded.attention_mask, labels
+
+
 def train(config: TrainingConfig, log: Callable[[int, float], None] = lambda step, loss: None) -> Path:
     """Train (or resume) and save the model into ``config.out``; returns that folder."""
     import torch
@@ -132,25 +151,15 @@ def train(config: TrainingConfig, log: Callable[[int, float], None] = lambda ste
     if (checkpoint / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
     model.train()
-    unk = tokenizer.unk_token_id
     started = time.perf_counter()
     while step < config.steps:
         # The batch (and its hidden words) depends on the step alone, so a resumed run sees the same data.
         rng = random.Random(config.seed * 1_000_003 + step)
         chosen = [texts[rng.randrange(len(texts))] for _ in range(config.batch_size)]
-        encoded = tokenizer([text + tokenizer.eos_token for text in chosen], padding=True, truncation=True,
-                            max_length=config.context, return_tensors="pt")
-        labels = encoded.input_ids.masked_fill(encoded.attention_mask == 0, -100)
-        inputs = encoded.input_ids.clone()
-        for row, text in enumerate(chosen):
-            head = _prompt_length(tokenizer, text)
-            labels[row, :head] = -100  # the model shifts labels: the first layout token is learnt from "layout:"
-            for column in range(head - 2):  # never hide "layout:" itself, the cue to start
-                if rng.random() < config.unk_rate:
-                    inputs[row, column] = unk
+        inputs, attention_mask, labels = training_batch(tokenizer, chosen, rng, config)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
-        loss = model(input_ids=inputs, attention_mask=encoded.attention_mask, labels=labels).loss
+        loss = model(input_ids=inputs, attention_mask=attention_mask, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
