@@ -65,7 +65,8 @@ def test_parameter_problems_name_each_parameter_and_the_value_given():
     assert problems["subject"]["value"] is None and "is required" in problems["subject"]["message"]
     assert "'italic' is not one of" in problems["style"]["message"] and problems["style"]["value"] == "italic"
     assert "12 is above the maximum 9" in problems["sizes"]["message"]
-    assert "unknown parameter 'extra'" in problems["extra"]["message"] and "(given True)" in problems["extra"]["message"]
+    extra = problems["extra"]["message"]
+    assert "unknown parameter 'extra'" in extra and "(given True)" in extra
 
 
 def test_the_input_schema_accepts_the_defaults_and_refuses_what_the_engine_refuses():

@@ -139,7 +139,8 @@ def test_a_graph_file_that_does_not_load_is_left_out_of_the_openapi_document_and
         assert "/api/graphs/broken/run" not in paths and "/api/graphs/unknown-node/run" not in paths
         assert client.post("/api/graphs/broken/run", json={}).status_code == 400
         response = client.post("/api/graphs/unknown-node/run", json={})
-        assert response.status_code == 400 and "did you mean 'text.normalize'" in response.json()["issues"][0]["message"]
+        assert response.status_code == 400
+        assert "did you mean 'text.normalize'" in response.json()["issues"][0]["message"]
 
 
 def test_waiting_is_bounded_and_answers_408_with_the_job_url_while_the_job_goes_on(tmp_path):
@@ -382,3 +383,22 @@ def test_serve_refuses_an_unknown_executor_naming_the_known_ones(tmp_path, capsy
     assert main(["serve", "--data", str(tmp_path), "--executor", "kubernetes"]) == 2
     error = capsys.readouterr().err
     assert "unknown executor 'kubernetes'" in error and "ray" in error
+
+
+def test_sfumato_serve_calls_webhooks_of_the_hosts_given_by_webhook_allow(tmp_path):
+    from test_server import Server
+
+    receiver = Receiver()
+    server = Server(tmp_path / "data", "--webhook-allow", f"127.0.0.1:{receiver.port}").start()
+    try:
+        hook = f"http://127.0.0.1:{receiver.port}/done"
+        status, job = server.request("POST", "/api/graphs/prompt-card/run?webhook=" + hook, {"seed": 2})
+        assert status == 202
+        receiver.wait(1)
+        assert receiver.calls[0]["id"] == job["id"] and receiver.calls[0]["status"] == "done"
+        other = f"http://127.0.0.1:{receiver.port + 1}/"
+        status, refused = server.request("POST", f"/api/graphs/prompt-card/run?webhook={other}", {})
+        assert status == 400 and "not allowed" in refused["error"]
+    finally:
+        server.stop()
+        receiver.close()
