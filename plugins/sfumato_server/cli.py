@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ def add_parsers(subparsers: Any) -> None:
                        help="a host (and port) jobs' webhooks may call (repeatable); without it, jobs may name "
                             "no webhook, so clients cannot make this server call other machines")
     serve.add_argument("--webhook-secret", default=None, metavar="SECRET",
-                       help="sign each webhook call: X-Sfumato-Signature: sha256=HMAC-SHA256(SECRET, body)")
+                       help="sign each webhook call: X-Sfumato-Signature: sha256=HMAC-SHA256(SECRET, body) "
+                            "(default: $SFUMATO_WEBHOOK_SECRET, which other users cannot read in the process list)")
     serve.add_argument("--max-wait", type=float, default=60.0, metavar="SECONDS",
                        help="longest ?wait=true of POST /api/graphs/NAME/run (default: 60)")
     serve.add_argument("--executor", default="local",
@@ -114,7 +116,7 @@ def _serve(args: argparse.Namespace, body: int) -> int:
 
     try:
         webhooks = WebhookPolicy(allowed=tuple(parse_allowed(entry) for entry in args.webhook_allow),
-                                 secret=args.webhook_secret or None)
+                                 secret=args.webhook_secret or os.environ.get("SFUMATO_WEBHOOK_SECRET") or None)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
