@@ -36,7 +36,16 @@ from .lora import LoraStack, family_of_width, lora_applied, model_lock
 from .regions import generate_regions
 from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, preview_image, sample_latents
 from .schedulers import SCHEDULER_NAMES
-from .speed import SpeedRecipe, as_recipe, for_one_loop, make_sampler, prepare, sampling_choice, validation_problems
+from .speed import (
+    SpeedRecipe,
+    as_recipe,
+    for_one_loop,
+    guidance_choice,
+    make_sampler,
+    prepare,
+    sampling_choice,
+    validation_problems,
+)
 from .vocabulary import check_prompts_in_vocabulary
 
 DEFAULT_MODEL = "tiny-shapes-diffusion"
@@ -193,11 +202,13 @@ def generate(
         cpu_offload: keep weights on the CPU between calls (saves GPU memory).
         compile: ``torch.compile`` the UNet (slow first call, faster after; GPU).
         speed: acceleration levers (a JSON object): dtype, channels_last, attention, fuse_qkv, compile,
-            quantize, step_cache, token_merging, sampler, steps; see ``sfumato_diffusers.speed``.
+            quantize, step_cache, token_merging, sampler, steps, lcm_lora, guidance, backend; see
+            ``sfumato_diffusers.speed``.
     """
     diffusion = load_diffusion_model(context, model, attention_slicing=attention_slicing,
                                      vae_tiling=vae_tiling, compile_unet=compile)
     diffusion, scheduler, steps = prepare(context, diffusion, speed, scheduler, steps, loras)
+    guidance = guidance_choice(speed, guidance)  # an LCM-LoRA samples without guidance
     if layout is not None:
         return _generate_layout(context, diffusion, scheduler, layout, conditioning, negative, negative_prompt,
                                 steps, guidance, width, height, batch_size, seed, loras, (init_images, mask, control,
@@ -432,7 +443,8 @@ def generate_batch(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if call["negative"] is None and call["negative_prompt"]:
                     call["negative"] = _prompt_conditioning(diffusion, [call["negative_prompt"]])
                 items.append(_prepare_request(diffusion, call["conditioning"], call["prompt"], call["negative"],
-                                              sampling_choice(speed, "", call["steps"])[1], call["guidance"],
+                                              sampling_choice(speed, "", call["steps"])[1],
+                                              guidance_choice(speed, call["guidance"]),
                                               call["width"], call["height"],
                                               call["batch_size"], call["seed"], call["init_images"],
                                               call["strength"], call["mask"],

@@ -3,9 +3,11 @@
 A recipe names the levers that make a diffusion run faster — precision,
 memory layout, attention backend, ``torch.compile`` of the repeated blocks,
 int8 quantization (torchao), DeepCache-style step caching, token merging
-(tomesd) and few-step sampling — as one JSON object::
+(tomesd), few-step sampling (with an LCM-LoRA for Stable Diffusion models) and
+a CPU backend (OpenVINO, :mod:`.cpu_backend`) — as one JSON object::
 
     {"dtype": "bfloat16", "channels_last": true, "step_cache": 2}
+    {"lcm_lora": "lcm-lora-sdv1-5.safetensors", "backend": "openvino"}
 
 It is a literal input, so it is part of the node's cache signature and of the
 graph (and parameters) stored in a PNG's metadata. Combinations known not to
@@ -13,15 +15,17 @@ work, or not to help on the run's device, are refused with a message naming
 both levers (:func:`recipe_conflicts`) before any weights move.
 
 The levers that change the UNet's modules (dtype, layout, attention, fusion,
-quantization, compile, token merging) are applied once to a copy of the
-loaded model, kept by the model manager under a key that includes the
-recipe; step caching and few-step sampling act per denoising loop.
+quantization, compile, token merging, a merged LCM-LoRA, the backend) are
+applied once to a copy of the loaded model, kept by the model manager under a
+key that includes the recipe; step caching and few-step sampling act per
+denoising loop.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,8 +49,15 @@ class SpeedRecipe(BaseModel):
         step_cache: run the whole UNet every N-th step and only its outer blocks in between,
             reusing the deep features (DeepCache); 1 is off.
         token_merging: fraction of tokens tomesd merges in the attention blocks; 0 is off.
-        sampler: a few-step scheduler (``lcm`` needs an LCM-distilled model).
+        sampler: a few-step scheduler (``lcm`` needs an LCM-distilled model or ``lcm_lora``).
         steps: denoising steps, overriding the node's ``steps`` (with ``sampler``, typically 2-8).
+        lcm_lora: an LCM-LoRA file (``.safetensors``, e.g. ``lcm-lora-sdv1-5``) merged into a copy of the
+            UNet; it switches to the ``lcm`` sampler with 4 steps and guidance 1 unless ``sampler``,
+            ``steps`` or ``guidance`` say otherwise.
+        guidance: classifier-free guidance scale, overriding the node's ``guidance`` (1 turns it off,
+            halving each step's work).
+        backend: ``"openvino"`` runs the UNet and the VAE decoder converted to OpenVINO (CPU only;
+            ``dtype`` is its inference precision); ``"torch"`` is PyTorch itself.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -61,6 +72,9 @@ class SpeedRecipe(BaseModel):
     token_merging: float = Field(0.0, ge=0.0, le=0.75)
     sampler: Literal["lcm", "tcd"] | None = None
     steps: int | None = Field(None, ge=1, le=1000)
+    lcm_lora: str | None = Field(None, min_length=1)
+    guidance: float | None = Field(None, ge=0, le=50)
+    backend: Literal["torch", "openvino"] = "torch"
 
     def __repr__(self) -> str:
         # The cache signature falls back to repr for non-JSON literals: make it the
@@ -77,7 +91,8 @@ class SpeedRecipe(BaseModel):
     def changes_modules(self) -> bool:
         """Whether the recipe needs its own copy of the UNet (levers applied to its modules)."""
         return bool(self.dtype or self.channels_last or self.attention != "default" or self.fuse_qkv
-                    or self.compile or self.quantize != "none" or self.token_merging)
+                    or self.compile or self.quantize != "none" or self.token_merging or self.lcm_lora
+                    or self.backend != "torch")
 
 
 def as_recipe(value: Any) -> SpeedRecipe | None:
@@ -115,6 +130,60 @@ def recipe_conflicts(recipe: SpeedRecipe, device: str | None = None) -> list[str
     if recipe.dtype in _SLOW_DTYPES.get(kind, ()):
         problems.append(f"speed.dtype={recipe.dtype!r} with device {kind!r}: float16 is emulated on cpu "
                         "(slower than float32, and some kernels are missing); use 'bfloat16'")
+    if recipe.lcm_lora and recipe.step_cache > 1:
+        problems.append(f"speed.step_cache={recipe.step_cache} with speed.lcm_lora: an LCM-LoRA samples in a few "
+                        "steps, too few to reuse features between; use one of the two")
+    problems += _backend_conflicts(recipe, kind)
+    return problems
+
+
+#: Levers the OpenVINO backend cannot honour: they change PyTorch modules or calls that it replaces.
+_NOT_ON_BACKEND = {
+    "compile": "it compiles the model itself",
+    "quantize": "torchao's quantized weights do not convert",
+    "token_merging": "tomesd patches PyTorch's attention blocks at run time",
+    "step_cache": "step caching skips the UNet's deep blocks, and the exported UNet runs as one piece",
+    "channels_last": "it chooses its own memory layout",
+    "attention": "it chooses its own attention kernels",
+    "fuse_qkv": "it fuses projections itself",
+}
+
+
+def _backend_conflicts(recipe: SpeedRecipe, kind: str) -> list[str]:
+    if recipe.backend == "torch":
+        return []
+    defaults = SpeedRecipe()
+    problems = [f"speed.backend={recipe.backend!r} with speed.{lever}: {why}; use one of the two"
+                for lever, why in _NOT_ON_BACKEND.items() if getattr(recipe, lever) != getattr(defaults, lever)]
+    if kind and kind != "cpu":
+        problems.append(f"speed.backend={recipe.backend!r} with device {kind!r}: it is a CPU backend; "
+                        "run on cpu or drop speed.backend")
+    return problems
+
+
+def recipe_problems(recipe: SpeedRecipe) -> list[str]:
+    """What a recipe needs and this machine lacks: a backend's package, a readable LCM-LoRA file."""
+    problems: list[str] = []
+    if recipe.backend == "openvino":
+        from .cpu_backend import OPENVINO
+
+        if not OPENVINO.is_installed():
+            problems.append(f"speed.backend='openvino': {OPENVINO.message()}")
+    if recipe.lcm_lora:
+        from .lora import inspect_lora_file
+
+        path = Path(recipe.lcm_lora).expanduser()
+        if not path.is_file():
+            problems.append(f"speed.lcm_lora: no file {recipe.lcm_lora!r}")
+        else:
+            try:
+                info = inspect_lora_file(path)
+            except ValueError as error:
+                problems.append(f"speed.lcm_lora: {error}")
+            else:
+                if not info.has_unet:
+                    problems.append(f"speed.lcm_lora: {recipe.lcm_lora} has no UNet weights (an LCM-LoRA "
+                                    "adapts the UNet)")
     return problems
 
 
@@ -135,12 +204,14 @@ def accelerate(context: Any, diffusion: DiffusionModel, recipe: SpeedRecipe | No
     """
     if recipe is None:
         return diffusion
-    problems = recipe_conflicts(recipe, str(context.device))
+    problems = recipe_conflicts(recipe, str(context.device)) + recipe_problems(recipe)
     if problems:
         raise ValueError("; ".join(problems))
     if not recipe.changes_modules:
         return apply_levers(diffusion, recipe)  # no copy: only the loop levers
     key = f"diffusion:{diffusion.name}+speed:{recipe.key()}"
+    if recipe.lcm_lora:  # the file's content, not its path, is what the copy carries
+        key += f"+lcm:{lcm_stack(recipe.lcm_lora).entries[0].sha256}"
     return context.models.get(key, context.device, context.dtype, lambda: apply_levers(diffusion, recipe))
 
 
@@ -161,7 +232,14 @@ def apply_levers(diffusion: DiffusionModel, recipe: SpeedRecipe) -> AcceleratedM
     unet = copy.deepcopy(diffusion.unet)
     vae = diffusion.vae
     dtype = diffusion.dtype
-    if recipe.dtype:
+    info = diffusion.info
+    if recipe.lcm_lora:
+        # First, on the float weights the LoRA was trained against; the other levers act on the result.
+        from .lora import merge_lora
+
+        merge_lora(dataclasses.replace(diffusion, unet=unet), lcm_stack(recipe.lcm_lora))
+        info = {**info, "lcm": True}  # the lcm scheduler now fits this copy
+    if recipe.dtype and recipe.backend == "torch":  # a backend's dtype is its inference precision
         from diffusers.utils import logging as diffusers_logging
 
         dtype = getattr(torch, recipe.dtype)
@@ -192,8 +270,19 @@ def apply_levers(diffusion: DiffusionModel, recipe: SpeedRecipe) -> AcceleratedM
         quantize_linear_layers(unet, recipe.quantize)
     if recipe.compile:
         compile_repeated_blocks(unet)
-    fields = {**_fields(diffusion), "unet": unet, "vae": vae, "dtype": dtype}
+    if recipe.backend == "openvino":
+        from .cpu_backend import on_openvino
+
+        unet, vae = on_openvino(unet, vae, recipe.dtype)
+    fields = {**_fields(diffusion), "unet": unet, "vae": vae, "dtype": dtype, "info": info}
     return AcceleratedModel(**fields, recipe=recipe)
+
+
+def lcm_stack(path: str) -> Any:
+    """A one-entry LoRA stack of an LCM-LoRA file (read and hashed by the LoRA node's own code)."""
+    from .lora import lora
+
+    return lora(path)
 
 
 def _optional(package: str, lever: str) -> Any:
@@ -253,11 +342,28 @@ def weight_bytes(module: Any) -> int:
 # --- per-loop levers: few-step sampling and step caching ------------------------------------------
 
 
+#: An LCM-LoRA's sampling unless the recipe says otherwise (the LCM-LoRA paper's 4 steps, no guidance).
+LCM_LORA_STEPS = 4
+LCM_LORA_GUIDANCE = 1.0
+
+
 def sampling_choice(recipe: SpeedRecipe | None, scheduler: str, steps: int) -> tuple[str, int]:
     """The scheduler name and step count a loop uses under the recipe."""
     if recipe is None:
         return scheduler, steps
+    if recipe.lcm_lora:
+        return recipe.sampler or "lcm", recipe.steps or LCM_LORA_STEPS
     return recipe.sampler or scheduler, recipe.steps or steps
+
+
+def guidance_choice(speed: Any, guidance: float) -> float:
+    """The guidance scale a loop uses under the recipe (``speed``: a recipe, its JSON, or ``None``)."""
+    recipe = as_recipe(speed)
+    if recipe is None:
+        return guidance
+    if recipe.guidance is not None:
+        return recipe.guidance
+    return LCM_LORA_GUIDANCE if recipe.lcm_lora else guidance
 
 
 def make_sampler(name: str, scheduler_config: dict[str, Any], supports_lcm: bool) -> Any:
@@ -355,12 +461,12 @@ class StepCachedUNet:
 
 
 def validation_problems(value: Any) -> list[str]:
-    """Device-independent conflicts of a ``speed`` input (graph validation); [] for none or invalid."""
+    """Device-independent conflicts of a ``speed`` input and what it lacks (graph validation); [] for none."""
     try:
         recipe = as_recipe(value)
     except ValueError:
         return []  # an invalid recipe is reported by the input's own type check
-    return recipe_conflicts(recipe) if recipe is not None else []
+    return recipe_conflicts(recipe) + recipe_problems(recipe) if recipe is not None else []
 
 
 def prepare(context: Any, diffusion: DiffusionModel, speed: Any, scheduler: str, steps: int,
@@ -369,12 +475,16 @@ def prepare(context: Any, diffusion: DiffusionModel, speed: Any, scheduler: str,
 
     Raises:
         ValueError: a conflict on the run's device, or module levers with LoRAs (the
-            accelerated copy is keyed by the recipe alone, so it must not carry a LoRA).
+            accelerated copy is keyed by the recipe alone, so it must not carry a LoRA; a
+            merged LCM-LoRA leaves plain weights, which take a LoRA stack as any model does).
     """
     recipe = as_recipe(speed)
     if recipe is None:
         return diffusion, scheduler, steps
-    if loras and recipe.changes_modules:
+    if loras and recipe.backend != "torch":
+        raise ValueError(f"speed.backend={recipe.backend!r} with loras: the exported UNet has fixed weights; "
+                         "merge the LoRA into the model, or drop one of the two")
+    if loras and recipe.model_copy(update={"lcm_lora": None}).changes_modules:
         raise ValueError("speed levers that change the UNet (dtype, channels_last, attention, fuse_qkv, compile, "
                          "quantize, token_merging) with loras: not supported together yet; keep only "
                          "step_cache/sampler/steps in the recipe, or drop the LoRAs")
