@@ -260,7 +260,7 @@ def save_tiny_flux_pipeline(folder: Path) -> Path:
     return folder
 
 
-def save_tiny_sd3_pipeline(folder: Path) -> Path:
+def save_tiny_sd3_pipeline(folder: Path, num_layers: int = 1) -> Path:
     """An SD3-layout folder: a 1-layer SD3 MMDiT, CLIP-L and CLIP-G (16 wide, 32-wide projections) and T5 (32).
 
     As in SD3, the two CLIPs' states side by side (16 + 16) are padded to T5's
@@ -270,7 +270,7 @@ def save_tiny_sd3_pipeline(folder: Path) -> Path:
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
     torch.manual_seed(0)
-    SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8,
+    SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=num_layers, attention_head_dim=8,
                           num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32,
                           pooled_projection_dim=64, out_channels=4).save_pretrained(folder / "transformer")
     AutoencoderKL(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1,
@@ -315,3 +315,113 @@ def save_tiny_sdxl_refiner(folder: Path) -> Path:
         "tokenizer_2": ["transformers", "PreTrainedTokenizerFast"],
     }))
     return folder
+
+
+def _swap_halves(tensor):
+    """SD3's and Flux's original adaLN layouts put shift before scale; diffusers scale before shift."""
+    import torch
+
+    first, second = tensor.chunk(2, dim=0)
+    return torch.cat([second, first], dim=0)
+
+
+def _sd3_to_original(state: dict, num_layers: int) -> dict:
+    """A diffusers SD3Transformer2DModel state dict in Stability's original (MMDiT) layout, as sd3.5 files have it."""
+    import torch
+
+    out = {"pos_embed": state["pos_embed.pos_embed"]}
+    renames = {"pos_embed.proj": "x_embedder.proj", "time_text_embed.timestep_embedder.linear_1": "t_embedder.mlp.0",
+               "time_text_embed.timestep_embedder.linear_2": "t_embedder.mlp.2", "context_embedder": "context_embedder",
+               "time_text_embed.text_embedder.linear_1": "y_embedder.mlp.0",
+               "time_text_embed.text_embedder.linear_2": "y_embedder.mlp.2", "proj_out": "final_layer.linear"}
+    for kind in ("weight", "bias"):
+        for new, old in renames.items():
+            out[f"{old}.{kind}"] = state[f"{new}.{kind}"]
+        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(state[f"norm_out.linear.{kind}"])
+        for i in range(num_layers):
+            block, joint, last = f"transformer_blocks.{i}.", f"joint_blocks.{i}.", i == num_layers - 1
+            out[f"{joint}x_block.attn.qkv.{kind}"] = torch.cat([state[f"{block}attn.to_{x}.{kind}"] for x in "qkv"])
+            out[f"{joint}context_block.attn.qkv.{kind}"] = torch.cat(
+                [state[f"{block}attn.add_{x}_proj.{kind}"] for x in "qkv"])
+            out[f"{joint}x_block.attn.proj.{kind}"] = state[f"{block}attn.to_out.0.{kind}"]
+            out[f"{joint}x_block.adaLN_modulation.1.{kind}"] = state[f"{block}norm1.linear.{kind}"]
+            context_norm = state[f"{block}norm1_context.linear.{kind}"]
+            out[f"{joint}context_block.adaLN_modulation.1.{kind}"] = _swap_halves(context_norm) if last else context_norm
+            out[f"{joint}x_block.mlp.fc1.{kind}"] = state[f"{block}ff.net.0.proj.{kind}"]
+            out[f"{joint}x_block.mlp.fc2.{kind}"] = state[f"{block}ff.net.2.{kind}"]
+            if not last:  # the last block's context stream ends after attention
+                out[f"{joint}context_block.attn.proj.{kind}"] = state[f"{block}attn.to_add_out.{kind}"]
+                out[f"{joint}context_block.mlp.fc1.{kind}"] = state[f"{block}ff_context.net.0.proj.{kind}"]
+                out[f"{joint}context_block.mlp.fc2.{kind}"] = state[f"{block}ff_context.net.2.{kind}"]
+    return {"model.diffusion_model." + key: value for key, value in out.items()}
+
+
+def _flux_to_bfl(state: dict, num_layers: int, num_single_layers: int) -> dict:
+    """A diffusers FluxTransformer2DModel state dict in Black Forest Labs' layout, as flux1-*.safetensors has it."""
+    import torch
+
+    renames = {"time_text_embed.timestep_embedder.linear_1": "time_in.in_layer",
+               "time_text_embed.timestep_embedder.linear_2": "time_in.out_layer",
+               "time_text_embed.text_embedder.linear_1": "vector_in.in_layer",
+               "time_text_embed.text_embedder.linear_2": "vector_in.out_layer",
+               "context_embedder": "txt_in", "x_embedder": "img_in", "proj_out": "final_layer.linear"}
+    out = {}
+    for kind in ("weight", "bias"):
+        for new, old in renames.items():
+            out[f"{old}.{kind}"] = state[f"{new}.{kind}"]
+        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(state[f"norm_out.linear.{kind}"])
+        for i in range(num_layers):
+            block, double = f"transformer_blocks.{i}.", f"double_blocks.{i}."
+            out[f"{double}img_attn.qkv.{kind}"] = torch.cat([state[f"{block}attn.to_{x}.{kind}"] for x in "qkv"])
+            out[f"{double}txt_attn.qkv.{kind}"] = torch.cat([state[f"{block}attn.add_{x}_proj.{kind}"] for x in "qkv"])
+            for bfl, diffusers in (("img_mod.lin", "norm1.linear"), ("txt_mod.lin", "norm1_context.linear"),
+                                   ("img_mlp.0", "ff.net.0.proj"), ("img_mlp.2", "ff.net.2"),
+                                   ("txt_mlp.0", "ff_context.net.0.proj"), ("txt_mlp.2", "ff_context.net.2"),
+                                   ("img_attn.proj", "attn.to_out.0"), ("txt_attn.proj", "attn.to_add_out")):
+                out[f"{double}{bfl}.{kind}"] = state[f"{block}{diffusers}.{kind}"]
+        for i in range(num_single_layers):
+            block, single = f"single_transformer_blocks.{i}.", f"single_blocks.{i}."
+            out[f"{single}linear1.{kind}"] = torch.cat([state[f"{block}attn.to_{x}.{kind}"] for x in "qkv"]
+                                                       + [state[f"{block}proj_mlp.{kind}"]])
+            out[f"{single}linear2.{kind}"] = state[f"{block}proj_out.{kind}"]
+            out[f"{single}modulation.lin.{kind}"] = state[f"{block}norm.linear.{kind}"]
+    for i in range(num_layers):
+        block, double = f"transformer_blocks.{i}.", f"double_blocks.{i}."
+        for stream, prefix in (("img", ""), ("txt", "added_")):
+            out[f"{double}{stream}_attn.norm.query_norm.scale"] = state[f"{block}attn.norm_{prefix}q.weight"]
+            out[f"{double}{stream}_attn.norm.key_norm.scale"] = state[f"{block}attn.norm_{prefix}k.weight"]
+    for i in range(num_single_layers):
+        block, single = f"single_transformer_blocks.{i}.", f"single_blocks.{i}."
+        out[f"{single}norm.query_norm.scale"] = state[f"{block}attn.norm_q.weight"]
+        out[f"{single}norm.key_norm.scale"] = state[f"{block}attn.norm_k.weight"]
+    return out
+
+
+def save_single_file(folder: Path, path: Path, family: str) -> Path:
+    """A diffusers folder of ``family`` as one ``.safetensors`` file in the layout model sites hand out.
+
+    SDXL: UNet and VAE in the LDM layout and CLIP-L under ``conditioner.embedders.0``;
+    SD3: the MMDiT under ``model.diffusion_model.joint_blocks`` and the VAE;
+    Flux: the transformer alone in Black Forest Labs' layout (``double_blocks``), as flux1-dev ships.
+    """
+    from safetensors.torch import load_file, save_file
+
+    def config(part: str) -> dict:
+        return json.loads((folder / part / "config.json").read_text())
+
+    def weights(part: str) -> dict:
+        return load_file(folder / part / "diffusion_pytorch_model.safetensors")
+
+    if family == "sdxl":
+        tensors = {**_unet_to_ldm(weights("unet"), config("unet")), **_vae_to_ldm(weights("vae"), config("vae"))}
+        for key, value in load_file(folder / "text_encoder" / "model.safetensors").items():
+            tensors["conditioner.embedders.0.transformer.text_model." + key.removeprefix("text_model.")] = value
+    elif family == "sd3":
+        tensors = {**_sd3_to_original(weights("transformer"), config("transformer")["num_layers"]),
+                   **_vae_to_ldm(weights("vae"), config("vae"))}
+    else:
+        settings = config("transformer")
+        tensors = _flux_to_bfl(weights("transformer"), settings["num_layers"], settings["num_single_layers"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+    return path

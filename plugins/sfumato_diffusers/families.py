@@ -98,6 +98,22 @@ def single_file_of(name: str, sources: Any) -> Path | None:
         return None
 
 
+def single_file_family(name: str, sources: Any) -> str:
+    """The family of the single-file checkpoint ``name`` names (from its keys), or ``""``."""
+    from sfumato import SfumatoError
+
+    from .singlefile import detect_file
+
+    file = single_file_of(name, sources)
+    if file is None:
+        return ""
+    try:
+        found = detect_file(file)
+    except SfumatoError:
+        return ""  # validation of the generator's model input says what the file is not
+    return found.family if found.kind in ("checkpoint", "transformer") else ""
+
+
 def expected_of_single_file(path: Path) -> dict[str, Any]:
     """What a single-file checkpoint's UNet needs from its conditioning, from the file's keys (no weights read)."""
     from .singlefile import CONDITIONING_FAMILY, checkpoint_family

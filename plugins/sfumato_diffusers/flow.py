@@ -55,25 +55,48 @@ class FluxModel:
     family: str = FLUX
 
 
-def _folder(context: RunContext, name: str) -> Path:
+def _locate(context: RunContext, name: str, family: str) -> tuple[Path, Path | None]:
+    """``(pipeline folder, None)`` for a folder; ``(config folder, file)`` for a single-file checkpoint."""
     from .families import local_hub_snapshot
 
     path = context.models.resolve(name)
     if isinstance(path, str):
         path = local_hub_snapshot(path)
+    if path.is_file():
+        return _single_file_config(name, path, family), path
     missing = [part for part in ("transformer", "vae", "scheduler") if not (path / part).is_dir()]
     if missing:
-        raise ModelNotFoundError(f"model {name!r} at {path} is not a Flux folder: missing {', '.join(missing)}/ "
-                                 "(expected transformer/, vae/ and scheduler/ as FluxPipeline.save_pretrained writes)")
-    return path
+        label = "Flux" if family == FLUX else "SD3"
+        raise ModelNotFoundError(f"model {name!r} at {path} is not a {label} folder: missing {', '.join(missing)}/ "
+                                 f"(expected transformer/, vae/ and scheduler/ as {PIPELINES[family][0]}"
+                                 ".save_pretrained writes), nor a single .safetensors checkpoint")
+    return path, None
+
+
+def _single_file_config(name: str, path: Path, family: str) -> Path:
+    """The library folder whose configs (and VAE, for files without one) a single ``family`` file loads with."""
+    from .library import ENV_FOLDERS, config_folder_for
+    from .singlefile import transformer_checkpoint_family
+
+    if path.suffix != ".safetensors":
+        raise ModelNotFoundError(f"model {name!r} is a file but not a .safetensors checkpoint (sfumato loads no "
+                                 "pickled .ckpt/.bin files)")
+    transformer_checkpoint_family(path, family)  # SfumatoError naming what the file is, when it is not one
+    config = config_folder_for(family)
+    if config is None:
+        raise ModelNotFoundError(
+            f"model {name!r} is a single-file {family} checkpoint; its configs (and its VAE, when the file has "
+            f"none) come from a diffusers {family} folder in the model library, and there is none: add one (its "
+            f"transformer weights are not read) to a folder in {ENV_FOLDERS}")
+    return config
 
 
 def load_flux(context: RunContext, name: str, family: str = FLUX) -> FluxModel:
-    """The Flux (or SD3) model ``name``, loaded once per process through the model manager."""
+    """The Flux (or SD3) model ``name`` (a folder or a single file), loaded once per process."""
     from sfumato import torch_dtype
 
     preparing = time.perf_counter()
-    path = _folder(context, name)
+    path, single_file = _locate(context, name, family)
     dtype = torch_dtype(context.dtype)
 
     def load() -> FluxModel:
@@ -82,9 +105,15 @@ def load_flux(context: RunContext, name: str, family: str = FLUX) -> FluxModel:
 
         pipeline_class, transformer_class, absent, _ = PIPELINES[family]
         low_memory = importlib.util.find_spec("accelerate") is not None
-        transformer = getattr(diffusers, transformer_class).from_pretrained(
+        parts: dict[str, Any] = {}
+        if single_file is not None:
+            from .singlefile import load_transformer_checkpoint
+
+            parts = load_transformer_checkpoint(single_file, path, family, dtype)
+        transformer = parts.get("transformer") or getattr(diffusers, transformer_class).from_pretrained(
             path, subfolder="transformer", torch_dtype=dtype, low_cpu_mem_usage=low_memory)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, low_cpu_mem_usage=low_memory)
+        vae = parts.get("vae") or AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype,
+                                                                low_cpu_mem_usage=low_memory)
         scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler")
         pipeline = getattr(diffusers, pipeline_class)(scheduler=scheduler, vae=vae.eval(), transformer=transformer.eval(),
                                                       **dict.fromkeys(absent)).to(context.device)
@@ -98,12 +127,28 @@ def load_flux(context: RunContext, name: str, family: str = FLUX) -> FluxModel:
 def _expected(inputs: dict[str, Any], context: ValidationContext, family: str = FLUX) -> dict[str, dict[str, Any]]:
     """A transformer takes its family's conditioning as wide as its joint attention (from its config, no torch)."""
     folder = context.model_folder(inputs["model"]) if inputs.get("model") else None
+    if folder is None and inputs.get("model"):
+        _check_single_file(str(inputs["model"]), context, family)
     expected: dict[str, Any] = {"family": family}
     config = folder / "transformer" / "config.json" if folder is not None else None
     if config is not None and config.exists():
         expected["width"] = json.loads(config.read_text()).get("joint_attention_dim")
     # A LoRA whose keys name another architecture's blocks (a UNet's, the other transformer's) is refused.
     return {"conditioning": expected, "negative": expected, "loras": {"family": family}}
+
+
+def _check_single_file(model: str, context: ValidationContext, family: str) -> None:
+    """A single file given as ``model`` must be a ``family`` checkpoint (from its keys, no weights read)."""
+    from .families import single_file_of
+    from .singlefile import transformer_checkpoint_family
+
+    file = single_file_of(model, context.model_sources)
+    if file is None:
+        return
+    try:
+        transformer_checkpoint_family(file, family)
+    except Exception as error:  # noqa: BLE001 - SfumatoError from the file's keys, reported on the input
+        context.problem(str(error), "model")
 
 
 def _check(model: FluxModel, conditioning: Conditioning, role: str) -> None:

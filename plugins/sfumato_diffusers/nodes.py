@@ -28,6 +28,7 @@ from .families import (
     expected_conditioning,
     expected_of_single_file,
     folder_family,
+    single_file_family,
     single_file_of,
 )
 from .ip_adapter import ImagePrompt, image_prompt_embeddings, ip_adapter_applied
@@ -513,6 +514,8 @@ def generator_of(model: str, sources: Mapping[str, Any], folder_of: Callable[[st
         return f"{info['family']}.generate"
     if folder is not None and folder_family(folder) in TRANSFORMER_GENERATORS:  # Flux, SD3: flow matching
         return TRANSFORMER_GENERATORS[folder_family(folder)]
+    if folder is None and single_file_family(model, sources) in TRANSFORMER_GENERATORS:  # a Flux or SD3 file
+        return TRANSFORMER_GENERATORS[single_file_family(model, sources)]
     if folder is None or (folder / "unet").is_dir() or (folder / "model_index.json").exists():
         return DIFFUSION_GENERATOR
     return ""

@@ -1,0 +1,161 @@
+"""Single-file SDXL, SD3 and Flux checkpoints: tiny random models saved in the layout model sites hand out,
+their family detected from the keys, loaded with the configs of a library folder (no hub), run for two steps."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from sfumato import Engine, GraphBuilder, SfumatoError, default_registry, validate_graph
+from tiny_models import save_single_file, save_tiny_flux_pipeline, save_tiny_sd3_pipeline, save_tiny_sdxl_pipeline
+
+BUILDERS = {"sdxl": save_tiny_sdxl_pipeline, "sd3": lambda folder: save_tiny_sd3_pipeline(folder, num_layers=2),
+            "flux": save_tiny_flux_pipeline}
+DENOISER = {"sdxl": "unet", "sd3": "transformer", "flux": "transformer"}
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """A library with a diffusers folder of each family (the configs) and, per family, a single file
+    made from another model of that family (other weights), so the tests see the file's weights are used."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    root = tmp_path_factory.mktemp("single-families")
+    expected = {}
+    for family, build in BUILDERS.items():
+        build(root / "library" / f"{family}-base")
+        other = build(root / "build" / family)
+        weights = other / DENOISER[family] / "diffusion_pytorch_model.safetensors"
+        torch.manual_seed(7)
+        save_file({k: v + 0.05 * torch.randn_like(v) for k, v in load_file(weights).items()}, weights)
+        save_single_file(other, root / "library" / "checkpoints" / f"{family}-finetune.safetensors", family)
+        expected[family] = load_file(weights)
+    shutil.rmtree(root / "build")  # the library holds the base folders and the single files only
+    return root / "library", expected
+
+
+@pytest.fixture
+def engine(library, monkeypatch):
+    monkeypatch.setenv("SFUMATO_MODELS", str(library[0]))
+    return Engine(device="cpu", cache=False)
+
+
+def graph(family, root, **inputs):
+    """``encode.<family>`` of the library's folder (the encoders) -> the family's generator with the single file."""
+    builder = GraphBuilder(f"{family}-single")
+    encode = builder.add(f"encode.{family}", "enc", texts="a red circle", model=str(root / f"{family}-base"))
+    generator = {"sdxl": "diffusion.generate", "sd3": "sd3.generate", "flux": "flux.generate"}[family]
+    gen = builder.add(generator, "gen", conditioning=encode["conditioning"],
+                      model=str(root / "checkpoints" / f"{family}-finetune.safetensors"),
+                      **{"steps": 2, "guidance": 1.0, **inputs})
+    builder.output("images", gen["images"])
+    return builder.build()
+
+
+def loaded_denoiser(engine, family):
+    [(key, device, dtype)] = [k for k in engine.models.loaded() if "finetune" in k[0]]
+    model = engine.models.get(key, device, dtype, lambda: None)
+    return model.unet if family == "sdxl" else model.pipeline.transformer
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_a_single_file_checkpoint_loads_with_the_library_configs_and_runs_two_steps(engine, library, family):
+    root, expected = library
+    size = {"width": 16, "height": 16} if family != "sdxl" else {}
+    images = engine.run(graph(family, root, **size))["images"].images
+    assert images[0].size == (16, 16) and np.asarray(images[0]).std() > 0
+    state = loaded_denoiser(engine, family).state_dict()
+    assert all(np.array_equal(state[k].numpy(), v.numpy()) for k, v in expected[family].items())
+
+
+@pytest.mark.parametrize(("family", "kind"), [("sdxl", "checkpoint"), ("sd3", "checkpoint"), ("flux", "checkpoint")])
+def test_the_family_of_a_single_file_is_detected_from_its_keys(library, family, kind):
+    from sfumato_diffusers.library import scan
+
+    entries = {entry.name: entry for entry in scan([library[0]])}
+    entry = entries[f"{family}-finetune"]
+    assert (entry.kind, entry.family) == (kind, family)
+
+
+def test_a_single_file_of_another_family_is_refused_at_validation_naming_what_it_is(library):
+    root, _ = library
+    builder = GraphBuilder("bad")
+    encode = builder.add("encode.sd3", "enc", texts="a red circle", model=str(root / "sd3-base"))
+    builder.add("sd3.generate", "gen", conditioning=encode["conditioning"], guidance=1.0,
+                model=str(root / "checkpoints" / "flux-finetune.safetensors"))
+    [issue] = validate_graph(builder.build(), default_registry())
+    assert issue.path == "nodes.gen.inputs.model"
+    assert "is a flux checkpoint, not a sd3 checkpoint that sd3.generate loads (generate with flux.generate)" \
+        in issue.message
+    builder = GraphBuilder("bad")
+    builder.add("diffusion.generate", "gen", prompt="a red circle",
+                model=str(root / "checkpoints" / "sd3-finetune.safetensors"))
+    [issue] = validate_graph(builder.build(), default_registry())
+    assert "(generate with sd3.generate)" in issue.message
+
+
+def test_a_single_file_whose_keys_name_no_family_is_refused_with_a_clear_error(engine, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    odd = tmp_path / "mystery.safetensors"
+    save_file({"encoder.layer.0.weight": torch.zeros(2, 2)}, odd)
+    builder = GraphBuilder("g")
+    encode = builder.add("encode.flux", "enc", texts="a red circle", model="x")
+    builder.add("flux.generate", "gen", conditioning=encode["conditioning"], model=str(odd))
+    issues = [issue for issue in validate_graph(builder.build(), default_registry()) if issue.node == "gen"]
+    assert [issue.path for issue in issues] == ["nodes.gen.inputs.model"]
+    assert "cannot tell what model this is from its keys (first: encoder.layer.0.weight)" in issues[0].message
+
+
+def test_a_single_flux_file_without_a_flux_folder_in_the_library_says_what_to_add(library, monkeypatch, tmp_path):
+    root, _ = library
+    monkeypatch.setenv("SFUMATO_MODELS", str(tmp_path))
+    with pytest.raises(SfumatoError, match="single-file flux checkpoint.*diffusers flux folder in the model library"):
+        Engine(device="cpu", cache=False).run(graph("flux", root, width=16, height=16))
+
+
+def test_flux_conversion_gives_diffusers_own_result_at_flux1_width():
+    """sfumato converts Flux files itself (diffusers 0.42 fixes the width at 3072); at FLUX.1's
+    width both give the same tensors, checked on a file of FLUX.1's row counts with tiny columns."""
+    import torch
+    from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+
+    from sfumato_diffusers.singlefile import flux_checkpoint_to_diffusers
+
+    torch.manual_seed(0)
+    inner, mlp = 3072, 4 * 3072
+    rows = {"time_in.in_layer": inner, "time_in.out_layer": inner, "vector_in.in_layer": inner,
+            "vector_in.out_layer": inner, "guidance_in.in_layer": inner, "guidance_in.out_layer": inner,
+            "txt_in": inner, "img_in": inner, "final_layer.linear": 64, "final_layer.adaLN_modulation.1": 2 * inner}
+    for stream in ("img", "txt"):
+        rows |= {f"double_blocks.0.{stream}_mod.lin": 6 * inner, f"double_blocks.0.{stream}_attn.qkv": 3 * inner,
+                 f"double_blocks.0.{stream}_attn.proj": inner, f"double_blocks.0.{stream}_mlp.0": mlp,
+                 f"double_blocks.0.{stream}_mlp.2": inner}
+    rows |= {"single_blocks.0.modulation.lin": 3 * inner, "single_blocks.0.linear1": 3 * inner + mlp,
+             "single_blocks.0.linear2": inner}
+    checkpoint = {}
+    for name, count in rows.items():
+        checkpoint[f"{name}.weight"] = torch.randn(count, 2)
+        checkpoint[f"{name}.bias"] = torch.randn(count)
+    for name in ("double_blocks.0.img_attn", "double_blocks.0.txt_attn", "single_blocks.0"):
+        for norm in ("query_norm", "key_norm"):
+            checkpoint[f"{name}.norm.{norm}.scale"] = torch.randn(128)
+    ours = flux_checkpoint_to_diffusers(dict(checkpoint), inner)
+    theirs = convert_flux_transformer_checkpoint_to_diffusers(dict(checkpoint))
+    assert sorted(ours) == sorted(theirs)
+    assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_generate_image_dispatches_a_single_sd3_or_flux_file_to_its_generator(engine, library, family):
+    root, _ = library
+    builder = GraphBuilder("g")
+    encode = builder.add(f"encode.{family}", "enc", texts="a red circle", model=str(root / f"{family}-base"))
+    gen = builder.add("generate.image", "gen", conditioning=encode["conditioning"], steps=2, guidance=1.0,
+                      model=str(root / "checkpoints" / f"{family}-finetune.safetensors"))
+    builder.output("images", gen["images"])
+    assert len(engine.run(builder.build())["images"]) == 1
