@@ -152,6 +152,7 @@ def _serve(args: argparse.Namespace, body: int) -> int:
               "NAME for each name or address other machines use to reach this one")
     if app.state.recovered:
         print(f"recovered {len(app.state.recovered)} interrupted job(s): {app.state.recovered}")
-    print(f"sfumato serving on http://{args.host}:{args.port}/  (data in {config.data})", flush=True)
+    where = "" if args.executor == "local" else f"; jobs run on the {args.executor} executor"
+    print(f"sfumato serving on http://{args.host}:{args.port}/  (data in {config.data}{where})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
