@@ -289,6 +289,37 @@ def test_a_webhook_is_called_when_the_job_ends_and_retried_after_it_fails(tmp_pa
         assert state["delivered"] is True and state["attempts"] == 2
 
 
+def test_a_receiver_that_does_not_answer_never_stalls_the_next_jobs(tmp_path):
+    gate, arrived = threading.Event(), threading.Event()
+
+    class Stuck(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            arrived.set()
+            gate.wait(60)  # holds the webhook call open until the test is done
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    stuck = ThreadingHTTPServer(("127.0.0.1", 0), Stuck)
+    threading.Thread(target=stuck.serve_forever, daemon=True).start()
+    try:
+        policy = WebhookPolicy(allowed=(parse_allowed(f"127.0.0.1:{stuck.server_address[1]}"),), timeout_s=60)
+        with make_client(tmp_path / "data", webhooks=policy) as client:
+            hook = f"http://127.0.0.1:{stuck.server_address[1]}/"
+            client.post("/api/graphs/prompt-card/run", params={"webhook": hook}, json={"seed": 1})
+            assert arrived.wait(60)
+            # The first job's webhook call hangs; the next job runs and ends all the same.
+            response = client.post("/api/graphs/prompt-card/run?wait=true&timeout=60", json={"seed": 2})
+            assert response.status_code == 200 and response.json()["status"] == "done"
+            gate.set()
+    finally:
+        gate.set()
+        stuck.shutdown()
+        stuck.server_close()
+
+
 def test_webhook_calls_are_signed_with_the_operators_secret(tmp_path, receiver):
     import hashlib
     import hmac
