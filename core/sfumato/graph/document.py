@@ -153,7 +153,7 @@ def parse_input(raw: Any) -> InputRef | str:
     if isinstance(raw, dict) and len(raw) == 1:
         (key, value), = raw.items()
         if key == "from":
-            if not isinstance(value, str) or value.count(".") < 1:
+            if not isinstance(value, str) or "." not in value:
                 return f"a link must be written {{'from': 'node_id.output_name'}}, got {value!r}"
             node, _, output = value.rpartition(".")
             return Link(node, output)

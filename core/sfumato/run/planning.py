@@ -414,6 +414,8 @@ def _param_feeds(graph: Graph, specs: dict[str, NodeSpec]) -> dict[str, list[tup
     the same bounds, and a parameter feeding thousands of nodes stays cheap.
     """
     feeds: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    if not graph.params:
+        return feeds  # no parameter to give a range (references to undeclared ones are reported elsewhere)
     seen: set[tuple[str, str, str]] = set()
     for node_id, refs in graph.inputs.items():
         spec = specs.get(node_id)

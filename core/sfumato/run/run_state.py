@@ -167,13 +167,16 @@ class RunState:
         nodes, visited = self.plan.nodes, self._visited
         to_run: set[str] = set()
         stack = list(starts)
+        engine = self.engine
+        # A fresh engine (a first run) has nothing to find: do not look every node up.
+        lookup = engine.disk is not None or (engine.memory is not None and len(engine.memory) > 0)
         while stack:
             node_id = stack.pop()
             if node_id in visited:
                 continue
             visited.add(node_id)
             node = nodes[node_id]
-            cached = self.cached(node)
+            cached = self.cached(node) if lookup else None
             if cached is not None:
                 self.use_cached(node, cached)
                 continue
