@@ -162,3 +162,15 @@ def test_rerun_and_check_of_a_png_report_a_model_whose_weights_changed(zoo_model
     differences = json.loads(capsys.readouterr().out)["differences"]
     assert any(line.startswith(f"model {model}: sha256 ") and "(vae/diffusion_pytorch_model.safetensors differ)"
                in line for line in differences)
+
+
+def test_damaged_model_records_in_png_metadata_are_refused():
+    from sfumato import MetadataError
+    from sfumato.run.metadata import check_metadata
+
+    graph = {"version": 1, "nodes": {}}
+    for models in ({"m": "abc"}, {"m": {"sha256": 5}}, {"m": {"sha256": "a", "files": ["x"]}},
+                   {"m": {"sha256": "a", "files": {"unet/w": 1}}}):
+        with pytest.raises(MetadataError, match="'models' must map model names"):
+            check_metadata({"graph": graph, "models": models})
+    assert check_metadata({"graph": graph, "models": {"m": {"path": "/m", "sha256": "a", "files": {"w": "b"}}}})

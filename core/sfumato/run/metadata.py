@@ -247,9 +247,12 @@ def check_metadata(data: Any, where: str = "the metadata") -> dict[str, Any]:
             raise MetadataError(f"{where} is damaged: 'nodes' must map node types to "
                                 f'{{"version": integer, "plugin": string}}, not {node_type!r:.60}: {made_by!r:.60}')
     for name, model in data.get("models", {}).items():
-        if not isinstance(model, dict) or not all(isinstance(model.get(key, ""), str) for key in ("sha256", "path")):
+        files = model.get("files", {}) if isinstance(model, dict) else None
+        if not isinstance(model, dict) or not all(isinstance(model.get(key, ""), str) for key in ("sha256", "path")) \
+                or not isinstance(files, dict) or not all(isinstance(sha, str) for sha in files.values()):
             raise MetadataError(f"{where} is damaged: 'models' must map model names to "
-                                f'{{"path": string, "sha256": string, ...}}, not {name!r:.60}: {model!r:.60}')
+                                f'{{"path": string, "sha256": string, "files": {{path: string}}}}, not '
+                                f'{name!r:.60}: {model!r:.60}')
     if isinstance(data.get("index"), int) and data["index"] < 0:
         raise MetadataError(f"{where} is damaged: 'index' must not be negative")
     return data
