@@ -66,6 +66,8 @@ class GraphFunction:
         graph: the graph it runs.
         engine: the engine it runs on.
         last_result: the :class:`RunResult` of the latest call (its report, all values).
+        input_schema: JSON Schema of the parameters (types, defaults, choices, ranges).
+        output_schema: JSON Schema of the outputs as a run report holds them.
     """
 
     def __init__(self, graph: Graph, engine: Engine) -> None:
