@@ -200,3 +200,18 @@ def test_the_cpu_extra_is_declared_and_installed_by_the_test_extra():
         "optional-dependencies"]
     assert any(dependency.startswith("openvino") for dependency in extras["cpu"])
     assert any(dependency.startswith("openvino") for dependency in extras["test"])  # CI runs these tests
+
+
+def test_tune_skips_the_backend_when_its_package_is_missing(zoo, tmp_path, capsys, monkeypatch):
+    from test_speed import _graph_with_speed_param
+
+    from sfumato import Requirement
+    from sfumato.cli import main
+
+    monkeypatch.setattr(Requirement, "is_installed", lambda self: False)
+    graph_file, candidates = tmp_path / "graph.json", tmp_path / "candidates.json"
+    graph_file.write_text(json.dumps(_graph_with_speed_param(zoo)))
+    candidates.write_text(json.dumps([{"backend": "openvino"}]))
+    assert main(["tune", str(graph_file), "--candidates", str(candidates), "--out", str(tmp_path / "tuned")]) == 0
+    assert "skipped (speed.backend='openvino'" in capsys.readouterr().out
+    assert [row["recipe"] for row in json.loads((tmp_path / "tuned" / "tune.json").read_text())["rows"]] == [{}]

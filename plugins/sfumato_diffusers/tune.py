@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: Candidate recipes, cheapest to try first; refused ones for the device are skipped.
+#: Candidate recipes, cheapest to try first; refused ones for the device, or ones that need a package
+#: this machine lacks (the OpenVINO backend without the cpu extra), are skipped.
 CANDIDATES: tuple[dict[str, Any], ...] = (
     {"step_cache": 2},
     {"step_cache": 3},
@@ -38,6 +39,8 @@ CANDIDATES: tuple[dict[str, Any], ...] = (
     {"dtype": "bfloat16", "step_cache": 3, "token_merging": 0.5},
     {"dtype": "float16", "step_cache": 2},
     {"sampler": "tcd", "steps": 4},
+    {"backend": "openvino"},
+    {"backend": "openvino", "dtype": "bfloat16"},
 )
 GENERATORS = ("diffusion.generate", "generate.image")
 
@@ -135,7 +138,7 @@ def tune(graph_path: str, *, min_fidelity: float, budget_s: float, candidates: l
     """Run the tuner; returns ``{"rows", "pareto", "recipe"}`` and writes the files into ``out``."""
     from sfumato import Engine, Graph, resolve_graph_path
 
-    from .speed import SpeedRecipe, recipe_conflicts
+    from .speed import SpeedRecipe, recipe_conflicts, recipe_problems
 
     graph = Graph.load(resolve_graph_path(graph_path))
     data = graph.to_dict()
@@ -153,7 +156,8 @@ def tune(graph_path: str, *, min_fidelity: float, budget_s: float, candidates: l
         rows = [{"recipe": {}, "seconds": base_seconds, "speedup": 1.0, "fidelity": 1.0, "kept": True}]
         echo(f"reference (no recipe): {base_seconds:.2f} s")
         for index, candidate in enumerate(candidates, 1):
-            problems = recipe_conflicts(SpeedRecipe.model_validate(candidate), device)
+            recipe = SpeedRecipe.model_validate(candidate)
+            problems = recipe_conflicts(recipe, device) + recipe_problems(recipe)
             label = json.dumps(candidate, separators=(",", ":"))
             if problems:
                 echo(f"[{index}/{len(candidates)}] {label}: skipped ({problems[0]})")
