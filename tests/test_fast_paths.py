@@ -51,9 +51,20 @@ def wrong_output(x: float) -> float:
     return "not a number"  # type: ignore[return-value]
 
 
+@sfumato.node("fast.seeded", category="test", output="value", cache=sfumato.CachePolicy.reads_context("seed"))
+def seeded(x: float, context: sfumato.RunContext, scale: float = 2.0) -> float:
+    return x * scale + context.seed
+
+
+@sfumato.node("fast.fingerprinted", category="test", output="value",
+              cache=sfumato.CachePolicy(fingerprint=lambda literals: f"tag-{literals['tag']}"))
+def fingerprinted(a: float, b: float, tag: str = "t") -> float:
+    return a - b
+
+
 plugin = types.ModuleType("fast_plugin")
 plugin.sfumato_node_types = sfumato.hookimpl(  # type: ignore[attr-defined]
-    lambda: [number, fail_on, add, anything, wrong_output])
+    lambda: [number, fail_on, add, anything, wrong_output, seeded, fingerprinted])
 
 
 def _branching() -> sfumato.Graph:
@@ -163,3 +174,23 @@ def test_nesting_is_measured_past_the_levels_peeled_at_c_speed(depth, text):
     assert _surely_clean(value, MAX_DEPTH) == exact
     assert exact == (depth + 1 <= MAX_DEPTH)  # the top object is one level
     assert json.loads(json.dumps(value)) == value
+
+
+def test_cache_signatures_are_those_of_earlier_versions():
+    # Cache keys outlive a process (the disk cache): signing faster must not change one bit of them.
+    graph = sfumato.Graph.from_dict({"version": 1, "nodes": {
+        "n": {"type": "fast.number", "inputs": {"value": 2.5}},
+        "m": {"type": "fast.number"},
+        "s": {"type": "fast.seeded", "inputs": {"x": {"from": "n.value"}, "scale": 3}},
+        "f": {"type": "fast.fingerprinted", "inputs": {"b": {"from": "s.value"}, "a": {"from": "m.value"},
+                                                        "tag": "x"}},
+        "j": {"type": "fast.add", "inputs": {"b": {"from": "f.value"}, "a": {"from": "n.value"}}}},
+        "outputs": {"y": "j.value"}})
+    plan = sfumato.plan_run(graph, st.plugin_registry(plugin), seed=7, run_context={"device": "cpu"})
+    assert {node: planned.signature for node, planned in plan.nodes.items()} == SIGNATURES
+
+
+#: As signed by the tree before the fast paths (21e5874); the same today.
+SIGNATURES = {"n": "2ab5201a33f5d6a69d351da8584b18d0c2e1d47d", "m": "a6e14c10ada709ccdedf34df7f65f4d3eb985948",
+              "s": "b08e2216832968939039555a02504743a8c68b48", "f": "bb3a9bf3773ab53a6baf577c6ce6736aba09e5c9",
+              "j": "1758dd8552a272d656499109d93bffdb8e71aafe"}

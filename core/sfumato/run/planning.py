@@ -645,10 +645,10 @@ def _plan_run(graph: Graph, registry: Registry, params: dict[str, Any] | None = 
     needed = _needed(dag, targets)
     order = [n for n in dag.order() if n in needed]
     nodes = {node_id: planned[node_id] for node_id in order}
-    context = _ContextValues(graph, resolved, seed, run_context or {})
+    sign = _Signer(nodes, _ContextValues(graph, resolved, seed, run_context or {})).sign
     for node_id in order:
         node = nodes[node_id]
-        node.signature = signature_of(node, nodes, context)
+        node.signature = sign(node)
     outputs = {name: tuple(t.rpartition(".")[::2]) for name, t in flat.document.outputs.items()}
     return Plan(graph, resolved, nodes, order, targets, outputs, seed, warnings,
                 flat=flat if flat is not graph else None, migrations=notes)
@@ -686,18 +686,41 @@ def signature_of(node: PlannedNode, nodes: dict[str, PlannedNode], context: _Con
     Parents must already be signed: callers walk the plan in topological order,
     so every signature is computed once, from its parents' (linear time).
     """
-    spec = node.spec
-    parts = [spec.id, str(spec.version), _canonical(node.literals)]
-    links = node.links
-    for edge in sorted(links, key=_edge_key) if len(links) > 1 else links:
-        parts.append(f"{edge.input}<{nodes[edge.source].signature}.{edge.output}")
-    if context is not None and spec.context_param:
-        parts.extend(context.part(key) for key in spec.context_keys)
-    if spec.volatile:
-        parts.append(uuid.uuid4().hex)
-    elif spec.fingerprint is not None:
-        try:
-            parts.append(spec.fingerprint(node.literals))
-        except Exception as error:  # noqa: BLE001 - let the node itself report what it cannot read
-            parts.append(f"unreadable:{uuid.uuid4().hex}:{error}")
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=20).hexdigest()
+    return _Signer(nodes, context).sign(node)
+
+
+class _Signer:
+    """Signs a plan's nodes (see :func:`signature_of`), working out what depends only on a node's type once."""
+
+    def __init__(self, nodes: dict[str, PlannedNode], context: _ContextValues | None) -> None:
+        self._nodes, self._context = nodes, context
+        #: Node type -> (its id and version, the run settings it reads), as signature text.
+        self._heads: dict[str, tuple[str, str | None]] = {}
+
+    def _head(self, spec: NodeSpec) -> tuple[str, str | None]:
+        reads = None
+        if self._context is not None and spec.context_param and spec.context_keys:
+            reads = "\x1f".join(self._context.part(key) for key in spec.context_keys)
+        return f"{spec.id}\x1f{spec.version}", reads
+
+    def sign(self, node: PlannedNode) -> str:
+        spec = node.spec
+        head = self._heads.get(spec.id)
+        if head is None:
+            head = self._heads[spec.id] = self._head(spec)
+        prefix, reads = head
+        parts = [prefix, _canonical(node.literals)]
+        links, nodes = node.links, self._nodes
+        for edge in sorted(links, key=_edge_key) if len(links) > 1 else links:
+            parts.append(f"{edge.input}<{nodes[edge.source].signature}.{edge.output}")
+        if reads is not None:
+            parts.append(reads)
+        cache = spec.cache
+        if cache.always_rerun:
+            parts.append(uuid.uuid4().hex)
+        elif cache.fingerprint is not None:
+            try:
+                parts.append(cache.fingerprint(node.literals))
+            except Exception as error:  # noqa: BLE001 - let the node itself report what it cannot read
+                parts.append(f"unreadable:{uuid.uuid4().hex}:{error}")
+        return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=20).hexdigest()
