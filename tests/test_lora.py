@@ -245,3 +245,17 @@ def test_a_lora_that_does_not_fit_the_model_fails_naming_the_file_and_leaves_the
         run(engine, files["sd"], [(misfit, 1.0, 1.0)])
     assert str(misfit) in str(failure.value)
     assert np.array_equal(run(engine, files["sd"]), base)
+
+
+def test_png_metadata_records_the_lora_files_a_run_applied_with_their_hashes(files, tmp_path):
+    import hashlib
+
+    from sfumato import Graph, read_png_metadata
+
+    graph = lora_graph(files["sd"], [(files["a"], 1.0, 1.0)]).to_dict()
+    graph["nodes"]["save"] = {"type": "image.save", "inputs": {"images": {"from": "gen.images"}}}
+    result = Engine(device="cpu", cache=False, output_dir=tmp_path).run(Graph.from_dict(graph))
+    [path] = result.report.files
+    recorded = read_png_metadata(path)["models"]
+    assert recorded[str(files["a"])]["sha256"] == hashlib.sha256(files["a"].read_bytes()).hexdigest()
+    assert str(files["sd"]) in recorded  # and the model they were applied to

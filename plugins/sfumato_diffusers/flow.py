@@ -31,7 +31,7 @@ from sfumato import (
     node,
 )
 
-from .lora import LoraStack, lora_applied
+from .lora import LoraStack, lora_applied, note_lora_files
 
 FLUX = "flux"
 SD3 = "sd3"
@@ -198,6 +198,7 @@ def flux_generate(
     import torch
 
     flux = load_flux(context, model)
+    note_lora_files(context, loras)  # the run used them: PNG metadata records their hashes
     _check(flux, conditioning, "conditioning")
     if negative is not None:
         _check(flux, negative, "negative")
@@ -266,6 +267,7 @@ def sd3_generate(
     import torch
 
     sd3 = load_flux(context, model, SD3)
+    note_lora_files(context, loras)  # the run used them: PNG metadata records their hashes
     _check(sd3, conditioning, "conditioning")
     if guidance > 1.0 and negative is None:
         raise ValueError("guidance > 1 needs 'negative': link encode.sd3 of the negative prompt (\"\" if none), "

@@ -19,7 +19,6 @@ the weights.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import threading
 import warnings
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from sfumato import CachePolicy, Field, ReadablePath, ValidationContext, node
+from sfumato import CachePolicy, Field, ReadablePath, RunContext, ValidationContext, model_hash, node
 
 from .loading import DiffusionModel
 from .singlefile import detect, read_header, tensor_shapes
@@ -144,11 +143,14 @@ def _is_text_encoder_key(name: str) -> bool:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return model_hash(path).sha256  # remembered per file version: a stack of large LoRAs is hashed once
+
+
+def note_lora_files(context: RunContext, stack: LoraStack | None) -> None:
+    """Resolve each LoRA file of ``stack`` through the run's model manager, which notes it as a model the
+    run used: the PNG metadata of the run's images records it with its hash, next to the base model."""
+    for entry in stack.entries if stack is not None else ():
+        context.models.resolve(entry.path)
 
 
 def file_fingerprint(input_name: str) -> Callable[[dict[str, Any]], str]:

@@ -33,7 +33,7 @@ from .families import (
 )
 from .ip_adapter import ImagePrompt, image_prompt_embeddings, ip_adapter_applied
 from .loading import DiffusionModel, load_diffusion_model, read_model_info
-from .lora import LoraStack, family_of_width, lora_applied, model_lock
+from .lora import LoraStack, family_of_width, lora_applied, model_lock, note_lora_files
 from .regions import generate_regions
 from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, preview_image, sample_latents
 from .schedulers import SCHEDULER_NAMES
@@ -209,6 +209,7 @@ def generate(
     diffusion = load_diffusion_model(context, model, attention_slicing=attention_slicing,
                                      vae_tiling=vae_tiling, compile_unet=compile)
     diffusion, scheduler, steps = prepare(context, diffusion, speed, scheduler, steps, loras)
+    note_lora_files(context, loras)  # the run used them: PNG metadata records their hashes
     guidance = guidance_choice(speed, guidance)  # an LCM-LoRA samples without guidance
     if layout is not None:
         return _generate_layout(context, diffusion, scheduler, layout, conditioning, negative, negative_prompt,
@@ -437,6 +438,7 @@ def generate_batch(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         diffusion = load_diffusion_model(context, model, attention_slicing=slicing, vae_tiling=tiling,
                                          compile_unet=compiled)
         diffusion, scheduler, _ = prepare(context, diffusion, speed, scheduler, 1, loras)
+        note_lora_files(context, loras)
         with lora_applied(diffusion, loras):  # one stack per group: calls with other stacks are other groups
             items = []
             for index in indices:
