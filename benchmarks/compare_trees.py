@@ -44,12 +44,18 @@ print('RESULT ' + json.dumps(out))
 
 
 def tree_path(spec: str) -> Path:
-    """A folder holding a sfumato tree: ``spec`` itself, or a worktree checked out at revision ``spec``."""
+    """A folder holding a sfumato tree: ``spec`` itself, or a worktree checked out at revision ``spec``.
+
+    Raises ``ValueError`` when ``spec`` is neither.
+    """
     path = Path(spec)
     if (path / "core" / "sfumato").is_dir():
         return path.resolve()
-    revision = subprocess.run(["git", "rev-parse", "--short", spec], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
+    found = subprocess.run(["git", "rev-parse", "--verify", "--short", f"{spec}^{{commit}}"], cwd=REPO,
+                           capture_output=True, text=True, check=False)
+    if found.returncode:
+        raise ValueError(f"{spec!r} is neither a folder holding a sfumato tree (core/sfumato) nor a git revision")
+    revision = found.stdout.strip()
     worktree = Path(tempfile.gettempdir()) / f"sfumato-{revision}"
     if not (worktree / "core" / "sfumato").is_dir():
         subprocess.run(["git", "worktree", "add", "--detach", str(worktree), revision], cwd=REPO, check=True,
@@ -60,7 +66,7 @@ def tree_path(spec: str) -> Path:
 def measure(tree: Path, sizes: tuple[int, ...], repeats: int) -> dict[str, dict[str, float]]:
     """One run of the overhead benchmark against ``tree``: µs per node, by graph and metric."""
     done = subprocess.run([sys.executable, "-c", _CHILD, str(tree), str(REPO), json.dumps(list(sizes)), str(repeats)],
-                          capture_output=True, text=True, cwd=tempfile.gettempdir())
+                          capture_output=True, text=True, cwd=tempfile.gettempdir(), check=False)
     if done.returncode:
         raise RuntimeError(f"benchmark failed on {tree}:\n{done.stderr[-3000:]}")
     line = next(line for line in reversed(done.stdout.splitlines()) if line.startswith("RESULT "))
@@ -111,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="also write the full table (with samples) here")
     args = parser.parse_args(argv)
-    before, after = tree_path(args.before), tree_path(args.after)
+    try:
+        before, after = tree_path(args.before), tree_path(args.after)
+    except ValueError as error:
+        parser.error(str(error))
     print(f"before: {before}\nafter:  {after}", file=sys.stderr)
     table = compare(before, after, rounds=args.rounds, sizes=tuple(args.sizes), repeats=args.repeats)
     print(report(table))
