@@ -4,10 +4,10 @@ The model is a small GPT-2 trained from scratch on (prompt, layout) pairs,
 one JSON object a line (``sfumato zoo layouts`` writes them from the zoo's
 scenes). Its tokenizer is built from the pairs: words whole, each punctuation
 mark alone, so the constrained decoder's pieces tokenize as they do in
-training. The loss counts the layout only (the prompt is context), and a
-share of the prompt's words is hidden as ``[UNK]`` so that the model learns
-to read a wording it never saw (held-out wordings hold words outside its
-vocabulary). The learning rate warms up, then follows a cosine down to a
+training. The loss counts the layout only (the prompt is context), and the
+prompt is made noisy, a share of its words hidden as ``[UNK]`` and ``[UNK]``
+inserted between others, so that the model learns to read a wording it never
+saw (held-out wordings hold words outside its vocabulary, in new places). The learning rate warms up, then follows a cosine down to a
 tenth. Training writes a checkpoint every ``save_every`` steps (the model
 as safetensors, the optimizer state, the step) into ``out/checkpoint`` and
 resumes from it; the finished model is saved to ``out``, a folder that
@@ -37,15 +37,16 @@ class TrainingConfig:
     steps: int = 3000
     batch_size: int = 32
     learning_rate: float = 1e-3
-    # Small enough to train in under an hour on one shared CPU thread; the task is copying words and placing boxes.
-    width: int = 64
-    layers: int = 3
+    width: int = 128
+    layers: int = 4
     heads: int = 4
     context: int = 160
     save_every: int = 200
     seed: int = 0
     #: Share of prompt tokens replaced by ``[UNK]`` in training (robustness to unseen words).
     unk_rate: float = 0.1
+    #: Chance of an ``[UNK]`` inserted before each prompt token (unseen words in unseen places).
+    unk_insert: float = 0.1
     warmup: int = 100
     #: Extra facts recorded in ``training.json`` (the command line, for instance).
     notes: tuple[tuple[str, str], ...] = ()
@@ -101,22 +102,35 @@ def build_tokenizer(texts: list[str], folder: Path) -> Any:
 
 
 def training_batch(tokenizer: Any, texts: list[str], rng: random.Random, config: TrainingConfig) -> tuple[Any, Any, Any]:
-    """``(input_ids, attention_mask, labels)`` for ``texts``: the loss on the layout only, prompt words hidden.
+    """``(input_ids, attention_mask, labels)`` for ``texts``: the loss on the layout only, the prompt made noisy.
 
-    Each prompt token but ``layout:`` becomes ``[UNK]`` with probability
-    ``config.unk_rate``; labels are ``-100`` on the prompt and the padding.
+    Before each prompt token (but ``layout:``) an ``[UNK]`` is inserted with
+    probability ``config.unk_insert``, and the token itself becomes ``[UNK]``
+    with probability ``config.unk_rate``: a wording the model never saw has
+    words it does not know, in places it does not expect. Labels are ``-100``
+    on the prompt and the padding; rows are padded on the right.
     """
-    encoded = tokenizer([text + tokenizer.eos_token for text in texts], padding=True, truncation=True,
-                        max_length=config.context, return_tensors="pt")
-    labels = encoded.input_ids.masked_fill(encoded.attention_mask == 0, -100)
-    inputs = encoded.input_ids.clone()
-    for row, text in enumerate(texts):
+    import torch
+
+    unk, pad = tokenizer.unk_token_id, tokenizer.pad_token_id
+    rows: list[tuple[list[int], list[int]]] = []
+    for text in texts:
+        ids = list(tokenizer(text + tokenizer.eos_token, add_special_tokens=False)["input_ids"])
         head = _prompt_length(tokenizer, text)
-        labels[row, :head] = -100  # the model shifts labels: the first layout token is learnt from "layout:"
-        for column in range(head - 2):  # never hide "layout:" itself, the cue to start
-            if rng.random() < config.unk_rate:
-                inputs[row, column] = tokenizer.unk_token_id
-    return inputs, encoded.attention_mask, labels
+        noisy: list[int] = []
+        for token in ids[:head - 2]:  # never touch "layout:" itself, the cue to start
+            if rng.random() < config.unk_insert:
+                noisy.append(unk)
+            noisy.append(unk if rng.random() < config.unk_rate else token)
+        row = (noisy + ids[head - 2:])[:config.context]
+        # The model shifts labels: the first layout token is learnt from "layout:".
+        labels = ([-100] * (len(noisy) + 2) + ids[head:])[:config.context]
+        rows.append((row, labels))
+    width = max(len(row) for row, _ in rows)
+    inputs = torch.tensor([row + [pad] * (width - len(row)) for row, _ in rows])
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row, _ in rows])
+    labels = torch.tensor([labels + [-100] * (width - len(labels)) for _, labels in rows])
+    return inputs, mask, labels
 
 
 def train(config: TrainingConfig, log: Callable[[int, float], None] = lambda step, loss: None) -> Path:
@@ -180,7 +194,8 @@ def train(config: TrainingConfig, log: Callable[[int, float], None] = lambda ste
               "parameters": sum(p.numel() for p in model.parameters()),
               "config": {"batch_size": config.batch_size, "learning_rate": config.learning_rate,
                          "width": config.width, "layers": config.layers, "heads": config.heads,
-                         "context": config.context, "unk_rate": config.unk_rate, "warmup": config.warmup,
+                         "context": config.context, "unk_rate": config.unk_rate, "unk_insert": config.unk_insert,
+                         "warmup": config.warmup,
                          "seed": config.seed},
               # Every loss would bloat the file: a sample along the run, and the mean of the last 100.
               "losses": history[::every] + ([history[-1]] if history and history[-1] not in history[::every] else []),
