@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tiny_models import save_tiny_flux_pipeline, save_tiny_sd3_pipeline
 
 from sfumato import Engine, GraphBuilder, ImageBatch, default_registry, validate_graph
-from tiny_models import save_tiny_flux_pipeline, save_tiny_sd3_pipeline
 
 TARGETS = ["to_q", "to_k", "to_v"]
 

@@ -8,11 +8,11 @@ import types
 from pathlib import Path
 
 import pytest
+from tiny_models import save_tiny_zoo_diffusion
 
 from sfumato import Engine, Graph, GraphBuilder, Registry, RunContext, hookimpl, model_hash, node, read_png_metadata
 from sfumato.cli import main
 from sfumato.store import hashes
-from tiny_models import save_tiny_zoo_diffusion
 
 
 @pytest.fixture(autouse=True)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import save_tiny_sdxl_pipeline, save_tiny_sdxl_refiner
 
 from sfumato import Engine, Graph, GraphBuilder, default_registry, validate_graph
-from tiny_models import save_tiny_sdxl_pipeline, save_tiny_sdxl_refiner
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,9 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
+from tiny_models import save_single_file, save_tiny_flux_pipeline, save_tiny_sd3_pipeline, save_tiny_sdxl_pipeline
 
 from sfumato import Engine, GraphBuilder, SfumatoError, default_registry, validate_graph
-from tiny_models import save_single_file, save_tiny_flux_pipeline, save_tiny_sd3_pipeline, save_tiny_sdxl_pipeline
 
 BUILDERS = {"sdxl": save_tiny_sdxl_pipeline, "sd3": lambda folder: save_tiny_sd3_pipeline(folder, num_layers=2),
             "flux": save_tiny_flux_pipeline}

@@ -126,7 +126,7 @@ def sample_latents(model: DiffusionModel, scheduler: Any, request: SamplingReque
 def _cutoff(scheduler: Any, fraction: float) -> int:
     """The training timestep a fraction of the denoising schedule reaches (0: pure noise, 1: clean)."""
     total = int(scheduler.config.num_train_timesteps)
-    return int(round(total - fraction * total))
+    return round(total - fraction * total)
 
 
 def _until_denoising_end(scheduler: Any, timesteps: Any, denoising_end: float | None) -> Any:
