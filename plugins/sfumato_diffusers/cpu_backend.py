@@ -5,11 +5,16 @@ part a denoising loop calls every step) and the VAE decoder are converted from
 PyTorch to OpenVINO once per input shape — static shapes, which OpenVINO
 compiles best — and the converted model is kept on disk, so a second run, or a
 second process, loads it instead of converting again. The cache key is the
-SHA-256 of the module's weights (so a fused LCM-LoRA or another copy of the
-same weights is recognised), the input shapes and the OpenVINO version::
+SHA-256 of the module's weights (another copy of the same weights finds the same
+file; a merged LCM-LoRA makes other weights, so another file), the input shapes and
+the OpenVINO version::
 
     $SFUMATO_EXPORT_CACHE  or  $XDG_CACHE_HOME/sfumato/exported  (~/.cache/sfumato/exported)
-        openvino-2026.4.1/<weights sha256[:24]>-<shapes>/model.xml (+ model.bin)
+        openvino-2026.4.1/<unet|vae-decoder>-<weights sha256[:24]>-<shapes>/model.xml (+ model.bin)
+
+Each new static shape converts once: another image size or batch, guidance on or off (it
+doubles the UNet's batch), or the one-image previews of a run someone watches. The PyTorch
+UNet stays loaded beside the converted one for that.
 
 The recipe's ``dtype`` is OpenVINO's inference precision: ``float32`` by
 default (the output stays within a small tolerance of PyTorch's), ``bfloat16``
