@@ -20,6 +20,9 @@ A single run, ``--jobs N``, a sweep's many runs and the batched calls of
 
 With ``jobs == 1`` units run inline on the calling thread (no thread-pool
 overhead for the common case); with more, up to ``jobs`` units run at once.
+One run on one job with no lazy inputs walks its plan order directly: there,
+that order is the queue's own choice, so the bookkeeping is skipped
+(:meth:`Scheduler._run_in_order`).
 """
 
 from __future__ import annotations
