@@ -31,6 +31,10 @@ def library(tmp_path_factory):
         weights = other / DENOISER[family] / "diffusion_pytorch_model.safetensors"
         torch.manual_seed(7)
         save_file({k: v + 0.05 * torch.randn_like(v) for k, v in load_file(weights).items()}, weights)
+        if family == "sdxl":  # a fine-tune whose CLIP-G was trained too: the file's encoder must be the one used
+            encoder = other / "text_encoder_2" / "model.safetensors"
+            save_file({k: v + 0.05 * torch.randn_like(v) for k, v in load_file(encoder).items()}, encoder)
+            expected["sdxl-clip-g"] = load_file(encoder)
         save_single_file(other, root / "library" / "checkpoints" / f"{family}-finetune.safetensors", family)
         expected[family] = load_file(weights)
     shutil.rmtree(root / "build")  # the library holds the base folders and the single files only
@@ -159,3 +163,35 @@ def test_generate_image_dispatches_a_single_sd3_or_flux_file_to_its_generator(en
                       model=str(root / "checkpoints" / f"{family}-finetune.safetensors"))
     builder.output("images", gen["images"])
     assert len(engine.run(builder.build())["images"]) == 1
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_a_library_single_file_is_encoded_with_its_family_folder_tokenizers_and_generates(library, monkeypatch,
+                                                                                        family):
+    from sfumato import Registry
+
+    root, expected = library
+    monkeypatch.setenv("SFUMATO_MODELS", str(root))
+    engine = Engine(Registry.load(), device="cpu", cache=False)  # the library's models are model sources
+    file = str(root / "checkpoints" / f"{family}-finetune.safetensors")
+    builder = GraphBuilder("one-model")
+    encode = builder.add(f"encode.{family}", "enc", texts="a red circle", model=file)
+    gen = builder.add("generate.image", "gen", conditioning=encode["conditioning"], model=file, steps=2, guidance=1.0)
+    builder.output("images", gen["images"])
+    assert len(engine.run(builder.build())["images"]) == 1
+    if family == "sdxl":  # SDXL files carry their (maybe fine-tuned) text encoders: those are used
+        [(key, device, dtype)] = [k for k in engine.models.loaded() if k[0].endswith("#sdxl-encoders")]
+        clip_g = engine.models.get(key, device, dtype, lambda: None).models[1].state_dict()
+        assert all(np.array_equal(clip_g[k].numpy(), v.numpy()) for k, v in expected["sdxl-clip-g"].items())
+
+
+def test_a_single_file_outside_the_library_given_to_an_encoder_says_what_it_takes(library, tmp_path):
+    root, _ = library
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.copy(root / "checkpoints" / "sd3-finetune.safetensors", outside)
+    builder = GraphBuilder("g")
+    encode = builder.add("encode.sd3", "enc", texts="a red circle", model=str(outside))
+    builder.output("c", encode["conditioning"])
+    with pytest.raises(SfumatoError, match="single file outside the model library: encode.sd3 takes a diffusers sd3 "
+                                           "pipeline folder, or a single sd3 checkpoint of the model library"):
+        Engine(device="cpu", cache=False).run(builder.build())

@@ -397,10 +397,36 @@ def _flux_to_bfl(state: dict, num_layers: int, num_single_layers: int) -> dict:
     return out
 
 
+def _clip_to_open_clip(state: dict, prefix: str) -> dict:
+    """A transformers CLIPTextModelWithProjection state dict in OpenCLIP's layout (SDXL's second encoder)."""
+    import re
+
+    import torch
+
+    whole = {"text_model.embeddings.position_embedding.weight": "positional_embedding",
+             "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+             "text_model.final_layer_norm.weight": "ln_final.weight", "text_model.final_layer_norm.bias": "ln_final.bias"}
+    parts = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+             "self_attn.out_proj": "attn.out_proj"}
+    out = {"text_projection": state["text_projection.weight"].T.contiguous()}
+    for key, value in state.items():
+        if key in whole:
+            out[whole[key]] = value
+        elif m := re.fullmatch(r"text_model\.encoder\.layers\.(\d+)\.(.+)\.(weight|bias)", key):
+            layer, part, kind = m[1], m[2], m[3]
+            if part in parts:
+                out[f"transformer.resblocks.{layer}.{parts[part]}.{kind}"] = value
+            elif part == "self_attn.q_proj":  # q, k and v in one projection
+                out[f"transformer.resblocks.{layer}.attn.in_proj_{kind}"] = torch.cat(
+                    [state[f"text_model.encoder.layers.{layer}.self_attn.{x}_proj.{kind}"] for x in "qkv"])
+    return {prefix + key: value for key, value in out.items()}
+
+
 def save_single_file(folder: Path, path: Path, family: str) -> Path:
     """A diffusers folder of ``family`` as one ``.safetensors`` file in the layout model sites hand out.
 
-    SDXL: UNet and VAE in the LDM layout and CLIP-L under ``conditioner.embedders.0``;
+    SDXL: UNet and VAE in the LDM layout, CLIP-L under ``conditioner.embedders.0`` and CLIP-G in
+    OpenCLIP's layout under ``conditioner.embedders.1``;
     SD3: the MMDiT under ``model.diffusion_model.joint_blocks`` and the VAE;
     Flux: the transformer alone in Black Forest Labs' layout (``double_blocks``), as flux1-dev ships.
     """
@@ -416,6 +442,8 @@ def save_single_file(folder: Path, path: Path, family: str) -> Path:
         tensors = {**_unet_to_ldm(weights("unet"), config("unet")), **_vae_to_ldm(weights("vae"), config("vae"))}
         for key, value in load_file(folder / "text_encoder" / "model.safetensors").items():
             tensors["conditioner.embedders.0.transformer.text_model." + key.removeprefix("text_model.")] = value
+        tensors |= _clip_to_open_clip(load_file(folder / "text_encoder_2" / "model.safetensors"),
+                                      "conditioner.embedders.1.model.")
     elif family == "sd3":
         tensors = {**_sd3_to_original(weights("transformer"), config("transformer")["num_layers"]),
                    **_vae_to_ldm(weights("vae"), config("vae"))}

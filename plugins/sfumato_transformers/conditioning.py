@@ -180,8 +180,15 @@ class SDXLEncoders:
                             family="sdxl")
 
 
-def load_sdxl_encoders(name: str, folder: Any, device: str, dtype: Any) -> SDXLEncoders:
-    """Both tokenizers and text encoders of an SDXL pipeline folder (the second alone in a refiner's)."""
+def load_sdxl_encoders(name: str, folder: Any, device: str, dtype: Any, checkpoint: Any = None) -> SDXLEncoders:
+    """Both tokenizers and text encoders of an SDXL pipeline folder (the second alone in a refiner's).
+
+    With ``checkpoint`` (a single-file SDXL checkpoint), the text encoders'
+    weights come from the file (``conditioner.embedders.0`` CLIP-L,
+    ``conditioner.embedders.1`` CLIP-G in OpenCLIP's layout, converted by
+    diffusers), their configs and the tokenizers from ``folder``; a file
+    without them uses the folder's.
+    """
     from pathlib import Path
 
     from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
@@ -189,14 +196,37 @@ def load_sdxl_encoders(name: str, folder: Any, device: str, dtype: Any) -> SDXLE
 
     transformers_logging.disable_progress_bar()
     folder = Path(folder)
+
+    def encoder(cls: Any, index: int, subfolder: str) -> Any:
+        weights = _embedder_weights(checkpoint, index) if checkpoint is not None else {}
+        if not weights:
+            return cls.from_pretrained(folder / subfolder, dtype=dtype)
+        from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+
+        return create_diffusers_clip_model_from_ldm(cls, weights, subfolder=subfolder, config=str(folder),
+                                                    torch_dtype=dtype, local_files_only=True)
+
     tokenizers: tuple[Any, ...] = (AutoTokenizer.from_pretrained(folder / "tokenizer_2"),)
-    models: tuple[Any, ...] = (CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", dtype=dtype),)
+    models: tuple[Any, ...] = (encoder(CLIPTextModelWithProjection, 1, "text_encoder_2"),)
     if (folder / "text_encoder").is_dir():  # the base model; a refiner folder has only text_encoder_2
         tokenizers = (AutoTokenizer.from_pretrained(folder / "tokenizer"), *tokenizers)
-        models = (CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=dtype), *models)
+        models = (encoder(CLIPTextModel, 0, "text_encoder"), *models)
     for model in models:
         model.eval().to(device)
     return SDXLEncoders(name, tokenizers, models, device)
+
+
+def _embedder_weights(checkpoint: Any, index: int) -> dict[str, Any]:
+    """The tensors of one SDXL text encoder (``conditioner.embedders.<index>.``) of a single file, alone.
+
+    One at a time: diffusers tells CLIP-L from OpenCLIP-G by which keys are
+    present, and a file's other encoder would otherwise be taken for it.
+    """
+    from safetensors import safe_open
+
+    prefix = f"conditioner.embedders.{index}."
+    with safe_open(str(checkpoint), "pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}  # noqa: SIM118
 
 
 @dataclass

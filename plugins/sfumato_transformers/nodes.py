@@ -205,22 +205,58 @@ _TWO_ENCODERS = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
 
 
 def _pipeline_encoders(context: RunContext, model: str, family: str, parts: tuple[str, ...],
-                       load: Callable[[str, Path, str, Any], Any]) -> Any:
+                       load: Callable[..., Any]) -> Any:
     """The text encoders of the pipeline folder ``model`` (``family`` names it in messages and the
-    model key), checked for ``parts`` and loaded once per process through the model manager."""
+    model key), checked for ``parts`` and loaded once per process through the model manager.
+
+    ``model`` may also be a single-file checkpoint of the model library (see :func:`library_folder_of_file`).
+    """
     from sfumato import torch_dtype
 
     preparing = time.perf_counter()
     path = context.models.resolve(model)
     if isinstance(path, str):
         path = local_hub_snapshot(path)
+    key = family.split()[-1].lower()
+    checkpoint = None
+    if path.is_file():  # a single-file checkpoint of the model library: its family's folder has the encoders
+        checkpoint, path = path, library_folder_of_file(context.models.sources, model, path, key)
     missing = [part for part in parts if not (path / part).is_dir()]
     if missing:
         raise ValueError(f"model {model!r} at {path} is not {family} pipeline folder: missing {', '.join(missing)}/")
-    key = family.split()[-1].lower()
+    file = (checkpoint,) if checkpoint is not None and key == "sdxl" else ()  # SDXL files carry their encoders
     return context.models.get(f"{model}#{key}-encoders", context.device, context.dtype,
-                              lambda: load(model, path, context.device, torch_dtype(context.dtype)),
+                              lambda: load(model, path, context.device, torch_dtype(context.dtype), *file),
                               preparing_since=preparing)
+
+
+def library_folder_of_file(sources: dict[str, Any], model: str, file: Path, family: str) -> Path:
+    """The model library's diffusers ``family`` folder, for the single-file checkpoint ``file`` of that family.
+
+    A single file has no tokenizers (and an SD3 or Flux file rarely its text
+    encoders): they come from the library's folder of the file's family.
+    SDXL files carry both text encoders, which may be fine-tuned: those are
+    read from the file (:func:`load_sdxl_encoders`), the folder giving their
+    configs and tokenizers. Raises ``ValueError`` saying what to do.
+    """
+    resolved = file.resolve()
+    listed = next((source for source in sources.values()
+                   if source.kind in ("checkpoint", "transformer") and source.path().resolve() == resolved), None)
+    if listed is None:
+        raise ValueError(f"model {model!r} is a single file outside the model library: encode.{family} takes a "
+                         f"diffusers {family} pipeline folder, or a single {family} checkpoint of the model library "
+                         "(SFUMATO_MODELS), whose tokenizers (and encoders' configs) come from the library's "
+                         f"{family} folder")
+    if listed.family != family:
+        raise ValueError(f"model {model!r} is a single-file {listed.family or 'unknown'} {listed.kind}, not a "
+                         f"{family} checkpoint that encode.{family} encodes for")
+    folder = next((source.path() for source in sources.values()
+                   if source.kind == "pipeline" and source.family == family), None)
+    if folder is None:
+        raise ValueError(f"model {model!r} is a single-file {family} checkpoint; its tokenizers (and encoders' "
+                         f"configs) come from a diffusers {family} folder in the model library, and there is none: "
+                         "add one to a folder in SFUMATO_MODELS")
+    return folder
 
 
 def get_sdxl_encoders(context: RunContext, model: str) -> SDXLEncoders:
