@@ -184,7 +184,8 @@ def flux_generate(
 
     Args:
         conditioning: prompts encoded by ``encode.flux``.
-        model: a Flux pipeline folder (``transformer/``, ``vae/``, ``scheduler/``).
+        model: a Flux pipeline folder (``transformer/``, ``vae/``, ``scheduler/``), or a single-file Flux
+            checkpoint (configs, and the VAE when the file has none, from the model library's Flux folder).
         steps: sampling steps (FLUX.1-schnell: 4).
         guidance: the distilled guidance of FLUX.1-dev (ignored by models without guidance embeddings).
         negative: with ``true_guidance`` > 1: what to steer away from (from ``encode.flux``).
@@ -254,7 +255,8 @@ def sd3_generate(
 
     Args:
         conditioning: prompts encoded by ``encode.sd3``.
-        model: an SD3 pipeline folder (``transformer/``, ``vae/``, ``scheduler/``).
+        model: an SD3 pipeline folder (``transformer/``, ``vae/``, ``scheduler/``), or a single-file SD3
+            checkpoint (configs, and the VAE when the file has none, from the model library's SD3 folder).
         negative: what to steer away from, from ``encode.sd3``; required when ``guidance`` > 1.
         steps: sampling steps.
         guidance: classifier-free guidance scale (1 turns it off).

@@ -298,7 +298,8 @@ def encode_sdxl(
     Args:
         texts: the prompts (a single text links here too).
         model: an SDXL pipeline folder (``text_encoder/``, ``text_encoder_2/``, ``tokenizer/``, ``tokenizer_2/``;
-            a refiner's has ``text_encoder_2/`` and ``tokenizer_2/`` only).
+            a refiner's has ``text_encoder_2/`` and ``tokenizer_2/`` only), or a single-file SDXL checkpoint of
+            the model library (its own encoders; tokenizers from the library's SDXL folder).
         max_length: tokens per prompt (capped by each tokenizer's own limit).
         clip_skip: layers to skip before the penultimate one (0: SDXL's default).
     """
@@ -329,7 +330,8 @@ def encode_flux(
 
     Args:
         texts: the prompts (a single text links here too).
-        model: a Flux pipeline folder (``text_encoder/`` CLIP, ``text_encoder_2/`` T5, and their tokenizers).
+        model: a Flux pipeline folder (``text_encoder/`` CLIP, ``text_encoder_2/`` T5, and their tokenizers), or a
+            single-file Flux checkpoint of the model library (encoded with the library's Flux folder).
         max_length: T5 tokens per prompt (512 for FLUX.1-dev, 256 for schnell; capped by the tokenizer).
     """
     return get_flux_encoders(context, model).encode(texts, max_length)
@@ -361,7 +363,8 @@ def encode_sd3(
 
     Args:
         texts: the prompts (a single text links here too).
-        model: an SD3 pipeline folder (``text_encoder/``, ``text_encoder_2/``, ``text_encoder_3/`` and tokenizers).
+        model: an SD3 pipeline folder (``text_encoder/``, ``text_encoder_2/``, ``text_encoder_3/`` and tokenizers),
+            or a single-file SD3 checkpoint of the model library (encoded with the library's SD3 folder).
         max_length: T5 tokens per prompt (capped by the tokenizer).
         clip_skip: CLIP layers to skip before the penultimate one.
     """
