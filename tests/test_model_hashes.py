@@ -56,6 +56,13 @@ def test_png_metadata_records_a_zoo_model_with_the_sha256_of_its_files(zoo_model
     assert len(read_png_metadata(path)["models"]["all-MiniLM-L6-v2"]["sha256"]) == 64
 
 
+def test_inspect_prints_each_model_with_its_sha256(zoo_model, tmp_path, capsys):
+    result = Engine(device="cpu", output_dir=tmp_path / "out").run(Graph.from_dict(generator_graph(zoo_model)))
+    [path] = result.report.files
+    assert main(["inspect", path]) == 0
+    assert f"model {zoo_model}: sha256 {model_hash(zoo_model).sha256}" in capsys.readouterr().out
+
+
 def test_a_single_file_model_records_the_sha256_of_the_file(tmp_path):
     file = tmp_path / "model.safetensors"
     file.write_bytes(b"weights")

@@ -281,6 +281,9 @@ def inspect_command(args: argparse.Namespace) -> int:
         stdout.print("nodes: " + escape(", ".join(f"{k} v{v['version']} ({v['plugin']})" for k, v in data["nodes"].items())))
     if data.get("device"):
         stdout.print(f"device: {escape(data['device'])}   dtype: {escape(str(data.get('dtype')))}")
+    for name, model in data.get("models", {}).items():  # the models the run used, by the hash of their files
+        what = f"sha256 {model['sha256']}" if model.get("sha256") else model.get("hub_id") or model.get("error", "")
+        stdout.print(f"model {escape(name)}: {escape(str(what))}")
     for line in remake_commands(args.image, data):
         stdout.print(escape(line))
     return 0
