@@ -139,3 +139,32 @@ def test_a_unet_lora_into_flux_and_a_flux_lora_into_a_unet_are_refused_at_valida
     builder.add("diffusion.generate", "gen", prompt="a red circle", model="tiny-shapes-diffusion", loras=stack["loras"])
     issues = validate_graph(builder.build(), default_registry())
     assert [i.path for i in issues] == ["nodes.gen.inputs.loras"] and "flux" in issues[0].message
+
+
+def test_a_kohya_flux_lora_gives_the_images_of_the_same_lora_in_diffusers_format(engine, files, tmp_path):
+    """Kohya (sd-scripts) Flux LoRAs name BFL blocks with fused q/k/v; diffusers' loader splits them."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(11)
+    down, ups = 0.3 * torch.randn(4, 32), [0.3 * torch.randn(32, 4) for _ in range(3)]
+    proj_down, proj_up = 0.3 * torch.randn(4, 32), 0.3 * torch.randn(32, 4)
+    kohya = {"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": down,
+             "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": torch.cat(ups),
+             "lora_unet_double_blocks_0_img_attn_qkv.alpha": torch.tensor(4.0),
+             "lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": proj_down,
+             "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": proj_up,
+             "lora_unet_double_blocks_0_img_attn_proj.alpha": torch.tensor(4.0)}
+    block = "transformer.transformer_blocks.0.attn."
+    diffusers = {f"{block}to_out.0.lora_A.weight": proj_down, f"{block}to_out.0.lora_B.weight": proj_up}
+    for name, up in zip(("to_q", "to_k", "to_v"), ups):
+        diffusers |= {f"{block}{name}.lora_A.weight": down.clone(), f"{block}{name}.lora_B.weight": up}
+    save_file(kohya, tmp_path / "flux-kohya.safetensors")
+    save_file(diffusers, tmp_path / "flux-diffusers.safetensors")
+    assert validate_graph(lora_graph("flux", files["flux"], [(tmp_path / "flux-kohya.safetensors", 1.0)]),
+                          default_registry()) == []
+    base = run(engine, "flux", files)
+    from_kohya = run(engine, "flux", files, [(tmp_path / "flux-kohya.safetensors", 1.0)])
+    from_diffusers = run(engine, "flux", files, [(tmp_path / "flux-diffusers.safetensors", 1.0)])
+    assert not np.array_equal(base, from_kohya)
+    assert np.abs(from_kohya - from_diffusers).max() <= 1
