@@ -139,6 +139,10 @@ _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _INNERMOST = re.compile(r"\[\]|\{\}")
 #: Levels of brackets peeled at C speed before the depth is counted bracket by bracket.
 _PEELED_LEVELS = 16
+#: Up to this many brackets (a small document), counting them is quicker than peeling.
+_COUNTED_BRACKETS = 64
+#: One encoder for every check: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False)
 
 
 def _without_strings(text: str) -> str:
@@ -149,21 +153,30 @@ def _without_strings(text: str) -> str:
     return _STRING.sub("", text)
 
 
+def _deepest(brackets: str) -> int:
+    """How deep a string of balanced brackets nests, counted one bracket at a time."""
+    depth = deepest = 0
+    for bracket in brackets:
+        depth += 1 if bracket in "[{" else -1
+        if depth > deepest:
+            deepest = depth
+    return deepest
+
+
 def _depth_at_most(structure: str, max_depth: int) -> bool:
     """Whether the brackets of ``structure`` (well-formed JSON less its strings) nest at most ``max_depth`` deep."""
     brackets = _NOT_BRACKET.sub("", structure)
+    if len(brackets) <= _COUNTED_BRACKETS:
+        return _deepest(brackets) <= max_depth
     # Each pass removes the innermost level (the adjacent pairs); a graph file is a handful deep.
-    for level in range(min(max_depth, _PEELED_LEVELS)):
+    for _ in range(min(max_depth, _PEELED_LEVELS)):
         brackets = _INNERMOST.sub("", brackets)
         if not brackets:
             return True
     if max_depth <= _PEELED_LEVELS:
         return False
-    depth = deepest = 0
-    for bracket in brackets:  # deeper than that (rare): count what is left, one bracket at a time
-        depth += 1 if bracket in "[{" else -1
-        deepest = max(deepest, depth)
-    return deepest + _PEELED_LEVELS <= max_depth
+    # Deeper than that (rare): what is left is as deep as the rest of the way down.
+    return _deepest(brackets) + _PEELED_LEVELS <= max_depth
 
 
 def _surely_clean(value: Any, max_depth: int) -> bool:
@@ -180,7 +193,7 @@ def _surely_clean(value: Any, max_depth: int) -> bool:
     try:
         # No circular check: a cycle ends in RecursionError, which sends the value to the walk like
         # the check's ValueError would (the walk stops at the depth limit), and checking costs a fifth.
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, check_circular=False)
+        text = _ENCODER.encode(value)
         text.encode("utf-8")
         # dumps quietly writes non-text keys as text: the value must come back exactly as it is.
         if json.loads(text) != value:

@@ -285,6 +285,7 @@ def _analyse_flat(graph: Graph, registry: Registry, params: dict[str, Any] | Non
     out_of_range: dict[str, str] = {}
     in_range: set[str] = set()
     output_checks: dict[str, tuple[tuple[str, Callable[[Any], str | None]], ...]] = {}
+    wirings: dict[tuple[str, str], _Wiring] = {}
     ports = registry.ports
     graph_nodes = graph.nodes
     for node_id, refs in graph.inputs.items():
@@ -317,13 +318,15 @@ def _analyse_flat(graph: Graph, registry: Registry, params: dict[str, Any] | Non
                                                    f"(outputs: {_describe_outputs(source_spec)})", node_id))
                     continue
                 port = typed.get((ref.node, ref.output), output.port) if typed else output.port
-                if not ports.is_compatible(port, item.port):
+                wiring = wirings.get((port, item.port))
+                if wiring is None:
+                    wiring = wirings[(port, item.port)] = _Wiring.between(ports, port, item.port)
+                if not wiring.compatible:
                     issues.append(GraphIssue(_at(node_id, name), f"type mismatch: {ref.node}.{ref.output} is {port}, "
                                                    f"but input {name!r} of {spec.id} takes {item.port}", node_id))
                     continue
                 dag.add_edge(ref.node, node_id)
-                links.append(Edge(name, ref.node, ref.output, ports.converter(port, item.port),
-                                  ports.checker(item.port)))
+                links.append(Edge(name, ref.node, ref.output, wiring.convert, wiring.check))
                 continue
             if isinstance(ref, GraphInputRef):
                 issues.append(GraphIssue(_at(node_id, name), f"uses graph input {_short(ref.name)}, which only an "
@@ -405,6 +408,21 @@ def _analyse_flat(graph: Graph, registry: Registry, params: dict[str, Any] | Non
             issues.append(GraphIssue(f"outputs.{name}", f"node {node!r} has no output {_short(output)} "
                                                         f"(outputs: {_describe_outputs(specs[node])})", node))
     return issues, planned, dag
+
+
+@dataclass(frozen=True, slots=True)
+class _Wiring:
+    """What a link from one port type to another needs: the same for every such link, so found once per plan."""
+
+    compatible: bool
+    convert: Callable[[Any], Any] | None
+    check: Callable[[Any], str | None] | None
+
+    @classmethod
+    def between(cls, ports: Any, source: str, target: str) -> _Wiring:
+        if not ports.is_compatible(source, target):
+            return cls(False, None, None)
+        return cls(True, ports.converter(source, target), ports.checker(target))
 
 
 def _param_feeds(graph: Graph, specs: dict[str, NodeSpec]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
