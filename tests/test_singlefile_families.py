@@ -53,8 +53,8 @@ def graph(family, root, **inputs):
     encode = builder.add(f"encode.{family}", "enc", texts="a red circle", model=str(root / f"{family}-base"))
     generator = {"sdxl": "diffusion.generate", "sd3": "sd3.generate", "flux": "flux.generate"}[family]
     gen = builder.add(generator, "gen", conditioning=encode["conditioning"],
-                      model=str(root / "checkpoints" / f"{family}-finetune.safetensors"),
-                      **{"steps": 2, "guidance": 1.0, **inputs})
+                      **{"model": str(root / "checkpoints" / f"{family}-finetune.safetensors"), "steps": 2,
+                         "guidance": 1.0, **inputs})
     builder.output("images", gen["images"])
     return builder.build()
 
@@ -195,3 +195,14 @@ def test_a_single_file_outside_the_library_given_to_an_encoder_says_what_it_take
     with pytest.raises(SfumatoError, match="single file outside the model library: encode.sd3 takes a diffusers sd3 "
                                            "pipeline folder, or a single sd3 checkpoint of the model library"):
         Engine(device="cpu", cache=False).run(builder.build())
+
+
+@pytest.mark.parametrize(("family", "suffix"), [("flux", ".gguf"), ("sdxl", ".ckpt")])
+def test_a_checkpoint_that_is_not_safetensors_is_refused_saying_what_sfumato_loads(engine, library, tmp_path,
+                                                                                 family, suffix):
+    root, _ = library
+    other = tmp_path / f"model{suffix}"
+    other.write_bytes(b"not read")
+    with pytest.raises(SfumatoError, match=rf"is a \{suffix} file: sfumato loads single-file checkpoints from "
+                                           r"\.safetensors only"):
+        engine.run(graph(family, root, model=str(other)))

@@ -76,11 +76,9 @@ def _locate(context: RunContext, name: str, family: str) -> tuple[Path, Path | N
 def _single_file_config(name: str, path: Path, family: str) -> Path:
     """The library folder whose configs (and VAE, for files without one) a single ``family`` file loads with."""
     from .library import ENV_FOLDERS, config_folder_for
-    from .singlefile import transformer_checkpoint_family
+    from .singlefile import require_safetensors, transformer_checkpoint_family
 
-    if path.suffix != ".safetensors":
-        raise ModelNotFoundError(f"model {name!r} is a file but not a .safetensors checkpoint (sfumato loads no "
-                                 "pickled .ckpt/.bin files)")
+    require_safetensors(name, path)
     transformer_checkpoint_family(path, family)  # SfumatoError naming what the file is, when it is not one
     config = config_folder_for(family)
     if config is None:

@@ -158,11 +158,9 @@ def _scheduler_config(path: Path) -> dict[str, Any]:
 def single_file_config(name: str, path: Path) -> Path:
     """The config folder of a single-file checkpoint; :class:`ModelNotFoundError` when it has none."""
     from .library import ENV_FOLDERS, config_folder_for
-    from .singlefile import checkpoint_family
+    from .singlefile import checkpoint_family, require_safetensors
 
-    if path.suffix != ".safetensors":
-        raise ModelNotFoundError(f"model {name!r} is a file but not a .safetensors checkpoint (sfumato loads no "
-                                 "pickled .ckpt/.bin files)")
+    require_safetensors(name, path)
     family = checkpoint_family(path)
     config = config_folder_for(family)
     if config is None:

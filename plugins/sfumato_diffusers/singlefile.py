@@ -29,6 +29,16 @@ class FileKind:
     family: str
 
 
+def require_safetensors(name: str, path: Path) -> None:
+    """Refuse a model file that is not ``.safetensors`` (:class:`ModelNotFoundError` naming what to do)."""
+    from sfumato import ModelNotFoundError
+
+    if path.suffix != ".safetensors":
+        raise ModelNotFoundError(
+            f"model {name!r} is a {path.suffix or 'suffix-less'} file: sfumato loads single-file checkpoints from "
+            ".safetensors only (no pickled .ckpt/.bin/.pt, no .gguf); give a .safetensors file or a diffusers folder")
+
+
 def read_header(path: Path) -> dict[str, Any]:
     """The tensor table of a safetensors file: ``{name: {"dtype", "shape", ...}}`` (metadata left out)."""
     try:
