@@ -130,3 +130,17 @@ def test_the_shipped_sdxl_refiner_graph_runs_a_base_and_a_refiner_folder(models,
                                                            prompt="a red circle", negative_prompt="a dog")
     [path] = result.report.files
     assert Path(path).exists()
+
+
+def test_a_refiner_starting_where_the_base_did_not_stop_is_refused_at_validation(models):
+    base, refiner = models
+    graph = ensemble_graph(base, refiner, split=0.8).to_dict()
+    graph["nodes"]["base"]["inputs"].pop("denoising_end")  # the base denoises fully: the refiner would redo it
+    from sfumato import Graph
+
+    [issue] = validate_graph(Graph.from_dict(graph), default_registry())
+    assert issue.path == "nodes.refine.inputs.latent"
+    assert "base.latent provides denoising_end=1.0 (needs 0.8)" in issue.message
+    graph["nodes"]["base"]["inputs"]["denoising_end"] = 0.7
+    [issue] = validate_graph(Graph.from_dict(graph), default_registry())
+    assert "denoising_end=0.7 (needs 0.8)" in issue.message

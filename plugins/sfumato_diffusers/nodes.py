@@ -34,6 +34,7 @@ from .families import (
 from .ip_adapter import ImagePrompt, image_prompt_embeddings, ip_adapter_applied
 from .loading import DiffusionModel, load_diffusion_model, read_model_info
 from .lora import LoraStack, family_of_width, lora_applied, model_lock, note_lora_files
+from .refiner import describe_stopped_latent
 from .regions import generate_regions
 from .sampling import SamplingRequest, decode_latents, encode_images, mask_to_latent, preview_image, sample_latents
 from .schedulers import SCHEDULER_NAMES
@@ -137,7 +138,8 @@ def _repeat(tensor: Any, times: int) -> Any:
 
 
 @node("diffusion.generate", category="generate", outputs={"images": ImageBatch, "latent": Latent},
-      expect_inputs=_expected_conditioning, batch=lambda calls: generate_batch(calls))
+      expect_inputs=_expected_conditioning, describe_outputs=describe_stopped_latent,
+      batch=lambda calls: generate_batch(calls))
 def generate(
     context: RunContext,
     conditioning: Conditioning | None = None,

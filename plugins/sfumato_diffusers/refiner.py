@@ -32,17 +32,27 @@ from .schedulers import SCHEDULER_NAMES, make_scheduler
 SchedulerName = Literal[SCHEDULER_NAMES]  # type: ignore[valid-type]
 
 
+def describe_stopped_latent(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
+    """``diffusion.generate``'s latent says where its schedule stopped (``denoising_end``), when that is known."""
+    if "denoising_end" in context.given and "denoising_end" not in inputs:
+        return {}  # linked from another node: known only when the graph runs
+    return {"latent": {"denoising_end": float(inputs.get("denoising_end", 1.0))}}
+
+
 def _expected(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
-    """The refiner's conditioning: SDXL, as wide as its UNet's cross-attention (CLIP-G alone: 1280)."""
+    """The refiner's conditioning: SDXL, as wide as its UNet's cross-attention (CLIP-G alone: 1280); its
+    latent stopped where the refiner starts (a base run to the end would be denoised twice over)."""
+    latent = {} if "denoising_start" in context.given and "denoising_start" not in inputs else \
+        {"latent": {"denoising_end": float(inputs.get("denoising_start", 0.8))}}
     folder = context.model_folder(inputs["model"]) if inputs.get("model") else None
     if folder is None:
-        return {"conditioning": {"family": SDXL}, "negative": {"family": SDXL}}
+        return {"conditioning": {"family": SDXL}, "negative": {"family": SDXL}, **latent}
     expected = expected_conditioning(folder)
     if expected.get("family") != SDXL:
         context.problem(f"model {inputs['model']!r} is not an SDXL model (its UNet takes no text and time "
                         "embeddings): sdxl.refine takes an SDXL refiner (or base) folder", "model")
-        return {}
-    return {"conditioning": expected, "negative": expected}
+        return latent
+    return {"conditioning": expected, "negative": expected, **latent}
 
 
 def _matched(conditioning: Conditioning, count: int, role: str) -> tuple[Any, Any]:
