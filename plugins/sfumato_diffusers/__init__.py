@@ -1,9 +1,13 @@
 """sfumato_diffusers: diffusion generation with diffusers (built-in plugin).
 
 Text-to-image, image-to-image and inpainting with any diffusers
-``UNet2DConditionModel`` + ``AutoencoderKL`` model folder (the project's tiny
-zoo model, Stable Diffusion 1.x/2.x), schedulers chosen by name, latent
-encode/decode nodes, and ``generate.image``, which picks the backend by model.
+``UNet2DConditionModel`` + ``AutoencoderKL`` model (the project's tiny zoo
+model, Stable Diffusion 1.x/2.x, SDXL with its refiner: ``sdxl.refine``), the
+SD3 and Flux transformers (``sd3.generate``, ``flux.generate``), from diffusers
+folders or single ``.safetensors`` checkpoints (``singlefile``), with LoRA
+stacks, ControlNets and IP-Adapters as data; schedulers chosen by name, latent
+encode/decode nodes, the model library (``SFUMATO_MODELS``), and
+``generate.image``, which picks the backend by model.
 """
 
 from __future__ import annotations
