@@ -144,3 +144,19 @@ def test_a_refiner_starting_where_the_base_did_not_stop_is_refused_at_validation
     graph["nodes"]["base"]["inputs"]["denoising_end"] = 0.7
     [issue] = validate_graph(Graph.from_dict(graph), default_registry())
     assert "denoising_end=0.7 (needs 0.8)" in issue.message
+
+
+def test_the_library_lists_a_refiner_as_such_and_never_takes_its_configs_for_base_single_files(models, tmp_path,
+                                                                                              monkeypatch):
+    import shutil
+
+    from sfumato_diffusers.library import config_folder_for, scan
+
+    base, refiner = models
+    library = tmp_path / "library"
+    shutil.copytree(refiner, library / "a-refiner")  # listed first
+    shutil.copytree(base, library / "b-base")
+    kinds = {entry.name: (entry.kind, entry.family) for entry in scan([library])}
+    assert kinds == {"a-refiner": ("refiner", "sdxl"), "b-base": ("pipeline", "sdxl")}
+    monkeypatch.setenv("SFUMATO_MODELS", str(library))
+    assert config_folder_for("sdxl") == library / "b-base"

@@ -57,6 +57,13 @@ def folder_family(folder: Path) -> str:
     return unet_family(unet) if unet else ""
 
 
+def is_sdxl_refiner(folder: Path) -> bool:
+    """An SDXL refiner folder: its model index says it takes an aesthetic score, or it has CLIP-G alone."""
+    if _json(folder / "model_index.json").get("requires_aesthetics_score") is True:
+        return True
+    return (folder / "text_encoder_2").is_dir() and not (folder / "text_encoder").is_dir()
+
+
 def expected_conditioning(folder: Path) -> dict[str, Any]:
     """What a folder's UNet needs from its conditioning: width, and the family when it is not SD 1.x/2.x."""
     unet = _json(folder / "unet" / "config.json")

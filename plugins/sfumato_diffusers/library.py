@@ -2,7 +2,7 @@
 
 Each folder is scanned (not recursively past diffusers folders) for diffusers
 model folders and ``.safetensors`` files; every model found is listed with
-its kind (pipeline, checkpoint, lora, controlnet, ip-adapter...), its family
+its kind (pipeline, refiner, checkpoint, lora, controlnet, ip-adapter...), its family
 (sd, sd2, sdxl, sd3, flux) and its SHA-256, and registered as a model source
 named after it, so graphs, validation and the page's pickers know it by name.
 ``sha256:`` plus the first 10 hex digits of its hash names it too.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sfumato import SfumatoError, model_hash
 
-from .families import folder_family
+from .families import folder_family, is_sdxl_refiner
 from .singlefile import detect_file
 
 ENV_FOLDERS = "SFUMATO_MODELS"
@@ -112,7 +112,9 @@ def model_sha256(path: Path) -> str:
 def _folder_kind(path: Path) -> tuple[str, str] | None:
     """(kind, family) of a diffusers folder, or ``None`` when ``path`` is not one."""
     if (path / "model_index.json").exists() or (path / "unet").is_dir():
-        return "pipeline", folder_family(path) or "sd"
+        family = folder_family(path) or "sd"
+        # A refiner is listed as such: it is no base model, nor the configs of a base single file.
+        return ("refiner" if family == "sdxl" and is_sdxl_refiner(path) else "pipeline"), family
     config = path / "config.json"
     if config.exists() and any(path.glob("*.safetensors")):
         try:
