@@ -11,6 +11,12 @@ rounds alternate and the report is the median over rounds, per tree, per graph,
 with the after/before ratio. A revision (rather than a folder) is checked out
 once as a git worktree under the system temporary folder, outside the
 repository.
+
+``--phases`` instead times the three phases of a cold run — reading the graph
+(``Graph.from_dict``), planning (``Engine.plan``) and executing — in each tree,
+as this thread's CPU time (``time.thread_time``: time the process waits for a
+busy machine's cores is not counted), the fastest of ``--repeats`` runs, with
+the collector on as in the benchmark.
 """
 
 from __future__ import annotations
@@ -43,6 +49,39 @@ print('RESULT ' + json.dumps(out))
 """ % (METRICS,)
 
 
+PHASES = ("load", "plan", "execute", "cold")
+
+# Runs in the child for --phases: CPU time of each phase of a cold run, the fastest of `repeats`.
+_PHASES_CHILD = """
+import gc, json, sys, time
+tree, repo, sizes, repeats = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+sys.path[:0] = [tree + '/core', tree + '/plugins', repo]
+import sfumato
+assert sfumato.__file__.startswith(tree), (sfumato.__file__, tree)
+from benchmarks import bench_overhead
+registry = bench_overhead.bench_registry()
+out = {}
+for shape in ('chain', 'fan'):
+    for n in sizes:
+        document = getattr(bench_overhead, shape)(n)
+        best = dict.fromkeys(%r, float('inf'))
+        for _ in range(repeats):
+            gc.collect()
+            started = time.thread_time()
+            graph = sfumato.Graph.from_dict(document)
+            read = time.thread_time()
+            engine = sfumato.Engine(registry, device='cpu')
+            plan = engine.plan(graph)
+            planned = time.thread_time()
+            engine.execute(plan)
+            done = time.thread_time()
+            for phase, seconds in zip(best, (read - started, planned - read, done - planned, done - started)):
+                best[phase] = min(best[phase], seconds)
+        out[f'{shape}-{n}'] = {phase: seconds / len(document['nodes']) * 1e6 for phase, seconds in best.items()}
+print('RESULT ' + json.dumps(out))
+""" % (PHASES,)
+
+
 def tree_path(spec: str) -> Path:
     """A folder holding a sfumato tree: ``spec`` itself, or a worktree checked out at revision ``spec``.
 
@@ -63,9 +102,10 @@ def tree_path(spec: str) -> Path:
     return worktree
 
 
-def measure(tree: Path, sizes: tuple[int, ...], repeats: int) -> dict[str, dict[str, float]]:
-    """One run of the overhead benchmark against ``tree``: µs per node, by graph and metric."""
-    done = subprocess.run([sys.executable, "-c", _CHILD, str(tree), str(REPO), json.dumps(list(sizes)), str(repeats)],
+def measure(tree: Path, sizes: tuple[int, ...], repeats: int, phases: bool = False) -> dict[str, dict[str, float]]:
+    """One run of the overhead benchmark (or of the phase timing) against ``tree``: µs per node, by graph and metric."""
+    child = _PHASES_CHILD if phases else _CHILD
+    done = subprocess.run([sys.executable, "-c", child, str(tree), str(REPO), json.dumps(list(sizes)), str(repeats)],
                           capture_output=True, text=True, cwd=tempfile.gettempdir(), check=False)
     if done.returncode:
         raise RuntimeError(f"benchmark failed on {tree}:\n{done.stderr[-3000:]}")
@@ -74,14 +114,14 @@ def measure(tree: Path, sizes: tuple[int, ...], repeats: int) -> dict[str, dict[
 
 
 def compare(before: Path, after: Path, rounds: int = 5, sizes: tuple[int, ...] = (1000, 10000),
-            repeats: int = 3) -> dict[str, Any]:
+            repeats: int = 3, phases: bool = False) -> dict[str, Any]:
     """Alternate the two trees ``rounds`` times; medians per tree and the after/before ratio."""
     runs: dict[str, list[dict[str, dict[str, float]]]] = {"before": [], "after": []}
     for round_ in range(rounds):
         # Swap the order every round so neither tree always runs on a warmer (or busier) machine.
         order = (("before", before), ("after", after)) if round_ % 2 == 0 else (("after", after), ("before", before))
         for name, tree in order:
-            runs[name].append(measure(tree, sizes, repeats))
+            runs[name].append(measure(tree, sizes, repeats, phases))
         print(f"  round {round_ + 1}/{rounds} done", file=sys.stderr, flush=True)
     table: dict[str, Any] = {}
     for graph in runs["before"][0]:
@@ -94,14 +134,19 @@ def compare(before: Path, after: Path, rounds: int = 5, sizes: tuple[int, ...] =
 
 
 def report(table: dict[str, Any]) -> str:
-    """A Markdown table: per graph, cold and cached µs/node before and after, and the ratio."""
-    lines = ["| graph | nodes | cold before | cold after | ratio | cached before | cached after | ratio |",
-             "|---|---|---|---|---|---|---|---|"]
-    for graph, metrics in table.items():
+    """A Markdown table: per graph, each metric's µs/node before and after, and the ratio."""
+    metrics = [m for m in ("sfumato_cold", "sfumato_cached", *PHASES) if m in next(iter(table.values()))]
+    names = {"sfumato_cold": "cold", "sfumato_cached": "cached"}
+    header = ["graph", "nodes"]
+    for metric in metrics:
+        name = names.get(metric, metric)
+        header += [f"{name} before", f"{name} after", "ratio"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for graph, row in table.items():
         shape, nodes = graph.split("-")
         cells = [shape, f"{int(nodes):,}"]
-        for metric in ("sfumato_cold", "sfumato_cached"):
-            m = metrics[metric]
+        for metric in metrics:
+            m = row[metric]
             cells += [f"{m['before']:.1f} µs", f"{m['after']:.1f} µs", f"{m['ratio']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -115,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--phases", action="store_true",
+                        help="CPU time of reading, planning and executing a cold run, per tree")
     parser.add_argument("--json", type=Path, default=None, help="also write the full table (with samples) here")
     args = parser.parse_args(argv)
     try:
@@ -122,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     print(f"before: {before}\nafter:  {after}", file=sys.stderr)
-    table = compare(before, after, rounds=args.rounds, sizes=tuple(args.sizes), repeats=args.repeats)
+    table = compare(before, after, rounds=args.rounds, sizes=tuple(args.sizes), repeats=args.repeats,
+                    phases=args.phases)
     print(report(table))
     if args.json is not None:
         args.json.write_text(json.dumps(table, indent=2) + "\n")

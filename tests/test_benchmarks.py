@@ -43,3 +43,14 @@ def test_comparing_with_an_unknown_revision_says_so():
     assert completed.returncode == 2
     assert "'no-such-revision' is neither a folder holding a sfumato tree" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_the_phases_of_a_cold_run_are_compared_side_by_side():
+    completed = subprocess.run([sys.executable, "-m", "benchmarks.compare_trees", "--before", str(REPO), "--phases",
+                                "--rounds", "1", "--sizes", "10", "--repeats", "1"],
+                               capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    header, _, *rows = completed.stdout.splitlines()
+    for phase in ("load", "plan", "execute", "cold"):
+        assert f"{phase} before | {phase} after | ratio" in header
+    assert [row.split(" | ")[0] for row in rows] == ["| chain", "| fan"]
