@@ -160,3 +160,36 @@ def test_the_library_lists_a_refiner_as_such_and_never_takes_its_configs_for_bas
     assert kinds == {"a-refiner": ("refiner", "sdxl"), "b-base": ("pipeline", "sdxl")}
     monkeypatch.setenv("SFUMATO_MODELS", str(library))
     assert config_folder_for("sdxl") == library / "b-base"
+
+
+def test_single_file_base_and_refiner_checkpoints_run_the_ensemble_with_their_own_weights(models, tmp_path,
+                                                                                        monkeypatch):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from sfumato import Registry
+    from sfumato_diffusers.library import scan
+    from tiny_models import save_single_file
+
+    base, refiner = models
+    library = tmp_path / "library"
+    shutil.copytree(base, library / "sdxl-base")
+    shutil.copytree(refiner, library / "sdxl-refiner")
+    tuned = shutil.copytree(refiner, tmp_path / "tuned-refiner")
+    weights = tuned / "unet" / "diffusion_pytorch_model.safetensors"
+    torch.manual_seed(3)
+    save_file({k: v + 0.05 * torch.randn_like(v) for k, v in load_file(weights).items()}, weights)
+    save_single_file(base, library / "files" / "base.safetensors", "sdxl")
+    save_single_file(tuned, library / "files" / "refiner.safetensors", "sdxl-refiner")
+    kinds = {entry.name: (entry.kind, entry.family) for entry in scan([library])}
+    assert kinds["refiner"] == ("refiner", "sdxl") and kinds["base"] == ("checkpoint", "sdxl")
+    monkeypatch.setenv("SFUMATO_MODELS", str(library))
+    engine = Engine(Registry.load(), device="cpu", cache=False)
+    result = engine.run(ensemble_graph(library / "files" / "base.safetensors",
+                                       library / "files" / "refiner.safetensors"))
+    assert result["images"].images[0].size == (16, 16)
+    [(key, device, dtype)] = [k for k in engine.models.loaded() if k[0] == f"diffusion:{library}/files/refiner.safetensors"]
+    unet = engine.models.get(key, device, dtype, lambda: None).unet.state_dict()
+    assert all(torch.equal(unet[k], v) for k, v in load_file(weights).items())

@@ -426,7 +426,8 @@ def save_single_file(folder: Path, path: Path, family: str) -> Path:
     """A diffusers folder of ``family`` as one ``.safetensors`` file in the layout model sites hand out.
 
     SDXL: UNet and VAE in the LDM layout, CLIP-L under ``conditioner.embedders.0`` and CLIP-G in
-    OpenCLIP's layout under ``conditioner.embedders.1``;
+    OpenCLIP's layout under ``conditioner.embedders.1``; SDXL refiner (``sdxl-refiner``): the same with
+    CLIP-G alone, under ``conditioner.embedders.0``;
     SD3: the MMDiT under ``model.diffusion_model.joint_blocks`` and the VAE;
     Flux: the transformer alone in Black Forest Labs' layout (``double_blocks``), as flux1-dev ships.
     """
@@ -444,6 +445,10 @@ def save_single_file(folder: Path, path: Path, family: str) -> Path:
             tensors["conditioner.embedders.0.transformer.text_model." + key.removeprefix("text_model.")] = value
         tensors |= _clip_to_open_clip(load_file(folder / "text_encoder_2" / "model.safetensors"),
                                       "conditioner.embedders.1.model.")
+    elif family == "sdxl-refiner":  # sd_xl_refiner_1.0's layout: CLIP-G (OpenCLIP) alone, as embedders.0
+        tensors = {**_unet_to_ldm(weights("unet"), config("unet")), **_vae_to_ldm(weights("vae"), config("vae")),
+                   **_clip_to_open_clip(load_file(folder / "text_encoder_2" / "model.safetensors"),
+                                        "conditioner.embedders.0.model.")}
     elif family == "sd3":
         tensors = {**_sd3_to_original(weights("transformer"), config("transformer")["num_layers"]),
                    **_vae_to_ldm(weights("vae"), config("vae"))}

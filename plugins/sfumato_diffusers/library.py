@@ -226,11 +226,12 @@ def model_sources() -> list[object]:
     return sources
 
 
-def config_folder_for(family: str) -> Path | None:
-    """A diffusers pipeline folder of ``family`` in the library, whose configs single files of that family use."""
+def config_folder_for(family: str, kind: str = "pipeline") -> Path | None:
+    """A diffusers folder of ``family`` in the library (a ``pipeline``, or an SDXL ``refiner``), whose
+    configs single files of that family and kind use."""
     folders = [folder for folder in library_folders() if folder.is_dir()]
     for folder in folders:
         for path, known in _candidates(folder):
-            if known == ("pipeline", family):
+            if known == (kind, family):
                 return path
     return None

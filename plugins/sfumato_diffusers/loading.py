@@ -158,15 +158,16 @@ def _scheduler_config(path: Path) -> dict[str, Any]:
 def single_file_config(name: str, path: Path) -> Path:
     """The config folder of a single-file checkpoint; :class:`ModelNotFoundError` when it has none."""
     from .library import ENV_FOLDERS, config_folder_for
-    from .singlefile import checkpoint_family, require_safetensors
+    from .singlefile import checkpoint_kind, require_safetensors
 
     require_safetensors(name, path)
-    family = checkpoint_family(path)
-    config = config_folder_for(family)
+    found = checkpoint_kind(path)
+    config = config_folder_for(found.family, "refiner" if found.kind == "refiner" else "pipeline")
     if config is None:
+        what = f"{found.family} refiner" if found.kind == "refiner" else found.family
         raise ModelNotFoundError(
-            f"model {name!r} is a single-file {family} checkpoint; its configs (and tokenizer) come from a diffusers "
-            f"{family} folder in the model library, and there is none: add one (its weights are not read) to a "
+            f"model {name!r} is a single-file {what} checkpoint; its configs (and tokenizer) come from a diffusers "
+            f"{what} folder in the model library, and there is none: add one (its weights are not read) to a "
             f"folder in {ENV_FOLDERS}")
     return config
 

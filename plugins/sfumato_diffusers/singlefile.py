@@ -124,6 +124,8 @@ def detect(header: dict[str, Any]) -> FileKind:
         if has("joint_blocks."):
             return FileKind("checkpoint", "sd3")
         sdxl = has("conditioner.embedders.1", "diffusion_model.label_emb.")
+        if sdxl and starts("conditioner.embedders.0.model.") and not has("conditioner.embedders.1"):
+            return FileKind("refiner", "sdxl")  # CLIP-G (OpenCLIP) alone: sd_xl_refiner's layout
         return FileKind("checkpoint", _family_of_width(_cross_attention_width(header), sdxl))
     if starts("conv_in.") and has("down_blocks.", "up_blocks."):
         return FileKind("unet", _family_of_width(_cross_attention_width(header), has("add_embedding.")))
@@ -155,13 +157,19 @@ def _what(found: FileKind) -> str:
 
 def checkpoint_family(path: Path) -> str:
     """The family of a single-file checkpoint that ``diffusion.generate`` can load, or :class:`SfumatoError`."""
+    return checkpoint_kind(path).family
+
+
+def checkpoint_kind(path: Path) -> FileKind:
+    """Kind (``checkpoint``, or an SDXL ``refiner``) and family of a single-file UNet checkpoint, or
+    :class:`SfumatoError` naming what the file is instead."""
     found = detect_file(path)
-    if found.kind != "checkpoint" or found.family not in CONDITIONING_FAMILY:
+    if found.kind not in ("checkpoint", "refiner") or found.family not in CONDITIONING_FAMILY:
         hint = " (apply LoRAs with diffusion.lora)" if found.kind == "lora" else \
             f" (generate with {TRANSFORMER_NODES[found.family]})" if found.family in TRANSFORMER_NODES else ""
         raise SfumatoError(f"{path} is {_what(found)}, not a Stable Diffusion 1.x/2.x/XL checkpoint that "
                            f"diffusion.generate loads{hint}")
-    return found.family
+    return found
 
 
 def transformer_checkpoint_family(path: Path, family: str) -> str:

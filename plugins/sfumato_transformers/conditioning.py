@@ -206,9 +206,10 @@ def load_sdxl_encoders(name: str, folder: Any, device: str, dtype: Any, checkpoi
         return create_diffusers_clip_model_from_ldm(cls, weights, subfolder=subfolder, config=str(folder),
                                                     torch_dtype=dtype, local_files_only=True)
 
+    base = (folder / "text_encoder").is_dir()  # a refiner folder has only text_encoder_2 (its file: embedders.0)
     tokenizers: tuple[Any, ...] = (AutoTokenizer.from_pretrained(folder / "tokenizer_2"),)
-    models: tuple[Any, ...] = (encoder(CLIPTextModelWithProjection, 1, "text_encoder_2"),)
-    if (folder / "text_encoder").is_dir():  # the base model; a refiner folder has only text_encoder_2
+    models: tuple[Any, ...] = (encoder(CLIPTextModelWithProjection, 1 if base else 0, "text_encoder_2"),)
+    if base:
         tokenizers = (AutoTokenizer.from_pretrained(folder / "tokenizer"), *tokenizers)
         models = (encoder(CLIPTextModel, 0, "text_encoder"), *models)
     for model in models:

@@ -240,8 +240,8 @@ def library_folder_of_file(sources: dict[str, Any], model: str, file: Path, fami
     configs and tokenizers. Raises ``ValueError`` saying what to do.
     """
     resolved = file.resolve()
-    listed = next((source for source in sources.values()
-                   if source.kind in ("checkpoint", "transformer") and source.path().resolve() == resolved), None)
+    listed = next((source for source in sources.values() if source.kind in ("checkpoint", "transformer", "refiner")
+                   and source.path().resolve() == resolved), None)
     if listed is None:
         raise ValueError(f"model {model!r} is a single file outside the model library: encode.{family} takes a "
                          f"diffusers {family} pipeline folder, or a single {family} checkpoint of the model library "
@@ -250,11 +250,13 @@ def library_folder_of_file(sources: dict[str, Any], model: str, file: Path, fami
     if listed.family != family:
         raise ValueError(f"model {model!r} is a single-file {listed.family or 'unknown'} {listed.kind}, not a "
                          f"{family} checkpoint that encode.{family} encodes for")
+    kind = "refiner" if listed.kind == "refiner" else "pipeline"  # an SDXL refiner file: the refiner folder's
     folder = next((source.path() for source in sources.values()
-                   if source.kind == "pipeline" and source.family == family), None)
+                   if source.kind == kind and source.family == family and source.path().is_dir()), None)
     if folder is None:
-        raise ValueError(f"model {model!r} is a single-file {family} checkpoint; its tokenizers (and encoders' "
-                         f"configs) come from a diffusers {family} folder in the model library, and there is none: "
+        what = f"{family} refiner" if kind == "refiner" else family
+        raise ValueError(f"model {model!r} is a single-file {what} checkpoint; its tokenizers (and encoders' "
+                         f"configs) come from a diffusers {what} folder in the model library, and there is none: "
                          "add one to a folder in SFUMATO_MODELS")
     return folder
 
