@@ -1,10 +1,12 @@
-"""Model families (SD 1.x/2.x, SDXL) read from config files, without torch.
+"""Model families (SD 1.x/2.x, SDXL, SD3, Flux) read from config files and file headers, without torch.
 
-A family decides what conditioning a UNet takes: SD 1.x/2.x take one CLIP
+A family decides what conditioning a model takes: SD 1.x/2.x take one CLIP
 encoder's states; SDXL takes two encoders' penultimate states side by side,
-the second encoder's pooled projection and six time ids. Encoders record the
-family in the ``Conditioning`` they make, and the generator checks it, at
-validation (from config files) and again when it runs.
+the second encoder's pooled projection and six time ids (its refiner: CLIP-G
+alone and five, with an aesthetic score); SD3 and Flux transformers take
+their own (``flow``). Encoders record the family in the ``Conditioning`` they
+make, and the generator checks it, at validation (from config files) and
+again when it runs.
 """
 
 from __future__ import annotations

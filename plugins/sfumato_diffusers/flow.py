@@ -9,6 +9,12 @@ CLIP-G and T5 states in one sequence and both CLIPs' pooled projections.
 own), with one random generator per image so each image's seed is its own.
 Guidance-distilled models (FLUX.1-dev) take ``guidance`` as an input of the
 transformer; ``true_guidance`` > 1 with a ``negative`` runs real classifier-free guidance.
+``sd3.generate`` does the same with ``StableDiffusion3Pipeline``.
+
+Both load a diffusers folder or a single ``.safetensors`` checkpoint (configs,
+and the VAE when the file has none, from the model library's folder of that
+family: ``singlefile.load_transformer_checkpoint``), and apply LoRA stacks to
+the transformer (``lora.lora_applied``).
 """
 
 from __future__ import annotations
