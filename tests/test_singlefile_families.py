@@ -128,7 +128,7 @@ def test_flux_conversion_gives_diffusers_own_result_at_flux1_width():
     import torch
     from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
 
-    from sfumato_diffusers.singlefile import flux_checkpoint_to_diffusers
+    from sfumato_diffusers.checkpoints import flux_checkpoint_to_diffusers
 
     torch.manual_seed(0)
     inner, mlp = 3072, 4 * 3072

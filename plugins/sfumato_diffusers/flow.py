@@ -13,7 +13,7 @@ transformer; ``true_guidance`` > 1 with a ``negative`` runs real classifier-free
 
 Both load a diffusers folder or a single ``.safetensors`` checkpoint (configs,
 and the VAE when the file has none, from the model library's folder of that
-family: ``singlefile.load_transformer_checkpoint``), and apply LoRA stacks to
+family: ``checkpoints.load_transformer_checkpoint``), and apply LoRA stacks to
 the transformer (``lora.lora_applied``).
 """
 
@@ -111,7 +111,7 @@ def load_flux(context: RunContext, name: str, family: str = FLUX) -> FluxModel:
         low_memory = importlib.util.find_spec("accelerate") is not None
         parts: dict[str, Any] = {}
         if single_file is not None:
-            from .singlefile import load_transformer_checkpoint
+            from .checkpoints import load_transformer_checkpoint
 
             parts = load_transformer_checkpoint(single_file, path, family, dtype)
         transformer = parts.get("transformer") or getattr(diffusers, transformer_class).from_pretrained(

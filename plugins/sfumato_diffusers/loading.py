@@ -174,7 +174,7 @@ def single_file_config(name: str, path: Path) -> Path:
 
 def _single_file_model(context: RunContext, name: str, path: Path, config: Path, dtype: Any) -> DiffusionModel:
     """A single-file checkpoint's UNet, VAE and (SD 1.x/2.x) text encoder, configured from ``config``."""
-    from .singlefile import load_checkpoint
+    from .checkpoints import load_checkpoint
 
     parts = load_checkpoint(path, config, dtype)
     model = DiffusionModel(name, parts["unet"].eval().to(context.device), parts["vae"].eval().to(context.device),
