@@ -181,3 +181,16 @@ def test_damaged_model_records_in_png_metadata_are_refused():
         with pytest.raises(MetadataError, match="'models' must map model names"):
             check_metadata({"graph": graph, "models": models})
     assert check_metadata({"graph": graph, "models": {"m": {"path": "/m", "sha256": "a", "files": {"w": "b"}}}})
+
+
+def test_the_safetensors_files_a_graph_reads_are_among_the_models_it_names():
+    from sfumato import default_registry
+    from sfumato.run.metadata import graph_model_names
+
+    document = {"version": 1, "params": {"style": {"type": "str", "default": "/loras/style.safetensors"}}, "nodes": {
+        "a": {"type": "diffusion.lora", "inputs": {"path": {"param": "style"}}},
+        "b": {"type": "diffusion.lora", "inputs": {"path": "/loras/other.safetensors"}},
+        "c": {"type": "image.load", "inputs": {"path": "/images/photo.png"}},  # read, but no weights
+        "d": {"type": "diffusion.generate", "inputs": {"model": "my-model"}}}}
+    assert graph_model_names(document, {}, default_registry()) == [
+        "/loras/style.safetensors", "/loras/other.safetensors", "my-model"]

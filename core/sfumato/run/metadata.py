@@ -68,23 +68,37 @@ def node_versions(document: dict[str, Any], registry: Any = None) -> dict[str, d
 
 
 def graph_model_names(document: dict[str, Any], params: dict[str, Any], registry: Any) -> list[str]:
-    """The model names a graph's nodes give in their ``model`` input: literal, a parameter, or the default.
+    """The models a graph's nodes name: their ``model`` inputs, and the weight files they read.
 
-    The same rule validation checks model names by: a node that loads a model
-    takes a run context and names the model in a text input called ``model``.
+    A ``model`` input counts by the rule validation checks model names by: a
+    node that loads a model takes a run context and names the model in a text
+    input called ``model`` (literal, a parameter, or the default). A weight
+    file is a ``.safetensors`` file given to an input declared
+    :data:`~sfumato.ReadablePath` (a LoRA, a ControlNet, an IP-Adapter).
     """
     declared = document.get("params") or {}
+
+    def value_of(given: Any) -> Any:
+        if isinstance(given, dict) and "param" in given:
+            default = declared.get(given["param"], {})
+            return params.get(given["param"], default.get("default") if isinstance(default, dict) else None)
+        return given
+
     names: list[str] = []
     for entry in (document.get("nodes") or {}).values():
         spec = registry.nodes.get(entry.get("type")) if isinstance(entry, dict) else None
-        if spec is None or spec.context_param is None or "model" not in spec.inputs:
+        if spec is None:
             continue
-        value = (entry.get("inputs") or {}).get("model", spec.inputs["model"].default)
-        if isinstance(value, dict) and "param" in value:
-            default = declared.get(value["param"], {})
-            value = params.get(value["param"], default.get("default") if isinstance(default, dict) else None)
-        if isinstance(value, str) and value:
-            names.append(value)
+        inputs = entry.get("inputs") or {}
+        if spec.context_param is not None and "model" in spec.inputs:
+            value = value_of(inputs.get("model", spec.inputs["model"].default))
+            if isinstance(value, str) and value:
+                names.append(value)
+        for name, port in spec.inputs.items():
+            value = value_of(inputs.get(name))
+            if getattr(port, "path_access", None) == "read" and isinstance(value, str) \
+                    and value.lower().endswith(".safetensors"):
+                names.append(value)
     return list(dict.fromkeys(names))
 
 
