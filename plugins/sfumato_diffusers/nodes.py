@@ -181,7 +181,8 @@ def generate(
         prompt: used instead of ``conditioning`` with models that have their own text encoder.
         negative: what to steer away from; default: the unconditional input.
         negative_prompt: with models that have their own text encoder: what to steer away from, as text.
-        model: a model name (``tiny-shapes-diffusion``), a diffusers folder or a hub id.
+        model: a model name (``tiny-shapes-diffusion``), a diffusers folder, a hub id, or a single-file
+            ``.safetensors`` checkpoint (SD 1.x/2.x/XL; configs from the model library's folder of its family).
         scheduler: the sampler.
         steps: denoising steps.
         guidance: classifier-free guidance scale (1 turns guidance off).

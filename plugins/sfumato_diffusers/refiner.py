@@ -92,7 +92,8 @@ def refine(
     Args:
         latent: the base model's latents, stopped at ``denoising_end``.
         conditioning: the prompts encoded by ``encode.sdxl`` of the refiner folder (its CLIP-G alone).
-        model: an SDXL refiner folder (``unet/``, ``vae/``, ``scheduler/``, ``text_encoder_2/``...).
+        model: an SDXL refiner folder (``unet/``, ``vae/``, ``scheduler/``, ``text_encoder_2/``...), or a
+            single-file refiner checkpoint (configs from the model library's refiner folder).
         negative: what to steer away from (``encode.sdxl`` of the refiner folder); default zeros.
         steps: steps of the whole schedule (the refiner runs the part after ``denoising_start``).
         denoising_start: where in the schedule the refiner takes over (the base's ``denoising_end``).
