@@ -206,3 +206,20 @@ def test_a_checkpoint_that_is_not_safetensors_is_refused_saying_what_sfumato_loa
     with pytest.raises(SfumatoError, match=rf"is a \{suffix} file: sfumato loads single-file checkpoints from "
                                            r"\.safetensors only"):
         engine.run(graph(family, root, model=str(other)))
+
+
+@pytest.mark.parametrize(("family", "width"), [("sdxl", 64), ("sd3", 32), ("flux", 32)])
+def test_conditioning_of_another_width_into_a_single_file_is_refused_at_validation(library, family, width,
+                                                                                   tmp_path):
+    """The width a file's denoiser attends to comes from its header (no weights read, no config folder)."""
+    from tiny_models import save_tiny_clip
+
+    root, _ = library
+    builder = GraphBuilder("bad")
+    encode = builder.add("encode.text", "enc", texts="a red circle", model=str(save_tiny_clip(tmp_path / "clip", 8)),
+                         max_length=16)
+    generator = {"sdxl": "diffusion.generate", "sd3": "sd3.generate", "flux": "flux.generate"}[family]
+    builder.add(generator, "gen", conditioning=encode["conditioning"], guidance=1.0,
+                model=str(root / "checkpoints" / f"{family}-finetune.safetensors"))
+    [issue] = validate_graph(builder.build(), default_registry())
+    assert issue.path == "nodes.gen.inputs.conditioning" and f"width=8 (needs {width})" in issue.message

@@ -124,8 +124,9 @@ def single_file_family(name: str, sources: Any) -> str:
 
 
 def expected_of_single_file(path: Path) -> dict[str, Any]:
-    """What a single-file checkpoint's UNet needs from its conditioning, from the file's keys (no weights read)."""
-    from .singlefile import CONDITIONING_FAMILY, checkpoint_family
+    """What a single-file checkpoint's UNet needs from its conditioning (family, width), from its header."""
+    from .singlefile import CONDITIONING_FAMILY, checkpoint_family, conditioning_width, read_header
 
     family = CONDITIONING_FAMILY[checkpoint_family(path)]  # SfumatoError for a file that is no checkpoint
-    return {"family": SDXL} if family == SDXL else {}
+    width = conditioning_width(read_header(path))
+    return {**({"family": SDXL} if family == SDXL else {}), **({"width": width} if width else {})}

@@ -131,9 +131,11 @@ def load_flux(context: RunContext, name: str, family: str = FLUX) -> FluxModel:
 def _expected(inputs: dict[str, Any], context: ValidationContext, family: str = FLUX) -> dict[str, dict[str, Any]]:
     """A transformer takes its family's conditioning as wide as its joint attention (from its config, no torch)."""
     folder = context.model_folder(inputs["model"]) if inputs.get("model") else None
-    if folder is None and inputs.get("model"):
-        _check_single_file(str(inputs["model"]), context, family)
     expected: dict[str, Any] = {"family": family}
+    if folder is None and inputs.get("model"):
+        width = _check_single_file(str(inputs["model"]), context, family)
+        if width:
+            expected["width"] = width
     config = folder / "transformer" / "config.json" if folder is not None else None
     if config is not None and config.exists():
         expected["width"] = json.loads(config.read_text()).get("joint_attention_dim")
@@ -141,18 +143,21 @@ def _expected(inputs: dict[str, Any], context: ValidationContext, family: str = 
     return {"conditioning": expected, "negative": expected, "loras": {"family": family}}
 
 
-def _check_single_file(model: str, context: ValidationContext, family: str) -> None:
-    """A single file given as ``model`` must be a ``family`` checkpoint (from its keys, no weights read)."""
+def _check_single_file(model: str, context: ValidationContext, family: str) -> int:
+    """A single file given as ``model`` must be a ``family`` checkpoint (from its keys, no weights read);
+    returns the text width its transformer takes (0: not a file, or not one)."""
     from .families import single_file_of
-    from .singlefile import transformer_checkpoint_family
+    from .singlefile import conditioning_width, read_header, transformer_checkpoint_family
 
     file = single_file_of(model, context.model_sources)
     if file is None:
-        return
+        return 0
     try:
         transformer_checkpoint_family(file, family)
     except Exception as error:  # noqa: BLE001 - SfumatoError from the file's keys, reported on the input
         context.problem(str(error), "model")
+        return 0
+    return conditioning_width(read_header(file))
 
 
 def _check(model: FluxModel, conditioning: Conditioning, role: str) -> None:

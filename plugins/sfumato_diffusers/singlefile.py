@@ -136,6 +136,20 @@ def detect(header: dict[str, Any]) -> FileKind:
                        "1.x/2.x/XL, SD3 or Flux checkpoint, nor a LoRA, ControlNet or IP-Adapter sfumato knows")
 
 
+def conditioning_width(header: dict[str, Any]) -> int:
+    """The text width a checkpoint's denoiser attends to, from its header (0 when it does not say).
+
+    A UNet's cross-attention key projection takes it; an SD3 or Flux
+    transformer's context embedder (``context_embedder``, BFL's ``txt_in``).
+    """
+    for key in ("model.diffusion_model.context_embedder.weight", "context_embedder.weight",
+                "model.diffusion_model.txt_in.weight", "txt_in.weight"):
+        shape = _shape(header, key)
+        if len(shape) == 2:
+            return int(shape[1])
+    return _cross_attention_width(header, "model.diffusion_model.")
+
+
 def detect_file(path: Path) -> FileKind:
     """Kind and family of a ``.safetensors`` file; :class:`SfumatoError` naming the file when unknown."""
     try:
