@@ -190,6 +190,7 @@ def test_single_file_base_and_refiner_checkpoints_run_the_ensemble_with_their_ow
     result = engine.run(ensemble_graph(library / "files" / "base.safetensors",
                                        library / "files" / "refiner.safetensors"))
     assert result["images"].images[0].size == (16, 16)
-    [(key, device, dtype)] = [k for k in engine.models.loaded() if k[0] == f"diffusion:{library}/files/refiner.safetensors"]
+    refiner_key = f"diffusion:{library}/files/refiner.safetensors"
+    [(key, device, dtype)] = [k for k in engine.models.loaded() if k[0] == refiner_key]
     unet = engine.models.get(key, device, dtype, lambda: None).unet.state_dict()
     assert all(torch.equal(unet[k], v) for k, v in load_file(weights).items())

@@ -223,3 +223,37 @@ def test_conditioning_of_another_width_into_a_single_file_is_refused_at_validati
                 model=str(root / "checkpoints" / f"{family}-finetune.safetensors"))
     [issue] = validate_graph(builder.build(), default_registry())
     assert issue.path == "nodes.gen.inputs.conditioning" and f"width=8 (needs {width})" in issue.message
+
+
+def test_an_sd3_file_with_its_text_encoders_is_encoded_with_the_file_s_own(tmp_path, monkeypatch):
+    """As sd3_medium_incl_clips_t5xxl: CLIP-L, CLIP-G and T5 under text_encoders. (CLIP-L with the identity
+    projection diffusers gives it); fine-tuned encoders in the file are the ones that encode."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from sfumato import Registry
+
+    library = tmp_path / "library"
+    save_tiny_sd3_pipeline(library / "sd3-base", projection_dim=16)
+    other = save_tiny_sd3_pipeline(tmp_path / "other", projection_dim=16)
+    torch.manual_seed(5)
+    for part in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+        weights = other / part / "model.safetensors"
+        tuned = {k: v + 0.05 * torch.randn_like(v) for k, v in load_file(weights).items()}
+        if part == "text_encoder":
+            tuned["text_projection.weight"] = torch.eye(16)
+        save_file(tuned, weights)
+    save_single_file(other, library / "sd3-incl-encoders.safetensors", "sd3", encoders=True)
+    monkeypatch.setenv("SFUMATO_MODELS", str(library))
+    engine = Engine(Registry.load(), device="cpu", cache=False)
+    file = str(library / "sd3-incl-encoders.safetensors")
+    builder = GraphBuilder("sd3-file")
+    encode = builder.add("encode.sd3", "enc", texts="a red circle", model=file)
+    gen = builder.add("sd3.generate", "gen", conditioning=encode["conditioning"], model=file, steps=2, guidance=1.0)
+    builder.output("images", gen["images"])
+    assert len(engine.run(builder.build())["images"]) == 1
+    [(key, device, dtype)] = [k for k in engine.models.loaded() if k[0].endswith("#sd3-encoders")]
+    encoders = engine.models.get(key, device, dtype, lambda: None).encoders
+    for (_, model), part in zip(encoders, ("text_encoder", "text_encoder_2", "text_encoder_3")):
+        state = model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in load_file(other / part / "model.safetensors").items())

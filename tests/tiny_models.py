@@ -260,7 +260,7 @@ def save_tiny_flux_pipeline(folder: Path) -> Path:
     return folder
 
 
-def save_tiny_sd3_pipeline(folder: Path, num_layers: int = 1) -> Path:
+def save_tiny_sd3_pipeline(folder: Path, num_layers: int = 1, projection_dim: int = 32) -> Path:
     """An SD3-layout folder: a 1-layer SD3 MMDiT, CLIP-L and CLIP-G (16 wide, 32-wide projections) and T5 (32).
 
     As in SD3, the two CLIPs' states side by side (16 + 16) are padded to T5's
@@ -272,13 +272,14 @@ def save_tiny_sd3_pipeline(folder: Path, num_layers: int = 1) -> Path:
     torch.manual_seed(0)
     SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=num_layers, attention_head_dim=8,
                           num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32,
-                          pooled_projection_dim=64, out_channels=4).save_pretrained(folder / "transformer")
+                          pooled_projection_dim=2 * projection_dim,
+                          out_channels=4).save_pretrained(folder / "transformer")
     AutoencoderKL(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1,
                   latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
                   shift_factor=0.0609, scaling_factor=1.5035).save_pretrained(folder / "vae")
     FlowMatchEulerDiscreteScheduler(shift=3.0).save_pretrained(folder / "scheduler")
-    save_tiny_clip_with_projection(folder / "text_encoder", width=16, projection_dim=32)
-    save_tiny_clip_with_projection(folder / "text_encoder_2", width=16, projection_dim=32)
+    save_tiny_clip_with_projection(folder / "text_encoder", width=16, projection_dim=projection_dim)
+    save_tiny_clip_with_projection(folder / "text_encoder_2", width=16, projection_dim=projection_dim)
     save_tiny_t5(folder / "text_encoder_3", width=32)
     for name in ("tokenizer", "tokenizer_2", "tokenizer_3"):
         save_word_tokenizer(folder / name)
@@ -346,7 +347,8 @@ def _sd3_to_original(state: dict, num_layers: int) -> dict:
             out[f"{joint}x_block.attn.proj.{kind}"] = state[f"{block}attn.to_out.0.{kind}"]
             out[f"{joint}x_block.adaLN_modulation.1.{kind}"] = state[f"{block}norm1.linear.{kind}"]
             context_norm = state[f"{block}norm1_context.linear.{kind}"]
-            out[f"{joint}context_block.adaLN_modulation.1.{kind}"] = _swap_halves(context_norm) if last else context_norm
+            out[f"{joint}context_block.adaLN_modulation.1.{kind}"] = \
+                _swap_halves(context_norm) if last else context_norm
             out[f"{joint}x_block.mlp.fc1.{kind}"] = state[f"{block}ff.net.0.proj.{kind}"]
             out[f"{joint}x_block.mlp.fc2.{kind}"] = state[f"{block}ff.net.2.{kind}"]
             if not last:  # the last block's context stream ends after attention
@@ -405,7 +407,8 @@ def _clip_to_open_clip(state: dict, prefix: str) -> dict:
 
     whole = {"text_model.embeddings.position_embedding.weight": "positional_embedding",
              "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
-             "text_model.final_layer_norm.weight": "ln_final.weight", "text_model.final_layer_norm.bias": "ln_final.bias"}
+             "text_model.final_layer_norm.weight": "ln_final.weight",
+             "text_model.final_layer_norm.bias": "ln_final.bias"}
     parts = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
              "self_attn.out_proj": "attn.out_proj"}
     out = {"text_projection": state["text_projection.weight"].T.contiguous()}
@@ -422,13 +425,14 @@ def _clip_to_open_clip(state: dict, prefix: str) -> dict:
     return {prefix + key: value for key, value in out.items()}
 
 
-def save_single_file(folder: Path, path: Path, family: str) -> Path:
+def save_single_file(folder: Path, path: Path, family: str, encoders: bool = False) -> Path:
     """A diffusers folder of ``family`` as one ``.safetensors`` file in the layout model sites hand out.
 
     SDXL: UNet and VAE in the LDM layout, CLIP-L under ``conditioner.embedders.0`` and CLIP-G in
     OpenCLIP's layout under ``conditioner.embedders.1``; SDXL refiner (``sdxl-refiner``): the same with
     CLIP-G alone, under ``conditioner.embedders.0``;
-    SD3: the MMDiT under ``model.diffusion_model.joint_blocks`` and the VAE;
+    SD3: the MMDiT under ``model.diffusion_model.joint_blocks`` and the VAE (with ``encoders``, also
+    CLIP-L, CLIP-G and T5 under ``text_encoders.``);
     Flux: the transformer alone in Black Forest Labs' layout (``double_blocks``), as flux1-dev ships.
     """
     from safetensors.torch import load_file, save_file
@@ -452,6 +456,10 @@ def save_single_file(folder: Path, path: Path, family: str) -> Path:
     elif family == "sd3":
         tensors = {**_sd3_to_original(weights("transformer"), config("transformer")["num_layers"]),
                    **_vae_to_ldm(weights("vae"), config("vae"))}
+        if encoders:  # as sd3_medium_incl_clips_t5xxl: the three text encoders under text_encoders.
+            for part, name in (("text_encoder", "clip_l"), ("text_encoder_2", "clip_g"), ("text_encoder_3", "t5xxl")):
+                for key, value in load_file(folder / part / "model.safetensors").items():
+                    tensors[f"text_encoders.{name}.transformer.{key}"] = value
     else:
         settings = config("transformer")
         tensors = _flux_to_bfl(weights("transformer"), settings["num_layers"], settings["num_single_layers"])

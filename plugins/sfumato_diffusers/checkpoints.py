@@ -72,7 +72,8 @@ def flux_checkpoint_to_diffusers(checkpoint: dict[str, Any], inner_dim: int) -> 
             block, rest = f"transformer_blocks.{match[1]}.", match[2]
             part, _, kind = rest.rpartition(".")
             if part in ("img_attn.qkv", "txt_attn.qkv"):
-                names = ("to_q", "to_k", "to_v") if part.startswith("img") else ("add_q_proj", "add_k_proj", "add_v_proj")
+                names = ("to_q", "to_k", "to_v") if part.startswith("img") else \
+                    ("add_q_proj", "add_k_proj", "add_v_proj")
                 for target, piece in zip(names, tensor.chunk(3, dim=0)):
                     converted[f"{block}attn.{target}.{kind}"] = piece
             elif rest in _FLUX_DOUBLE:  # the q/k norms: a "scale" with no weight/bias suffix
@@ -158,7 +159,8 @@ def load_checkpoint(path: Path, config: Path, dtype: Any) -> dict[str, Any]:
         from transformers import AutoTokenizer, CLIPTextModel
 
         with safe_open(str(path), "pt") as handle:  # only the text encoder's tensors, not the whole file
-            text_weights = {k: handle.get_tensor(k) for k in handle.keys() if k.startswith("cond_stage_model.")}  # noqa: SIM118
+            text_weights = {k: handle.get_tensor(k) for k in handle.keys()  # noqa: SIM118 - a safe_open handle
+                            if k.startswith("cond_stage_model.")}
         components["text_encoder"] = create_diffusers_clip_model_from_ldm(
             CLIPTextModel, text_weights, subfolder="text_encoder", config=str(config), torch_dtype=dtype,
             local_files_only=True)

@@ -217,17 +217,21 @@ def load_sdxl_encoders(name: str, folder: Any, device: str, dtype: Any, checkpoi
     return SDXLEncoders(name, tokenizers, models, device)
 
 
-def _embedder_weights(checkpoint: Any, index: int) -> dict[str, Any]:
-    """The tensors of one SDXL text encoder (``conditioner.embedders.<index>.``) of a single file, alone.
+def _prefixed_weights(checkpoint: Any, prefix: str) -> dict[str, Any]:
+    """The tensors of one text encoder of a single file (names starting with ``prefix``), alone.
 
     One at a time: diffusers tells CLIP-L from OpenCLIP-G by which keys are
     present, and a file's other encoder would otherwise be taken for it.
     """
     from safetensors import safe_open
 
-    prefix = f"conditioner.embedders.{index}."
     with safe_open(str(checkpoint), "pt") as handle:
         return {key: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}  # noqa: SIM118
+
+
+def _embedder_weights(checkpoint: Any, index: int) -> dict[str, Any]:
+    """An SDXL file's text encoder ``conditioner.embedders.<index>.`` (0: CLIP-L, or a refiner's CLIP-G; 1: CLIP-G)."""
+    return _prefixed_weights(checkpoint, f"conditioner.embedders.{index}.")
 
 
 @dataclass
@@ -313,8 +317,14 @@ class SD3Encoders:
                             texts=tuple(texts), family="sd3")
 
 
-def load_sd3_encoders(name: str, folder: Any, device: str, dtype: Any) -> SD3Encoders:
-    """The three tokenizers and text encoders of an SD3 pipeline folder."""
+def load_sd3_encoders(name: str, folder: Any, device: str, dtype: Any, checkpoint: Any = None) -> SD3Encoders:
+    """The three tokenizers and text encoders of an SD3 pipeline folder.
+
+    With ``checkpoint`` (a single-file SD3 checkpoint), each encoder the file
+    carries (``text_encoders.clip_l``, ``clip_g``, ``t5xxl``, as the
+    ``*_incl_clips_t5xxl`` files do) is read from it, converted by diffusers;
+    the others, their configs and the tokenizers come from ``folder``.
+    """
     from pathlib import Path
 
     from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
@@ -323,7 +333,19 @@ def load_sd3_encoders(name: str, folder: Any, device: str, dtype: Any) -> SD3Enc
     transformers_logging.disable_progress_bar()
     folder = Path(folder)
     parts = []
-    for suffix, cls in (("", CLIPTextModelWithProjection), ("_2", CLIPTextModelWithProjection), ("_3", T5EncoderModel)):
-        model = cls.from_pretrained(folder / f"text_encoder{suffix}", dtype=dtype).eval().to(device)
-        parts.append((AutoTokenizer.from_pretrained(folder / f"tokenizer{suffix}"), model))
+    kinds = (("", CLIPTextModelWithProjection, "clip_l"), ("_2", CLIPTextModelWithProjection, "clip_g"),
+             ("_3", T5EncoderModel, "t5xxl"))
+    for suffix, cls, stored in kinds:
+        weights = _prefixed_weights(checkpoint, f"text_encoders.{stored}.") if checkpoint is not None else {}
+        if weights:
+            from diffusers.loaders import single_file_utils
+
+            create = single_file_utils.create_diffusers_t5_model_from_checkpoint if stored == "t5xxl" \
+                else single_file_utils.create_diffusers_clip_model_from_ldm
+            model = create(cls, weights, subfolder=f"text_encoder{suffix}", config=str(folder), torch_dtype=dtype,
+                           local_files_only=True)
+            model.tie_weights()  # T5's token embedding is stored once, as "shared"
+        else:
+            model = cls.from_pretrained(folder / f"text_encoder{suffix}", dtype=dtype)
+        parts.append((AutoTokenizer.from_pretrained(folder / f"tokenizer{suffix}"), model.eval().to(device)))
     return SD3Encoders(name, (parts[0], parts[1], parts[2]), device)

@@ -224,7 +224,8 @@ def _pipeline_encoders(context: RunContext, model: str, family: str, parts: tupl
     missing = [part for part in parts if not (path / part).is_dir()]
     if missing:
         raise ValueError(f"model {model!r} at {path} is not {family} pipeline folder: missing {', '.join(missing)}/")
-    file = (checkpoint,) if checkpoint is not None and key == "sdxl" else ()  # SDXL files carry their encoders
+    # SDXL files carry their encoders (maybe fine-tuned), SD3 files may: those are read from the file.
+    file = (checkpoint,) if checkpoint is not None and key in ("sdxl", "sd3") else ()
     return context.models.get(f"{model}#{key}-encoders", context.device, context.dtype,
                               lambda: load(model, path, context.device, torch_dtype(context.dtype), *file),
                               preparing_since=preparing)
@@ -233,11 +234,12 @@ def _pipeline_encoders(context: RunContext, model: str, family: str, parts: tupl
 def library_folder_of_file(sources: dict[str, Any], model: str, file: Path, family: str) -> Path:
     """The model library's diffusers ``family`` folder, for the single-file checkpoint ``file`` of that family.
 
-    A single file has no tokenizers (and an SD3 or Flux file rarely its text
-    encoders): they come from the library's folder of the file's family.
-    SDXL files carry both text encoders, which may be fine-tuned: those are
-    read from the file (:func:`load_sdxl_encoders`), the folder giving their
-    configs and tokenizers. Raises ``ValueError`` saying what to do.
+    A single file has no tokenizers (and a Flux file no text encoders): they
+    come from the library's folder of the file's family. SDXL files carry both
+    text encoders, which may be fine-tuned, and SD3 files may carry theirs:
+    those are read from the file (:func:`load_sdxl_encoders`,
+    :func:`load_sd3_encoders`), the folder giving their configs and
+    tokenizers. Raises ``ValueError`` saying what to do.
     """
     resolved = file.resolve()
     listed = next((source for source in sources.values() if source.kind in ("checkpoint", "transformer", "refiner")
