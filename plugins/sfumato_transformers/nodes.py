@@ -368,7 +368,8 @@ def encode_sd3(
     Args:
         texts: the prompts (a single text links here too).
         model: an SD3 pipeline folder (``text_encoder/``, ``text_encoder_2/``, ``text_encoder_3/`` and tokenizers),
-            or a single-file SD3 checkpoint of the model library (encoded with the library's SD3 folder).
+            or a single-file SD3 checkpoint of the model library (the encoders it carries, the others and the
+            tokenizers from the library's SD3 folder).
         max_length: T5 tokens per prompt (capped by the tokenizer).
         clip_skip: CLIP layers to skip before the penultimate one.
     """
