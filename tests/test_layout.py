@@ -270,7 +270,16 @@ def test_planner_training_resumes_from_its_checkpoint_exactly(tmp_path):
     small = {"width": 16, "layers": 1, "heads": 2, "batch_size": 4, "save_every": 2}
     losses: list[float] = []
     train(TrainingConfig(pairs, tmp_path / "whole", steps=4, **small), lambda step, loss: losses.append(loss))
-    train(TrainingConfig(pairs, tmp_path / "split", steps=2, **small))
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(step: int, loss: float) -> None:
+        if step == 3:  # after the checkpoint of step 2: a run stopped part-way
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(TrainingConfig(pairs, tmp_path / "split", steps=4, **small), interrupt)
     resumed: list[int] = []
     train(TrainingConfig(pairs, tmp_path / "split", steps=4, **small), lambda step, loss: resumed.append(step))
     assert resumed == [3, 4]  # it went on from step 2

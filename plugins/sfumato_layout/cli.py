@@ -19,7 +19,7 @@ def add_parsers(subparsers: Any) -> None:
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--save-every", type=int, default=200)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--width", type=int, default=128, help="model width (a multiple of --heads)")
+    train.add_argument("--width", type=int, default=64, help="model width (a multiple of --heads)")
     train.add_argument("--layers", type=int, default=4)
     train.add_argument("--heads", type=int, default=4)
     train.add_argument("--learning-rate", type=float, default=1e-3)
@@ -60,7 +60,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 #: ``layout train`` options after the required ones, with their defaults (a default is left out of the record).
-_OPTIONS = (("steps", 3000), ("batch_size", 32), ("save_every", 200), ("seed", 0), ("width", 128), ("layers", 4),
+_OPTIONS = (("steps", 3000), ("batch_size", 32), ("save_every", 200), ("seed", 0), ("width", 64), ("layers", 4),
             ("heads", 4), ("learning_rate", 1e-3), ("threads", 0))
 
 
