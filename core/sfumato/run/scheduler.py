@@ -245,8 +245,8 @@ class Scheduler:
         order whose sources ran (sources rank lower, and ran before it), and a
         failure blocks exactly the nodes downstream of it: so the nodes run in
         plan order, those behind a failure are blocked, as the ready-queue
-        would do, without its per-node bookkeeping (a third of the time of a
-        run of trivial nodes).
+        would do, without its per-node bookkeeping (a quarter of the time of
+        executing trivial nodes).
         """
         nodes, is_cancelled = state.plan.nodes, self.cancel_event.is_set
         stopped: set[str] = set()  # failed or blocked in this run
