@@ -328,16 +328,22 @@ def run_sd_shaped(recipes: dict[str, dict[str, Any]], size: int, steps: int, sha
               f"{metric} {score:.4f}  +{row['memory_added_gib']:.2f} GiB", flush=True)
     print(f"  peak RSS of the process: {_rss_bytes() / 2**30:.1f} GiB", flush=True)
     if plot:
-        pareto_plot(rows, plot, f"SD-1.5-shaped UNet, random weights, {size}², {steps} steps, this CPU")
+        pareto_plot(rows, plot, f"SD-1.5-shaped UNet, random weights, {size}², {steps} steps, this CPU\n"
+                    "(LCM-LoRA rows sample otherwise: their SSIM is not a fidelity)")
     return rows
 
 
 def pareto_plot(rows: list[dict[str, Any]], path: str, title: str) -> None:
-    """Seconds per image against SSIM to the pipeline's image, the Pareto front joined (matplotlib, else PIL)."""
+    """Time per image against SSIM to the pipeline's image, the Pareto front joined (matplotlib, else PIL).
+
+    Time is relative to diffusers' pipeline timed beside each recipe (1 = as slow as it): absolute
+    seconds of recipes measured minutes apart on a shared machine are not comparable.
+    """
     from sfumato_diffusers.tune import pareto
 
-    points = [{"name": r["name"], "seconds": r["seconds_per_image"], "fidelity": r["similarity"]}
-              for r in rows if "error" not in r]
+    points = [{"name": BASELINE, "seconds": 1.0, "fidelity": 1.0}]
+    points += [{"name": r["name"], "seconds": 1.0 / r["speedup"], "fidelity": r["similarity"]}
+               for r in rows if "error" not in r]
     front = pareto(points)
     try:
         import matplotlib
@@ -347,16 +353,17 @@ def pareto_plot(rows: list[dict[str, Any]], path: str, title: str) -> None:
     except ImportError:
         _pil_plot(points, front, path, title)
         return
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for point in points:
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for index, point in enumerate(sorted(points, key=lambda p: p["seconds"])):
         on_front = point in front
         axis.scatter(point["seconds"], point["fidelity"], color="tab:blue" if on_front else "tab:gray", zorder=3)
+        # Staggered labels: points of equal SSIM sit on one line.
         axis.annotate(point["name"], (point["seconds"], point["fidelity"]), fontsize=7, textcoords="offset points",
-                      xytext=(4, 3))
+                      xytext=(4, -12 - 10 * (index % 3)), rotation=0)
     axis.plot([p["seconds"] for p in front], [p["fidelity"] for p in front], color="tab:blue", alpha=0.5)
-    axis.set_xlabel("seconds per image")
+    axis.set_xlabel("seconds per image, relative to diffusers' fp32 pipeline timed beside it")
     axis.set_ylabel("SSIM to diffusers' fp32 pipeline image")
-    axis.set_title(title, fontsize=9)
+    axis.set_title(title, fontsize=8, wrap=True)
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -378,7 +385,8 @@ def _pil_plot(points: list[dict[str, Any]], front: list[dict[str, Any]], path: s
 
     draw.line([(margin, margin), (margin, height - margin), (width - margin, height - margin)], fill="black")
     draw.text((margin, 10), title, fill="black")
-    draw.text((width // 2 - 60, height - 30), "seconds per image", fill="black")
+    draw.text((width // 2 - 160, height - 30), "seconds per image, relative to diffusers' fp32 pipeline",
+              fill="black")
     draw.text((5, margin - 20), f"SSIM (from {y_min:.2f} to 1)", fill="black")
     for point in points:
         x, y = at(point)
