@@ -226,7 +226,10 @@ class ExportedUNet:
         if present not in self._exported:
             kind = "+".join(("unet",) + present)  # same shapes, other inputs: another file
             self._exported[present] = ExportedModule(_flat_unet(self.unet, present), kind, self.precision)
-        step = torch.as_tensor(timestep, dtype=torch.float32).reshape(())
+        step = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1)
+        if step.numel() != 1 and not bool((step == step[0]).all()):
+            raise ValueError("speed.backend='openvino': the exported UNet takes one timestep for the whole batch")
+        step = step[0]
         output = self._exported[present].run(sample, step, encoder_hidden_states, *(given[n] for n in present))
         output = output.to(sample.dtype)
         return UNet2DConditionOutput(sample=output) if return_dict else (output,)
