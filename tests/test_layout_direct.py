@@ -98,6 +98,21 @@ def test_a_layout_drives_an_sdxl_unet_window_by_window(engine, tmp_path):
     assert pixels[:16, :16].std() > 0  # inside the first window: drawn
 
 
+@pytest.mark.slow
+def test_layout_generate_refuses_an_sdxl_unet_naming_diffusion_generate(tmp_path):
+    import torch
+
+    import sfumato.testing as st
+    from sfumato_layout import nodes as layout_nodes
+
+    folder = save_tiny_sdxl_pipeline(tmp_path / "sdxl")
+    layout = Layout((LayoutObject("red circle", (0.0, 0.0, 0.3, 0.3)),), "gray")
+    conditioning = sfumato.Conditioning(torch.zeros(2, 16, 64), "clip", 64, 16, torch.zeros(2, 32), family="sdxl")
+    with pytest.raises(ValueError, match="diffusion.generate"):
+        st.call_node(layout_nodes.generate, layout=layout, conditioning=conditioning, model=str(folder), steps=1,
+                     width=64, height=64)
+
+
 def _issues(graph: sfumato.Graph) -> list[sfumato.GraphIssue]:
     return sfumato.validate_graph(graph, sfumato.default_registry())
 

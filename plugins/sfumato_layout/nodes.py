@@ -294,6 +294,9 @@ def generate(
         raise ValueError("layout: no objects to generate")
     loaded = _load(context, model)
     unet, vae = loaded["unet"], loaded["vae"]
+    if unet.config.addition_embed_type:  # SDXL: pooled embeddings and time ids this loop does not pass
+        raise ValueError(f"model: {model!r} is an SDXL-style UNet (added text/time embeddings); generate it with "
+                         "diffusion.generate and link the layout into its 'layout' input")
     if conditioning.width != unet.config.cross_attention_dim:
         raise ValueError(f"conditioning: width {conditioning.width} (encoder {conditioning.encoder!r}), but model "
                          f"{model!r} expects {unet.config.cross_attention_dim}")
