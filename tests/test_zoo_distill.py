@@ -136,3 +136,35 @@ def test_zoo_eval_samples_a_model_with_its_own_defaults_unless_told_otherwise(tm
     assert main(["zoo", "eval", str(tmp_path), "--n", "2"]) == 0  # no defaults of its own
     picked = [(c["steps"], c["scheduler"], c["guidance"]) for c in calls]
     assert picked == [(2, "lcm", 1.0), (1, "lcm", 1.0), (20, "dpm++", 3.0)]
+
+
+# -- the shipped tiny-shapes-lcm -----------------------------------------------------------------
+
+#: The fidelity goals of the shipped model (all attributes right on 96 held-out prompts, LCM scheduler,
+#: guidance 1), minus a margin of 0.03 for floating-point differences between machines.
+LCM_GOALS = {1: 0.92, 2: 0.92}  # the goal, 0.95, at 1 and 2 steps
+
+
+def test_tiny_shapes_lcm_is_a_model_source_made_for_lcm_sampling():
+    import sfumato
+    from sfumato_zoo import WEIGHTS
+
+    source = sfumato.Registry.load().models["tiny-shapes-lcm"]
+    assert source.generator == "diffusion.generate" and source.path() == WEIGHTS / "tiny-shapes-lcm"
+    info = json.loads((source.path() / "sfumato.json").read_text())
+    assert info["lcm"] is True and info["defaults"] == {"scheduler": "lcm", "steps": 2, "guidance": 1.0}
+    training = json.loads((source.path() / "training.json").read_text())
+    assert training["teacher"] == "tiny-shapes-diffusion" and training["command"].startswith("sfumato zoo distill")
+    assert training["lcm"]["steps"] > 0 and training["lcm"]["seconds"] > 0 and training["lcm"]["last_loss"]
+    # Weights stored as float16: half the teacher UNet's bytes.
+    teacher_bytes = (WEIGHTS / "tiny-shapes-diffusion" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size
+    assert (source.path() / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size < 0.6 * teacher_bytes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("steps", [1, 2])
+def test_shipped_tiny_shapes_lcm_reaches_its_fidelity_goal(steps):
+    from sfumato_zoo.evaluation import evaluate
+
+    scores = evaluate("tiny-shapes-lcm", n=96, steps=steps, scheduler="lcm", guidance=1.0)
+    assert scores["all"] >= LCM_GOALS[steps], scores

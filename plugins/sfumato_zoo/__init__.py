@@ -1,9 +1,10 @@
 """sfumato_zoo: the project's tiny offline models, their dataset, judge and training (built-in plugin).
 
-Registers the model sources ``tiny-shapes-diffusion``, ``tiny-shapes-vae`` and
-``tiny-shapes-gan`` (weights shipped in this package), the generator nodes of
-the VAE and GAN backends (``vae.generate``, ``gan.generate``), the
-``zoo.score`` node, and the ``sfumato zoo`` command (train, eval, grid).
+Registers the model sources ``tiny-shapes-diffusion``, ``tiny-shapes-vae``,
+``tiny-shapes-gan`` and ``tiny-shapes-lcm`` (its 1-2 step distilled student;
+weights shipped in this package), the generator nodes of the VAE and GAN
+backends (``vae.generate``, ``gan.generate``), the ``zoo.score`` node, and the
+``sfumato zoo`` command (train, distill, eval, grid, layouts).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ MODELS = {
     "tiny-shapes-vae": ("conditional VAE, 32x32, MiniLM-conditioned", "vae.generate"),
     "tiny-shapes-gan": ("conditional GAN (projection discriminator, hinge loss), 32x32, MiniLM-conditioned",
                         "gan.generate"),
+    "tiny-shapes-lcm": ("latent consistency model distilled from tiny-shapes-diffusion: 1-2 steps with "
+                        "scheduler=lcm, guidance=1 (guidance 3 is in its weights)", "diffusion.generate"),
 }
 
 

@@ -69,7 +69,7 @@ def add_parsers(subparsers: Any) -> None:
     grid = commands.add_parser("grid", help="a picture of prompts x seeds for each model")
     grid.add_argument("--out", type=Path, default=Path("docs/zoo.png"))
     grid.add_argument("--seeds", type=int, default=4)
-    grid.add_argument("--steps", type=int, default=20)
+    grid.add_argument("--steps", type=int, help="default: each model's own (sfumato.json 'defaults'), else 20")
     grid.set_defaults(handler=grid_command)
 
 
@@ -253,6 +253,7 @@ def grid_command(args: argparse.Namespace) -> int:
 
     from sfumato import Engine
 
+    from .distill import sampling_defaults
     from .evaluation import generation_graph
 
     engine = Engine(device="cpu")
@@ -267,8 +268,10 @@ def grid_command(args: argparse.Namespace) -> int:
     for column, model in enumerate(available):
         x0 = label_width + column * (args.seeds * cell + 16)
         draw.text((x0, 6), model, fill="black", font=font)
-        images = engine.run(generation_graph(model, GRID_PROMPTS, steps=args.steps,
-                                             batch_size=args.seeds))["images"].images
+        own = sampling_defaults(WEIGHTS / model)  # a distilled model samples with its own scheduler and steps
+        images = engine.run(generation_graph(model, GRID_PROMPTS, steps=args.steps or own.get("steps", 20),
+                                             scheduler=own.get("scheduler", "dpm++"),
+                                             guidance=own.get("guidance", 3.0), batch_size=args.seeds))["images"].images
         for index, image in enumerate(images):
             row, seed = divmod(index, args.seeds)
             sheet.paste(image.resize((cell, cell), Image.Resampling.NEAREST),
