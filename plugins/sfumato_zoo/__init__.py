@@ -22,8 +22,8 @@ MODELS = {
     "tiny-shapes-vae": ("conditional VAE, 32x32, MiniLM-conditioned", "vae.generate"),
     "tiny-shapes-gan": ("conditional GAN (projection discriminator, hinge loss), 32x32, MiniLM-conditioned",
                         "gan.generate"),
-    "tiny-shapes-lcm": ("latent consistency model distilled from tiny-shapes-diffusion: 1-2 steps with "
-                        "scheduler=lcm, guidance=1 (guidance 3 is in its weights)", "diffusion.generate"),
+    "tiny-shapes-lcm": (("latent consistency model distilled from tiny-shapes-diffusion: 1-2 steps with "
+                         "scheduler=lcm, guidance=1 (guidance 3 is in its weights)"), "diffusion.generate"),
 }
 
 
