@@ -66,6 +66,7 @@ def _expected_conditioning(inputs: dict[str, Any], context: ValidationContext) -
         return _expected_of_file(inputs["model"], context)
     expected = expected_conditioning(folder)  # width, and the family (sdxl) where it is not SD 1.x/2.x
     info = read_model_info(folder)
+    _warn_about_sampling_defaults(inputs, context, info)
     if info.get("encoder"):
         expected["encoder"] = info["encoder"]
     wanted = {"conditioning": expected, "negative": expected} if expected else {}
@@ -74,6 +75,33 @@ def _expected_conditioning(inputs: dict[str, Any], context: ValidationContext) -
         wanted["control"] = wanted["loras"]  # and so does a ControlNet
         wanted["image_prompt"] = wanted["loras"]  # and an IP-Adapter
     return wanted
+
+
+#: The sampling inputs of ``diffusion.generate`` a model may ask for in its ``sfumato.json`` ``defaults``.
+_SAMPLING_DEFAULTS = {"scheduler": "dpm++", "steps": 20, "guidance": 3.0}
+
+
+def _warn_about_sampling_defaults(inputs: dict[str, Any], context: ValidationContext,
+                                  info: dict[str, Any]) -> None:
+    """Warn when a model made for other sampling settings (an LCM-distilled one) is sampled with these.
+
+    A distilled model sampled with 20 DPM-Solver++ steps at guidance 3 draws far worse than with its
+    own 2 LCM steps at guidance 1, and nothing else would tell the user why.
+    """
+    wanted = info.get("defaults")
+    recipe = inputs.get("speed")
+    chosen = recipe.get("sampler") if isinstance(recipe, dict) else getattr(recipe, "sampler", None)
+    if not isinstance(wanted, dict) or chosen:  # the recipe samples its own way
+        return
+    used = {name: inputs[name] if name in inputs else (None if name in context.given else default)
+            for name, default in _SAMPLING_DEFAULTS.items()}
+    differing = [f"{name}={used[name]!r} (made for {wanted[name]!r})" for name in _SAMPLING_DEFAULTS
+                 if name in wanted and used[name] is not None and used[name] != wanted[name]]
+    if differing:
+        settings = " ".join(f"{name}={wanted[name]}" for name in _SAMPLING_DEFAULTS if name in wanted)
+        context.warn(f"model {inputs.get('model')!r} is made to sample with {settings}, but this node uses "
+                     f"{', '.join(differing)}: set them (e.g. --set {' --set '.join(settings.split())}) "
+                     "or its images will be poor", "model")
 
 
 def _expected_of_file(model: str, context: ValidationContext) -> dict[str, dict[str, Any]]:
