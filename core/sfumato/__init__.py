@@ -61,6 +61,7 @@ from .plugin.values import (
     Latent,
     PromptWeights,
     Regions,
+    RegionWindow,
     Retrieved,
     RetrievedItem,
 )
@@ -92,7 +93,7 @@ __all__ = [
     "NodeDefinitionError", "NodeExecutionError", "NodeFailed", "NodeFinished", "NodeProgress", "NodeSkipped",
     "NodeSpec", "NodeStarted", "NodeStatus", "ParameterError", "path_inside", "PathNotAllowedError",
     "PathPolicy", "Plan", "plan_run", "PluginError", "png_info", "Port", "PortType", "PromptWeights",
-    "read_png_metadata", "ReadablePath", "Regions", "Registry", "Requirement", "resolve_graph_path", "Retrieved",
+    "read_png_metadata", "ReadablePath", "Regions", "RegionWindow", "Registry", "Requirement", "resolve_graph_path", "Retrieved",
     "RetrievedItem", "run_nested", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError",
     "RunFinished", "RunOutcome", "RunReport", "RunResult", "RunStarted", "RunStatus", "set_limits",
     "SfumatoError", "shipped_graphs", "spec_of", "torch_dtype", "UndeclaredContextReadError",

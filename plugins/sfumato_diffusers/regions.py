@@ -31,39 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sfumato import Conditioning, ImageBatch, Latent, Regions, image_seeds
+from sfumato import Conditioning, ImageBatch, Latent, Regions, RegionWindow, image_seeds
 
 from .loading import DiffusionModel
-
-
-@dataclass(frozen=True)
-class Window:
-    """A region of the latent canvas: rows ``top:top+size_y``, columns ``left:left+size_x``."""
-
-    top: int
-    left: int
-    size_y: int
-    size_x: int
-
-    def crop(self, tensor: Any) -> Any:
-        return tensor[..., self.top:self.top + self.size_y, self.left:self.left + self.size_x]
-
-
-def latent_windows(regions: Regions, latent_height: int, latent_width: int, unit: int) -> list[Window]:
-    """One latent window per box: the box over ``object_fill``, a multiple of ``unit``, inside the canvas."""
-    windows = []
-    for x0, y0, x1, y1 in regions.boxes:
-        cx, cy = (x0 + x1) / 2 * latent_width, (y0 + y1) / 2 * latent_height
-
-        def extent(fraction: float, full: int) -> int:
-            wanted = fraction * full / regions.object_fill
-            return max(unit, min(full - full % unit, round(wanted / unit) * unit))
-
-        size_x, size_y = extent(x1 - x0, latent_width), extent(y1 - y0, latent_height)
-        left = round(min(max(cx - size_x / 2, 0), latent_width - size_x))
-        top = round(min(max(cy - size_y / 2, 0), latent_height - size_y))
-        windows.append(Window(top, left, size_y, size_x))
-    return windows
 
 
 def flat_latent(vae: Any, rgb: tuple[int, int, int], height: int, width: int) -> Any:
@@ -90,7 +60,7 @@ class RegionalRequest:
     """One image's regional loop: conditioning rows (background first), windows, seed, size."""
 
     regions: Regions
-    windows: list[Window]
+    windows: list[RegionWindow]
     states: Any  # (regions + 1, seq, width)
     pooled: Any  # (regions + 1, width') or None
     negative_states: Any  # (1, seq, width) or None: no guidance
@@ -244,7 +214,7 @@ def generate_regions(model: DiffusionModel, make_scheduler: Callable[[], Any], r
     check_regions(regions, conditioning, model, width, height)
     factor = model.vae_scale_factor
     unit = 2 ** (len(model.unet.config.block_out_channels) - 1)
-    windows = latent_windows(regions, height // factor, width // factor, unit)
+    windows = regions.latent_windows(height // factor, width // factor, unit)
     known = flat_latent(model.vae, regions.background, height, width) if regions.background is not None else None
     images, latents = [], []
     for index, image_seed in enumerate(image_seeds(seed, batch_size)):

@@ -25,39 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sfumato import Regions, RegionWindow
+
 from .layout import Layout
 
 
-@dataclass(frozen=True)
-class Window:
-    """A region of the latent canvas: rows ``top:top+size_y``, columns ``left:left+size_x``."""
-
-    top: int
-    left: int
-    size_y: int
-    size_x: int
-
-    def crop(self, tensor: Any) -> Any:
-        return tensor[..., self.top:self.top + self.size_y, self.left:self.left + self.size_x]
-
-
 def latent_windows(layout: Layout, latent_height: int, latent_width: int, unit: int,
-                   object_fill: float) -> list[Window]:
+                   object_fill: float) -> list[RegionWindow]:
     """One latent window per object: its box divided by ``object_fill``, a multiple of ``unit``, inside the canvas."""
-    windows = []
-    for obj in layout.objects:
-        x0, y0, x1, y1 = obj.box
-        cx, cy = (x0 + x1) / 2 * latent_width, (y0 + y1) / 2 * latent_height
-
-        def extent(fraction: float, full: int) -> int:
-            wanted = fraction * full / object_fill
-            return max(unit, min(full - full % unit, round(wanted / unit) * unit))
-
-        size_x, size_y = extent(x1 - x0, latent_width), extent(y1 - y0, latent_height)
-        left = round(min(max(cx - size_x / 2, 0), latent_width - size_x))
-        top = round(min(max(cy - size_y / 2, 0), latent_height - size_y))
-        windows.append(Window(top, left, size_y, size_x))
-    return windows
+    regions = Regions(tuple(obj.box for obj in layout.objects), object_fill=object_fill)
+    return regions.latent_windows(latent_height, latent_width, unit)
 
 
 @dataclass
@@ -71,7 +48,7 @@ class RegionalRequest:
     a whole-canvas region instead.
     """
 
-    windows: list[Window]
+    windows: list[RegionWindow]
     states: Any
     pooled: Any
     negative_states: Any

@@ -128,6 +128,20 @@ class PromptWeights:
 
 
 @dataclass(frozen=True)
+class RegionWindow:
+    """A window of a latent canvas: rows ``top:top+size_y``, columns ``left:left+size_x``."""
+
+    top: int
+    left: int
+    size_y: int
+    size_x: int
+
+    def crop(self, tensor: Any) -> Any:
+        """The window's part of ``tensor`` (its last two dimensions are the canvas)."""
+        return tensor[..., self.top:self.top + self.size_y, self.left:self.left + self.size_x]
+
+
+@dataclass(frozen=True)
 class Regions:
     """Where each region prompt of a conditioning acts: regional generation's plan, for any generator.
 
@@ -169,3 +183,19 @@ class Regions:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def latent_windows(self, latent_height: int, latent_width: int, unit: int) -> list[RegionWindow]:
+        """One window per box on a latent canvas: the box over ``object_fill``, a multiple of ``unit``, inside it."""
+
+        def extent(fraction: float, full: int) -> int:
+            wanted = fraction * full / self.object_fill
+            return max(unit, min(full - full % unit, round(wanted / unit) * unit))
+
+        windows = []
+        for x0, y0, x1, y1 in self.boxes:
+            cx, cy = (x0 + x1) / 2 * latent_width, (y0 + y1) / 2 * latent_height
+            size_x, size_y = extent(x1 - x0, latent_width), extent(y1 - y0, latent_height)
+            left = round(min(max(cx - size_x / 2, 0), latent_width - size_x))
+            top = round(min(max(cy - size_y / 2, 0), latent_height - size_y))
+            windows.append(RegionWindow(top, left, size_y, size_x))
+        return windows
