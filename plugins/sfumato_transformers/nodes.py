@@ -315,10 +315,18 @@ def get_flux_encoders(context: RunContext, model: str) -> FluxEncoders:
     return _pipeline_encoders(context, model, "a Flux", _TWO_ENCODERS, load_flux_encoders)
 
 
-def _describe_flux(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
-    folder = context.model_folder(inputs["model"]) if inputs.get("model") else None
-    width = hidden_width(read_config(folder / "text_encoder_2")) if folder is not None else None
-    return {"conditioning": {"family": "flux", **({"width": width} if width else {})}}
+def _describe_by_encoder(family: str, encoder: str) -> Callable[..., dict[str, dict[str, Any]]]:
+    """A ``describe_outputs`` callback: conditioning of ``family``, as wide as the folder's ``encoder``."""
+
+    def describe(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
+        folder = context.model_folder(inputs["model"]) if inputs.get("model") else None
+        width = hidden_width(read_config(folder / encoder)) if folder is not None else None
+        return {"conditioning": {"family": family, **({"width": width} if width else {})}}
+
+    return describe
+
+
+_describe_flux = _describe_by_encoder("flux", "text_encoder_2")
 
 
 @node("encode.flux", category="encode", output="conditioning", describe_outputs=_describe_flux)
@@ -347,10 +355,7 @@ def get_sd3_encoders(context: RunContext, model: str) -> SD3Encoders:
     return _pipeline_encoders(context, model, "an SD3", parts, load_sd3_encoders)
 
 
-def _describe_sd3(inputs: dict[str, Any], context: ValidationContext) -> dict[str, dict[str, Any]]:
-    folder = context.model_folder(inputs["model"]) if inputs.get("model") else None
-    width = hidden_width(read_config(folder / "text_encoder_3")) if folder is not None else None
-    return {"conditioning": {"family": "sd3", **({"width": width} if width else {})}}
+_describe_sd3 = _describe_by_encoder("sd3", "text_encoder_3")
 
 
 @node("encode.sd3", category="encode", output="conditioning", describe_outputs=_describe_sd3)
