@@ -134,6 +134,20 @@ def test_library_models_record_the_hash_the_library_lists(tmp_path, monkeypatch)
     assert entry.sha256 == model_hash(library / "zoo").sha256
 
 
+def test_the_library_lists_remembered_hashes_without_reading_new_files(tmp_path, hash_index):
+    from sfumato_diffusers.library import scan
+
+    library = tmp_path / "library"
+    save_tiny_zoo_diffusion(library / "zoo")
+    [entry] = scan([library])
+    assert entry.sha256 == "" and hashes.remembered_model_hash(library / "zoo") is None
+    assert not hash_index.exists()  # nothing was read to list it
+    expected = model_hash(library / "zoo").sha256  # hashed once, e.g. by a run that used it
+    hashes.forget_hashes()  # another process: the index on disk is all it knows
+    [entry] = scan([library])
+    assert entry.sha256 == expected
+
+
 def test_metadata_differences_name_a_model_whose_files_changed():
     from sfumato.run.metadata import metadata_differences
 

@@ -11,6 +11,7 @@ from safetensors.numpy import save_file
 
 from sfumato import Engine, GraphBuilder, Registry, SfumatoError, validate_graph
 from sfumato.cli.main import main
+from sfumato.store import hashes
 from sfumato_diffusers.singlefile import detect
 from tiny_models import save_tiny_sd_pipeline, save_tiny_sdxl_pipeline
 
@@ -50,7 +51,9 @@ def fresh_registry(monkeypatch, tmp_path):
     monkeypatch.delenv("SFUMATO_MODELS", raising=False)
     monkeypatch.delenv("SFUMATO_LIBRARY_HASH", raising=False)
     monkeypatch.setattr(registry_module, "_default", None)
-    return registry_module
+    hashes.forget_hashes()  # what an earlier test hashed in this process is not known to this test's index
+    yield registry_module
+    hashes.forget_hashes()
 
 
 def listed(capsys, *args: str) -> dict[str, dict]:

@@ -73,7 +73,7 @@ from .run.nested import find_graph, graph_fingerprint, run_nested
 from .run.planning import Plan, plan_run, validate_graph
 from .run.report import NodeStatus, RunOutcome, RunReport, RunResult, RunStatus
 from .store.codecs import ValueCodec
-from .store.hashes import ModelHash, model_hash
+from .store.hashes import ModelHash, model_hash, remembered_model_hash
 from .store.models import ModelManager, ModelSource
 
 try:
@@ -93,7 +93,7 @@ __all__ = [
     "NodeDefinitionError", "NodeExecutionError", "NodeFailed", "NodeFinished", "NodeProgress", "NodeSkipped",
     "NodeSpec", "NodeStarted", "NodeStatus", "ParameterError", "path_inside", "PathNotAllowedError",
     "PathPolicy", "Plan", "plan_run", "PluginError", "png_info", "Port", "PortType", "PromptWeights",
-    "read_png_metadata", "ReadablePath", "Regions", "RegionWindow", "Registry", "Requirement", "resolve_graph_path", "Retrieved",
+    "read_png_metadata", "ReadablePath", "Regions", "RegionWindow", "Registry", "remembered_model_hash", "Requirement", "resolve_graph_path", "Retrieved",
     "RetrievedItem", "run_nested", "RunCancelledError", "RunContext", "RunEvent", "RunFailedError",
     "RunFinished", "RunOutcome", "RunReport", "RunResult", "RunStarted", "RunStatus", "set_limits",
     "SfumatoError", "shipped_graphs", "spec_of", "torch_dtype", "UndeclaredContextReadError",

@@ -15,14 +15,13 @@ only reads that index.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sfumato import SfumatoError, model_hash
+from sfumato import SfumatoError, model_hash, remembered_model_hash
 
 from .families import folder_family, is_sdxl_refiner
 from .singlefile import detect_file
@@ -63,41 +62,8 @@ def library_folders(extra: list[str] | None = None) -> list[Path]:
     return seen
 
 
-def _index_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(base).expanduser() / "sfumato" / "model-hashes.json"
-
-
-def _load_index() -> dict[str, str]:
-    try:
-        data = json.loads(_index_path().read_text())
-        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
-    except (OSError, ValueError):
-        return {}
-
-
-def _save_index(index: dict[str, str]) -> None:
-    path = _index_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(index, indent=0, sort_keys=True))
-        temporary.replace(path)
-    except OSError:
-        pass  # a read-only cache only means hashing again next time
-
-
 def _files_of(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-
-
-def _stamp(path: Path) -> str:
-    """Path, size and modification time of every file: a changed file changes the stamp."""
-    parts = []
-    for file in _files_of(path):
-        stat = file.stat()
-        parts.append(f"{file}:{stat.st_size}:{stat.st_mtime_ns}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def model_sha256(path: Path) -> str:
@@ -149,9 +115,7 @@ def _candidates(folder: Path, depth: int = 0) -> Iterator[tuple[Path, tuple[str,
 
 
 def scan(folders: list[Path], *, hash_new: bool = False) -> list[LibraryEntry]:
-    """Every model in ``folders``; hashes from the index, computed (and kept) for new files when ``hash_new``."""
-    index = _load_index()
-    changed = False
+    """Every model in ``folders``; hashes already remembered, and computed for new files when ``hash_new``."""
     entries: list[LibraryEntry] = []
     names: set[str] = set()
     for folder in folders:
@@ -167,19 +131,17 @@ def scan(folders: list[Path], *, hash_new: bool = False) -> list[LibraryEntry]:
                     kind, family = found.kind, found.family
                 except SfumatoError as error:
                     kind, family, problem = "unknown", "", str(error)
-            stamp = _stamp(path)
-            sha = index.get(stamp, "")
-            if not sha and hash_new:
-                sha = index[stamp] = model_sha256(path)
-                changed = True
+            if hash_new:
+                sha = model_sha256(path)
+            else:
+                remembered = remembered_model_hash(path)
+                sha = remembered.sha256 if remembered is not None else ""
             name = path.stem if path.is_file() else path.name
             if name in names:  # the same name in two places: the second is known by its relative path
                 name = path.relative_to(folder).as_posix()
             names.add(name)
             size = sum(f.stat().st_size for f in _files_of(path))
             entries.append(LibraryEntry(name, str(path), kind, family, sha, size, problem))
-    if changed:
-        _save_index(index)
     return entries
 
 

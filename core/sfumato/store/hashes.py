@@ -125,6 +125,19 @@ def model_hash(location: Path) -> ModelHash:
     return ModelHash(combined.hexdigest(), files)
 
 
+def remembered_model_hash(location: Path) -> ModelHash | None:
+    """:func:`model_hash` when every file's hash is remembered (nothing is read), else ``None``.
+
+    For listings that must stay fast (a model library with large files not hashed yet).
+    """
+    files = [location] if location.is_file() else folder_files(location)
+    with _lock:
+        _load_disk_index()
+        if any(_stamp(path) not in _memory for path in files):
+            return None
+    return model_hash(location)
+
+
 def forget_hashes() -> None:
     """Forget the hashes remembered in memory (tests; the on-disk index is read again on next use)."""
     global _disk_loaded_from
