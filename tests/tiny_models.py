@@ -122,6 +122,27 @@ def save_tiny_clip_with_projection(folder: Path, width: int = 32, projection_dim
     return folder
 
 
+def _save_tiny_sdxl_denoiser(folder: Path, *, seed: int, text_width: int, time_ids: int) -> None:
+    """An SDXL-layout UNet (``text_width`` wide text, ``time_ids`` time ids of 8, CLIP-G's 32-wide pooled
+    projection), a small VAE and an Euler scheduler, saved under ``folder``."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=text_width, attention_head_dim=8, norm_num_groups=32, use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=time_ids * 8 + 32,
+    ).save_pretrained(folder / "unet")
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
+                  up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[32, 32], layers_per_block=1,
+                  latent_channels=4, norm_num_groups=16, sample_size=16).save_pretrained(folder / "vae")
+    EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                           timestep_spacing="leading", steps_offset=1).save_pretrained(folder / "scheduler")
+
+
 def save_tiny_sdxl_pipeline(folder: Path) -> Path:
     """An SDXL-layout folder: a UNet with added text/time embeddings and two CLIP text encoders.
 
@@ -129,21 +150,7 @@ def save_tiny_sdxl_pipeline(folder: Path) -> Path:
     (32 + 32) and its added embedding takes six time ids (8 each) plus the
     second encoder's 32-wide pooled projection, as in SDXL.
     """
-    import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
-
-    torch.manual_seed(0)
-    UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32, use_linear_projection=True,
-        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 32,
-    ).save_pretrained(folder / "unet")
-    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
-                  up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[32, 32], layers_per_block=1,
-                  latent_channels=4, norm_num_groups=16, sample_size=16).save_pretrained(folder / "vae")
-    EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                           timestep_spacing="leading", steps_offset=1).save_pretrained(folder / "scheduler")
+    _save_tiny_sdxl_denoiser(folder, seed=0, text_width=64, time_ids=6)
     save_tiny_clip(folder / "text_encoder")
     save_tiny_clip_with_projection(folder / "text_encoder_2")
     save_word_tokenizer(folder / "tokenizer")
@@ -290,21 +297,7 @@ def save_tiny_sd3_pipeline(folder: Path, num_layers: int = 1, projection_dim: in
 def save_tiny_sdxl_refiner(folder: Path) -> Path:
     """An SDXL-refiner-layout folder: a UNet taking CLIP-G alone (32 wide) and five time ids
     (original size, crop corner, aesthetic score), the second encoder only, as stabilityai's refiner."""
-    import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
-
-    torch.manual_seed(1)
-    UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32, use_linear_projection=True,
-        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=5 * 8 + 32,
-    ).save_pretrained(folder / "unet")
-    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
-                  up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[32, 32], layers_per_block=1,
-                  latent_channels=4, norm_num_groups=16, sample_size=16).save_pretrained(folder / "vae")
-    EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                           timestep_spacing="leading", steps_offset=1).save_pretrained(folder / "scheduler")
+    _save_tiny_sdxl_denoiser(folder, seed=1, text_width=32, time_ids=5)
     save_tiny_clip_with_projection(folder / "text_encoder_2")
     save_word_tokenizer(folder / "tokenizer_2")
     (folder / "model_index.json").write_text(json.dumps({
